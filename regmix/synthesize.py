@@ -1,0 +1,201 @@
+"""Mixture synthesis: RegMix's random proxy mixtures around the corpus' natural token distribution.
+
+Published algorithm, vectorised: prior ** temperature, Dirichlet(prior * strength) with a strength
+drawn per sample from log-spaced values, rejection of samples over the per-domain epoch bound,
+sparsify + round to MINIMUM, de-duplicate, choose N at random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from regmix.mixture import (ConfigError, Mixture, RunConfig, TrainingSettings, load_distribution,
+                            read_yaml, save_run_config, VALID_PREFIX)
+
+PRESETS = ("the_pile",)
+
+
+@dataclass(frozen=True)
+class SynthesisSettings:
+    """Sampling constants; defaults are the published values."""
+
+    temperature: float = 0.5
+    min_strength: float = 0.1
+    max_strength: float = 5.0
+    num_strengths: int = 15
+    maximum_usage: float = 15.0
+    minimum: float = 2e-4
+    sample_multiplier: int = 100
+    seed: int = 42
+
+    def as_config(self) -> dict[str, float | int]:
+        """The settings recorded in each config file (RegMix's key names)."""
+        keys = ("seed", "temperature", "min_strength", "max_strength", "minimum", "sample_multiplier",
+                "maximum_usage")
+        return {k: getattr(self, k) for k in keys}
+
+
+def usage_bounds(natural: np.ndarray, maximum_usage: float) -> np.ndarray:
+    """Upper weight per domain: a domain may be repeated at most `maximum_usage` epochs.
+
+    As published, the bound comes from the natural distribution, before the temperature.
+    """
+    return np.minimum(natural * maximum_usage, 1.0)
+
+
+def tempered_prior(natural: np.ndarray, temperature: float) -> np.ndarray:
+    prior = natural ** temperature
+    return prior / prior.sum()
+
+
+def draw_dirichlet(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One Dirichlet draw per row of `alpha` (rows that underflow to all zeros are dropped)."""
+    gamma = rng.standard_gamma(alpha)
+    total = gamma.sum(axis=1, keepdims=True)
+    keep = total[:, 0] > 0
+    return gamma[keep] / total[keep]
+
+
+def draw_mixtures(natural: np.ndarray, count: int, settings: SynthesisSettings,
+                  rng: np.random.Generator) -> np.ndarray:
+    """`count` raw draws from the synthesis prior, with the ones over their bound rejected."""
+    prior = tempered_prior(natural, settings.temperature)
+    strengths = np.logspace(np.log10(settings.min_strength), np.log10(settings.max_strength),
+                            settings.num_strengths)
+    chosen = strengths[rng.integers(0, len(strengths), size=count)]
+    weights = draw_dirichlet(chosen[:, None] * prior[None, :], rng)
+    return weights[(weights <= usage_bounds(natural, settings.maximum_usage)).all(axis=1)]
+
+
+def sparsify(weights: np.ndarray, minimum: float) -> np.ndarray:
+    """Zero weights under `minimum`, renormalise, round to multiples of it keeping the sum at 1."""
+    weights = np.where(weights < minimum, 0.0, weights)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    units = np.rint(weights / minimum)
+    total_units = int(round(1.0 / minimum))
+    largest = units.argmax(axis=1)
+    units[np.arange(len(units)), largest] += total_units - units.sum(axis=1)
+    return units * minimum
+
+
+def synthesize(natural: Mixture, num_configs: int, settings: SynthesisSettings = SynthesisSettings()
+               ) -> list[Mixture]:
+    """`num_configs` distinct proxy mixtures around the natural token distribution."""
+    if num_configs <= 0:
+        raise ValueError("num_configs must be > 0")
+    rng = np.random.default_rng(settings.seed)
+    prior = natural.weights / natural.weights.sum()
+    weights = sparsify(draw_mixtures(prior, num_configs * settings.sample_multiplier, settings, rng),
+                       settings.minimum)
+    weights = weights[(weights <= usage_bounds(prior, settings.maximum_usage) + 1e-12).all(axis=1)]
+    units = np.unique(np.rint(weights / settings.minimum).astype(np.int64), axis=0)
+    if len(units) < num_configs:
+        raise ValueError(f"only {len(units)} distinct mixtures pass the bounds, {num_configs} asked for: "
+                         "raise --maximum-usage or --sample-multiplier")
+    picked = units[np.sort(rng.choice(len(units), size=num_configs, replace=False))]
+    rng.shuffle(picked)
+    return [Mixture(natural.domains, row * settings.minimum) for row in picked]
+
+
+def write_configs(mixtures: Sequence[Mixture], valid: Sequence[str], folder: Path,
+                  training: TrainingSettings, settings: SynthesisSettings) -> list[Path]:
+    """One RegMix config file per mixture: n1.yaml, n2.yaml, ..."""
+    paths = []
+    for i, mixture in enumerate(mixtures, start=1):
+        path = folder / f"n{i}.yaml"
+        save_run_config(RunConfig(path.stem, mixture, tuple(valid), training, settings.as_config()), path)
+        paths.append(path)
+    return paths
+
+
+def plot_weights(mixtures: Sequence[Mixture], natural: Mixture, path: Path) -> None:
+    """Per-domain spread of the sampled weights against the natural share."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = np.stack([m.weights for m in mixtures])
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(natural.domains)), 4.5))
+    ax.boxplot([weights[:, j] for j in range(weights.shape[1])], showfliers=True,
+               flierprops={"markersize": 2})
+    ax.scatter(np.arange(1, len(natural.domains) + 1), natural.weights, color="crimson", zorder=3,
+               label="natural token share")
+    ax.set_xticks(np.arange(1, len(natural.domains) + 1), natural.domains, rotation=60, ha="right")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylabel("sampled weight")
+    ax.set_title(f"{len(mixtures)} synthesized mixtures")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
+    """Natural distribution and validation domains from a manifest, a YAML/JSON file or a preset name."""
+    if source in PRESETS:
+        path = Path(str(resources.files("regmix") / "presets" / f"{source}.yaml"))
+    else:
+        path = Path(source)
+        if path.is_dir() or path.name == "manifest.json":
+            from regmix.corpus import load_manifest
+            manifest = load_manifest(path)
+            return manifest.token_distribution(), manifest.valid_domains
+    natural = load_distribution(path)
+    data = read_yaml(path)
+    valid = data.get("valid") if isinstance(data, dict) else None
+    if valid is not None and not isinstance(valid, dict):
+        raise ConfigError(path, "the 'valid:' section must map valid_<domain> to a weight")
+    names = tuple(k[len(VALID_PREFIX):] if k.startswith(VALID_PREFIX) else k for k in (valid or {}))
+    return natural, names or natural.domains
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m regmix.synthesize", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--prior", default="the_pile",
+                   help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: {PRESETS}")
+    p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"), help="folder for n<i>.yaml")
+    p.add_argument("--num-configs", type=int, default=512)
+    p.add_argument("--plot", action="store_true", help="save weights.png with the sampled weights per domain")
+    p.add_argument("--valid", nargs="*", help="validation domains (default: those of the prior)")
+    defaults = SynthesisSettings()
+    for f in dataclasses.fields(SynthesisSettings):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
+                       default=getattr(defaults, f.name))
+    training = TrainingSettings()
+    group = p.add_argument_group("training settings written into each config")
+    for f in dataclasses.fields(TrainingSettings):
+        if f.name != "seed":
+            group.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(training, f.name)),
+                               default=getattr(training, f.name))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    args = _parser().parse_args(argv)
+    settings = SynthesisSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthesisSettings)})
+    training = TrainingSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingSettings)
+                                   if f.name != "seed"}, seed=settings.seed)
+    training.validate("command line")
+    try:
+        natural, valid = load_prior(args.prior)
+        mixtures = synthesize(natural, args.num_configs, settings)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    paths = write_configs(mixtures, args.valid or valid, args.output, training, settings)
+    print(f"wrote {len(paths)} configs to {args.output}/")
+    if args.plot:
+        plot_weights(mixtures, natural, args.output / "weights.png")
+        print(f"plot: {args.output / 'weights.png'}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
