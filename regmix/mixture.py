@@ -153,7 +153,7 @@ class TrainingSettings:
 
 
 _TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}
-SAMPLING_KEYS = ("seed", "temperature", "min_strength", "max_strength", "minimum",
+SAMPLING_KEYS = ("temperature", "min_strength", "max_strength", "minimum",
                  "sample_multiplier", "maximum_usage")
 
 

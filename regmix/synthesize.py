@@ -36,8 +36,8 @@ class SynthesisSettings:
     seed: int = 42
 
     def as_config(self) -> dict[str, float | int]:
-        """The settings recorded in each config file (RegMix's key names)."""
-        keys = ("seed", "temperature", "min_strength", "max_strength", "minimum", "sample_multiplier",
+        """The settings recorded in each config file (RegMix's key names; `seed` is the run's seed)."""
+        keys = ("temperature", "min_strength", "max_strength", "minimum", "sample_multiplier",
                 "maximum_usage")
         return {k: getattr(self, k) for k in keys}
 

@@ -1,0 +1,89 @@
+"""Mixture synthesis: determinism, every published bound, statistics, files RegMix can read."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from regmix.mixture import Mixture, load_run_config, run_config_paths
+from regmix.synthesize import (SynthesisSettings, load_prior, main, synthesize, tempered_prior,
+                               usage_bounds)
+
+
+@pytest.fixture(scope="module")
+def pile():
+    return load_prior("the_pile")
+
+
+@pytest.fixture(scope="module")
+def pile_512(pile):
+    return np.stack([m.weights for m in synthesize(pile[0], 512)])
+
+
+def test_the_pile_preset(pile):
+    natural, valid = pile
+    assert len(natural.domains) == 17 and len(valid) == 17
+    assert "the_pile_pile_cc" in natural.domains
+    assert natural.weights.sum() == pytest.approx(1.0)
+
+
+def test_deterministic_for_a_seed(pile, pile_512):
+    again = np.stack([m.weights for m in synthesize(pile[0], 512)])
+    np.testing.assert_array_equal(pile_512, again)
+    other = np.stack([m.weights for m in synthesize(pile[0], 512, SynthesisSettings(seed=7))])
+    assert not np.array_equal(pile_512, other)
+
+
+def test_respects_every_bound(pile, pile_512):
+    s = SynthesisSettings()
+    assert pile_512.shape == (512, 17)
+    np.testing.assert_allclose(pile_512.sum(axis=1), 1.0, atol=1e-9)
+    units = pile_512 / s.minimum
+    np.testing.assert_allclose(units, np.rint(units), atol=1e-6)
+    assert (pile_512[pile_512 > 0] >= s.minimum - 1e-12).all()
+    assert (pile_512 <= usage_bounds(pile[0].weights, s.maximum_usage) + 1e-9).all()
+    assert len(np.unique(np.rint(units), axis=0)) == 512
+
+
+def test_statistics_follow_the_tempered_prior(pile, pile_512):
+    prior = tempered_prior(pile[0].weights, SynthesisSettings().temperature)
+    rho = spearmanr(pile_512.mean(axis=0), prior).statistic
+    assert rho > 0.9
+    assert (pile_512 == 0).mean() > 0.2, "low Dirichlet strengths should give sparse mixtures"
+
+
+def test_tight_bound_is_enforced_and_impossible_bound_explained():
+    natural = Mixture.from_dict({"a": 0.5, "b": 0.3, "c": 0.2})
+    weights = np.stack([m.weights for m in synthesize(natural, 32, SynthesisSettings(maximum_usage=1.6))])
+    assert (weights <= usage_bounds(natural.weights, 1.6) + 1e-9).all()
+    with pytest.raises(ValueError, match="distinct mixtures pass the bounds"):
+        synthesize(natural, 32, SynthesisSettings(maximum_usage=1.0001, sample_multiplier=2))
+
+
+def test_cli_writes_regmix_configs_and_plot(tmp_path):
+    out = tmp_path / "configs"
+    main(["--prior", "the_pile", "--output", str(out), "--num-configs", "8", "--plot",
+          "--max-step", "20", "--model-name", "tinyllama_demo"])
+    paths = run_config_paths(out)
+    assert [p.name for p in paths] == [f"n{i}.yaml" for i in range(1, 9)]
+    config = load_run_config(paths[0])
+    assert config.training.max_step == 20 and config.training.model_name == "tinyllama_demo"
+    assert config.sampling["temperature"] == 0.5 and config.sampling["maximum_usage"] == 15.0
+    assert len(config.valid) == 17
+    assert (out / "weights.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_help():
+    result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--maximum-usage" in result.stdout and "--temperature" in result.stdout
+
+
+def test_cli_bad_prior_is_one_clear_error(tmp_path):
+    bad = tmp_path / "prior.yaml"
+    bad.write_text("train:\n  train_a: -1\n")
+    result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--prior", str(bad), "--output",
+                             str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"]
