@@ -1,0 +1,178 @@
+"""Corpus preparation: shards and manifest, tokenization round trip, incremental re-runs, bad input."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regmix.corpus import load_manifest
+from regmix.default_corpus import DOMAINS, build_default_corpus
+from regmix.mixture import ConfigError
+from regmix.prepare import main, prepare, token_dtype
+from regmix.tokenizer import load_tokenizer
+
+SHARED_NEOX = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "gpt-neox"
+WORDS = {
+    "code": "def return import class self lambda yield for while if else None True False".split(),
+    "prose": "the a river mountain quietly walked over under beneath sky light ancient story".split(),
+    "legal": "hereby pursuant license warranty liability party agreement shall herein notice".split(),
+}
+
+
+def texts(domain: str, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS[domain], size=rng.integers(20, 80))) + "." for _ in range(n)]
+
+
+def write_jsonl(path: Path, docs: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(lines.encode()))
+    else:
+        path.write_text(lines)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    src = tmp_path / "src"
+    for i, domain in enumerate(WORDS):
+        write_jsonl(src / "train" / f"{domain}_0.jsonl", texts(domain, 40, i))
+        write_jsonl(src / "valid" / f"{domain}.jsonl", texts(domain, 5, 10 + i))
+    write_jsonl(src / "train" / "code_1.jsonl.gz", texts("code", 30, 99))
+    return src
+
+
+def test_manifest_and_shards(corpus, tmp_path):
+    manifest = prepare(corpus, tmp_path / "out", vocab_size=400, progress=False)
+    assert manifest.train_domains == ("code", "legal", "prose")
+    assert manifest.valid_domains == ("code", "legal", "prose")
+    assert manifest.dtype == "uint16"
+    assert [s.path for s in manifest.shards["train"]["code"]] == ["train/code_0.bin", "train/code_1.bin"]
+    reloaded = load_manifest(tmp_path / "out")
+    assert reloaded.to_json() == manifest.to_json()
+    for split in ("train", "valid"):
+        for domain in manifest.shards[split]:
+            arrays = manifest.open_tokens(split, domain)
+            assert sum(len(a) for a in arrays) == manifest.tokens(split, domain) > 0
+            assert all(a.dtype == np.uint16 for a in arrays)
+    share = manifest.token_distribution()
+    assert share.weights.sum() == pytest.approx(1.0)
+    assert share["code"] > share["legal"], "code has 70 documents, legal 40"
+    assert manifest.shards["train"]["code"][1].documents == 30
+
+
+def test_tokenization_round_trip(corpus, tmp_path):
+    manifest = prepare(corpus, tmp_path / "out", vocab_size=400, progress=False)
+    tokenizer, info = load_tokenizer(manifest.tokenizer.path)
+    tokens = np.asarray(manifest.open_tokens("train", "prose")[0])
+    documents = np.split(tokens, np.flatnonzero(tokens == info.eos_id) + 1)[:-1]
+    originals = texts("prose", 40, list(WORDS).index("prose"))
+    assert len(documents) == len(originals)
+    for doc, original in zip(documents, originals):
+        assert doc[-1] == info.eos_id
+        assert tokenizer.decode(doc[:-1].tolist()) == original
+
+
+def test_incremental_rerun(corpus, tmp_path):
+    out = tmp_path / "out"
+    prepare(corpus, out, vocab_size=400, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.bin")}
+    prepare(corpus, out, vocab_size=400, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.bin")} == stamps
+
+    write_jsonl(corpus / "train" / "legal_0.jsonl", texts("legal", 60, 5))
+    (corpus / "train" / "code_1.jsonl.gz").unlink()
+    manifest = prepare(corpus, out, vocab_size=400, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.bin")}
+    assert after["prose_0.bin"] == stamps["prose_0.bin"] and after["code_0.bin"] == stamps["code_0.bin"]
+    assert after["legal_0.bin"] != stamps["legal_0.bin"]
+    assert "code_1.bin" not in after
+    assert manifest.shards["train"]["legal"][0].documents == 60
+
+
+def test_given_tokenizer_by_path(corpus, tmp_path):
+    first = prepare(corpus, tmp_path / "a", vocab_size=300, progress=False)
+    second = prepare(corpus, tmp_path / "b", tokenizer=first.tokenizer.path, progress=False)
+    assert second.tokenizer.sha256 == first.tokenizer.sha256
+    assert not (tmp_path / "b" / "tokenizer").exists()
+    assert second.tokens("train", "code") == first.tokens("train", "code")
+
+
+@pytest.mark.skipif(not SHARED_NEOX.exists(), reason="../shared/tokenizers/gpt-neox is optional")
+def test_gpt_neox_tokenizer(corpus, tmp_path):
+    manifest = prepare(corpus, tmp_path / "out", tokenizer=SHARED_NEOX, progress=False)
+    assert manifest.tokenizer.vocab_size == 50277 and manifest.tokenizer.eos_id == 0
+    assert manifest.dtype == "uint16"
+
+
+def test_dtype_widens_for_large_vocabularies():
+    assert token_dtype(50277) == "uint16" and token_dtype(65536) == "uint16"
+    assert token_dtype(65537) == "uint32" and token_dtype(151_936) == "uint32"
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "line 3 is not valid JSON"),
+    ('{"content": "x"}', "line 3 has no 'text' field"),
+    ('{"text": 5}', "line 3: 'text' is int, not a string"),
+])
+def test_bad_lines_name_file_and_line(corpus, tmp_path, line, problem):
+    bad = corpus / "train" / "prose_0.jsonl"
+    bad.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": "also fine"}) + "\n" + line + "\n")
+    with pytest.raises(ConfigError) as err:
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    assert str(err.value) == f"{bad}: {problem}"
+
+
+def test_error_keeps_what_was_finished(corpus, tmp_path):
+    (corpus / "valid" / "prose.jsonl").write_text("oops\n")
+    with pytest.raises(ConfigError, match="prose.jsonl: line 1"):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    kept = load_manifest(tmp_path / "out")
+    assert kept.tokens("train", "code") > 0 and kept.tokens("train", "prose") > 0
+
+
+def test_layout_errors(tmp_path, corpus):
+    with pytest.raises(ConfigError, match="no train/ folder"):
+        prepare(tmp_path / "missing", tmp_path / "out", progress=False)
+    (corpus / "train" / "nodigits.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"nodigits.jsonl: name must be <domain>_<k>.jsonl"):
+        prepare(corpus, tmp_path / "out", progress=False)
+
+
+def test_cli_reports_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")])
+    assert str(exit_info.value) == f"error: {tmp_path / 'nowhere'}: no train/ folder: expected " \
+                                   "train/<domain>_<k>.jsonl and valid/<domain>.jsonl"
+
+
+@pytest.fixture(scope="module")
+def default_raw(tmp_path_factory) -> Path:
+    return build_default_corpus(tmp_path_factory.mktemp("default") / "raw")
+
+
+def test_default_corpus_layout_and_determinism(default_raw, tmp_path):
+    domains = {d.name for d in DOMAINS}
+    assert len(domains) >= 5
+    assert {p.name for p in (default_raw / "valid").iterdir()} == {f"{d}.jsonl" for d in domains}
+    assert {p.name.rsplit("_", 1)[0] for p in (default_raw / "train").iterdir()} == domains
+    size = sum(p.stat().st_size for p in default_raw.rglob("*.jsonl"))
+    assert 3e6 < size < 40e6
+    again = build_default_corpus(tmp_path / "again")
+    for path in default_raw.rglob("*.jsonl"):
+        assert path.read_bytes() == (again / path.relative_to(default_raw)).read_bytes()
+    other_seed = build_default_corpus(tmp_path / "other", seed=1)
+    assert (other_seed / "valid" / "python_code.jsonl").read_bytes() != \
+           (default_raw / "valid" / "python_code.jsonl").read_bytes()
+
+
+def test_default_corpus_prepares(default_raw, tmp_path):
+    os.environ["RAYON_NUM_THREADS"] = "2"
+    manifest = prepare(default_raw, tmp_path / "out", vocab_size=2048, progress=False)
+    assert len(manifest.train_domains) >= 5
+    assert all(manifest.tokens("valid", d) > 10_000 for d in manifest.valid_domains)
+    assert manifest.tokens("train", "python_code") > 500_000
