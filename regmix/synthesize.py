@@ -129,6 +129,7 @@ def plot_weights(mixtures: Sequence[Mixture], natural: Mixture, path: Path) -> N
                label="natural token share")
     ax.set_xticks(np.arange(1, len(natural.domains) + 1), natural.domains, rotation=60, ha="right")
     ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylim(0, 1)
     ax.set_ylabel("sampled weight")
     ax.set_title(f"{len(mixtures)} synthesized mixtures")
     ax.legend()
