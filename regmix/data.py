@@ -1,0 +1,122 @@
+"""Training sequences drawn by mixture weight, and fixed validation windows, from the prepared corpus.
+
+Each domain is the concatenation of its memory-mapped shards: one long token stream (documents end
+with the end-of-text id, so crossing a shard border is like crossing a document border). A training
+sequence picks its domain by the mixture weights, then a uniformly random window of block_size + 1
+tokens in that stream, as RegMix mixes its packed per-domain datasets.
+
+Micro-batch k is drawn with a generator seeded by (seed, sequences drawn so far), so the sampler's whole
+state is two integers plus the current weights: resuming from them repeats and skips nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from regmix.corpus import CorpusManifest
+from regmix.mixture import Mixture
+
+
+class TokenStream:
+    """A domain's shards as one read-only token sequence; windows shorter than it wrap around."""
+
+    def __init__(self, shards: Sequence[np.ndarray]):
+        self.shards = [s for s in shards if len(s)]
+        if not self.shards:
+            raise ValueError("a token stream needs at least one non-empty shard")
+        self.starts = np.cumsum([0] + [len(s) for s in self.shards])
+        self.total = int(self.starts[-1])
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """`length` tokens from position `start` on, continuing into the next shards (and from the top)."""
+        out = np.empty(length, dtype=np.int64)
+        filled, position = 0, start % self.total
+        while filled < length:
+            index = int(np.searchsorted(self.starts, position, side="right")) - 1
+            shard, offset = self.shards[index], position - int(self.starts[index])
+            piece = shard[offset:offset + length - filled]
+            out[filled:filled + len(piece)] = piece
+            filled += len(piece)
+            position = (position + len(piece)) % self.total
+        return out
+
+    def random_starts(self, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
+        """Window starts, uniform over all windows that fit (position 0 if the stream is too short)."""
+        return rng.integers(0, max(self.total - length, 0) + 1, size=count)
+
+
+class MixtureSampler:
+    """Random (micro_batch, block_size + 1) token batches from the training domains of a mixture.
+
+    A domain's shards are opened on its first draw, so a domain with weight 0 is never read.
+    `set_weights` changes the mixture from the next batch on (for online mixing methods).
+    """
+
+    def __init__(self, manifest: CorpusManifest, mixture: Mixture, block_size: int, seed: int):
+        self.manifest = manifest
+        self.block_size = block_size
+        self.seed = seed
+        self.drawn = 0
+        self.streams: dict[str, TokenStream] = {}
+        self.counts: dict[str, int] = {}
+        self.set_weights(mixture)
+
+    def set_weights(self, mixture: Mixture) -> None:
+        self.mixture = mixture
+        self.domains = mixture.active()
+        weights = np.array([mixture[d] for d in self.domains])
+        self.cumulative = np.cumsum(weights / weights.sum())
+
+    def _stream(self, domain: str) -> TokenStream:
+        if domain not in self.streams:
+            self.streams[domain] = TokenStream(self.manifest.open_tokens("train", domain))
+        return self.streams[domain]
+
+    def next_batch(self, size: int) -> torch.Tensor:
+        """The next `size` sequences of block_size + 1 tokens (inputs and shifted targets)."""
+        rng = np.random.default_rng([self.seed, self.drawn])
+        picks = np.minimum(np.searchsorted(self.cumulative, rng.random(size), side="right"),
+                           len(self.domains) - 1)
+        length = self.block_size + 1
+        batch = np.empty((size, length), dtype=np.int64)
+        for index in np.unique(picks):
+            domain = self.domains[index]
+            rows = np.flatnonzero(picks == index)
+            stream = self._stream(domain)
+            for row, start in zip(rows, stream.random_starts(rng, len(rows), length)):
+                batch[row] = stream.window(int(start), length)
+            self.counts[domain] = self.counts.get(domain, 0) + len(rows)
+        self.drawn += size
+        return torch.from_numpy(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "drawn": self.drawn, "weights": self.mixture.to_dict(),
+                "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.drawn = int(state["seed"]), int(state["drawn"])
+        self.counts = dict(state["counts"])
+        self.set_weights(Mixture.from_dict(state["weights"]))
+
+
+def validation_windows(manifest: CorpusManifest, domain: str, block_size: int, eval_tokens: int) -> torch.Tensor:
+    """The fixed validation set of a domain: evenly spaced windows covering up to `eval_tokens` targets.
+
+    The same for every run with the same corpus and settings, so validation losses are comparable;
+    a domain smaller than `eval_tokens` is used whole.
+    """
+    stream = TokenStream(manifest.open_tokens("valid", domain))
+    length = block_size + 1
+    count = max(1, min(eval_tokens, stream.total - 1) // block_size)
+    starts = np.linspace(0, max(stream.total - length, 0), count).round().astype(np.int64)
+    return torch.from_numpy(np.stack([stream.window(int(s), length) for s in starts]))
+
+
+def validation_sets(manifest: CorpusManifest, domains: Sequence[str], block_size: int,
+                    eval_tokens: int) -> dict[str, torch.Tensor]:
+    """Validation windows per valid domain (domains without tokens are left out)."""
+    empty = set(manifest.empty_domains("valid"))
+    return {d: validation_windows(manifest, d, block_size, eval_tokens) for d in domains if d not in empty}

@@ -1,0 +1,476 @@
+"""Train RegMix proxy models: one per mixture config, a whole sweep folder of them, resumable.
+
+`python -m regmix.train_proxy --config n1.yaml --corpus data/prepared` trains one proxy;
+`--config FOLDER` trains every config in it. Each run lives in `<output>/<config name>/`:
+
+    config.yaml      the config as trained (copied from the sweep folder)
+    metrics.jsonl    one line per evaluation: step, tokens, train loss, metric/<valid>_val_loss, ...
+    result.json      written last, atomically: its presence means the run is done (finished or failed)
+    checkpoint.pt    model, optimizer, sampler state and step while training (removed at the end)
+    lock             pid and host of the worker training it, so workers never train a run twice
+    wandb/           wandb's run files (offline-run-*/run-<id>.wandb unless online)
+
+Runs with a result.json are skipped; an interrupted run resumes from its last checkpoint exactly.
+A bad config or a diverged run (NaN/inf loss) is reported and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import multiprocessing as mp
+import netrc
+import os
+import socket
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from regmix.corpus import CorpusManifest, load_manifest
+from regmix.data import MixtureSampler, validation_sets
+from regmix.mixture import ConfigError, RunConfig, TrainingSettings, load_run_config, run_config_paths, \
+    save_run_config, write_atomic
+from regmix.models import build_model, non_embedding_parameters
+from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, metric_name, save_result
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.yaml"
+LOCK_NAME = "lock"
+WANDB_MODES = ("auto", "online", "offline", "off")
+ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1)  # TinyLlama's pre-training optimizer
+GRAD_CLIP = 1.0
+STALE_EMPTY_LOCK_S = 60.0
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite: the run is over and recorded as failed."""
+
+
+def learning_rate(step: int, settings: TrainingSettings) -> float:
+    """Linear warm-up to learning_rate, then constant (as RegMix) or cosine decay to min_lr."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / (settings.warmup_steps + 1)
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    progress = (step - settings.warmup_steps) / max(1, settings.max_step - settings.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return settings.min_lr + cosine * (settings.learning_rate - settings.min_lr)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; fp32 elsewhere (bf16 matmuls are slow or inexact on most CPUs)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of a (batch, block_size + 1) token tensor."""
+    logits = model(batch[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, valid: dict[str, torch.Tensor], batch_size: int,
+             device: torch.device) -> dict[str, float]:
+    """Mean token loss per validation domain over its fixed windows."""
+    model.eval()
+    losses = {}
+    for domain, windows in valid.items():
+        total = torch.zeros((), device=device)
+        for chunk in windows.split(batch_size):
+            with _autocast(device):
+                total += _loss(model, chunk.to(device)) * len(chunk)
+        losses[domain] = total.item() / len(windows)
+    model.train()
+    return losses
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """`auto`: WANDB_MODE if set, else online with a wandb login (API key or netrc), else offline."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode must be one of {WANDB_MODES}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("disabled", "off"):
+        return "off"
+    if env in ("offline", "dryrun", "online", "run"):
+        return "online" if env in ("online", "run") else "offline"
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    try:
+        return "online" if netrc.netrc(os.environ.get("NETRC")).authenticators(host) else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+class RunLog:
+    """Where a run's metrics go: metrics.jsonl always, wandb unless off (RegMix's metric names)."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, mode: str, run_id: str | None, extra: dict,
+                 project: str, group: str | None):
+        self.history_path = run_dir / HISTORY_NAME
+        self.wandb = None
+        if mode == "off":
+            return
+        import wandb
+
+        settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
+                                  disable_git=True, x_save_requirements=False)
+        self.wandb = wandb.init(project=project, group=group, name=config.name, id=run_id, resume="allow",
+                                dir=run_dir, mode=mode, config={**config.to_yaml_dict(), **extra},
+                                reinit="finish_previous", settings=settings)
+        self.wandb.define_metric("trainer/global_step")
+        self.wandb.define_metric("metric/*", step_metric="trainer/global_step")
+
+    @property
+    def run_id(self) -> str | None:
+        return self.wandb.id if self.wandb else None
+
+    def history(self, up_to_step: int) -> list[dict]:
+        """Evaluations logged so far, dropping any logged after the checkpoint we resume from."""
+        if not self.history_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r["trainer/global_step"] <= up_to_step]
+        if len(kept) != len(rows):
+            write_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def train(self, step: int, loss: float, lr: float) -> None:
+        if self.wandb:
+            self.wandb.log({"trainer/global_step": step, "metric/train_loss": loss, "trainer/lr": lr})
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        with self.history_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.wandb:
+            self.wandb.log(row)
+
+    def finish(self, failed: bool) -> None:
+        if self.wandb:
+            self.wandb.finish(exit_code=1 if failed else 0)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_proxy(config: RunConfig, manifest: CorpusManifest, run_dir: str | os.PathLike, *,
+                source: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                wandb_mode: str = "auto", wandb_project: str = "regmix", wandb_group: str | None = None,
+                progress: bool = True, progress_position: int = 0) -> RunResult:
+    """Train one proxy on `config`'s mixture, resuming from `run_dir`'s checkpoint; write its result.
+
+    Returns the finished result, or a failed one if the loss diverged; a config that does not fit the
+    corpus raises ConfigError naming `source`.
+    """
+    run_dir = Path(run_dir)
+    config.check_corpus(manifest, source or run_dir / CONFIG_NAME)
+    settings = config.training
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accumulation = settings.global_batch_size // settings.micro_batch_size
+    tokens_per_step = settings.global_batch_size * settings.block_size
+
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.model_name, manifest.tokenizer.vocab_size, settings.block_size).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, fused=True, **ADAMW)
+    sampler = MixtureSampler(manifest, config.train, settings.block_size, settings.seed)
+    valid = validation_sets(manifest, config.valid, settings.block_size, settings.eval_tokens)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    step, seconds, run_id = 0, 0.0, None
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        step, seconds, run_id = state["step"], state["seconds"], state["wandb_id"]
+
+    extra = {"non_embedding_parameters": non_embedding_parameters(model),
+             "tokens_per_step": tokens_per_step, "device": device.type}
+    log = RunLog(config, run_dir, resolve_wandb_mode(wandb_mode), run_id, extra, wandb_project, wandb_group)
+    history = log.history(step)
+    valid_losses = {d: row[metric_name(d)] for row in history[-1:] for d in valid}
+
+    def checkpoint() -> None:
+        _save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+            "step": step, "seconds": seconds + time.perf_counter() - started, "wandb_id": log.run_id})
+
+    started = time.perf_counter()
+    error = None
+    bar = tqdm(total=settings.max_step, initial=step, desc=config.name, unit="step", leave=False,
+               disable=not progress, position=progress_position, dynamic_ncols=True)
+    model.train()
+    try:
+        while step < settings.max_step:
+            lr = learning_rate(step, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            total = torch.zeros((), device=device)
+            for _ in range(accumulation):
+                batch = sampler.next_batch(settings.micro_batch_size).to(device, non_blocking=True)
+                with _autocast(device):
+                    loss = _loss(model, batch)
+                (loss / accumulation).backward()
+                total += loss.detach()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            train_loss = total.item() / accumulation
+            if not math.isfinite(train_loss):
+                raise Diverged(f"training loss is {train_loss} at step {step}")
+            log.train(step, train_loss, lr)
+            bar.update()
+            bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
+            at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step
+            if at_eval:
+                valid_losses = evaluate(model, valid, settings.micro_batch_size, device)
+                bad = {d: v for d, v in valid_losses.items() if not math.isfinite(v)}
+                if bad:
+                    raise Diverged(f"validation loss {bad} at step {step}")
+                row = {"trainer/global_step": step, "tokens": step * tokens_per_step,
+                       "metric/train_loss": train_loss,
+                       "seconds": round(seconds + time.perf_counter() - started, 3)}
+                for domain, value in valid_losses.items():
+                    row[metric_name(domain)] = value
+                    row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
+                log.evaluation(row)
+            if step < settings.max_step and (at_eval or step % settings.save_step_interval == 0):
+                checkpoint()
+    except Diverged as exc:
+        error = f"diverged: {exc}"
+    finally:
+        bar.close()
+    log.finish(failed=error is not None)
+    result = RunResult(
+        name=config.name, status="failed" if error else "finished", mixture=config.train,
+        valid_losses={} if error else valid_losses, step=step, tokens=step * tokens_per_step,
+        seconds=round(seconds + time.perf_counter() - started, 3), error=error,
+        settings={**dataclasses.asdict(settings), **extra})
+    save_result(result, run_dir)
+    checkpoint_path.unlink(missing_ok=True)
+    return result
+
+
+# ---- sweeps -----------------------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_is_stale(path: Path) -> bool:
+    """A lock left by a dead process on this host (or left empty by a crash long ago)."""
+    try:
+        text = path.read_text()
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    fields = text.split()
+    if len(fields) != 2 or not fields[0].isdigit():
+        return age > STALE_EMPTY_LOCK_S
+    pid, host = int(fields[0]), fields[1]
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+def acquire_lock(path: Path) -> bool:
+    """Create the run's lock file exclusively (O_CREAT | O_EXCL); reclaim it once if stale."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _lock_is_stale(path):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return True
+    return False
+
+
+@dataclass
+class SweepEntry:
+    """What happened to one config of a sweep: finished, failed, skipped (already done) or busy."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class _Options:
+    output: Path
+    device: str | None
+    wandb_mode: str
+    wandb_project: str
+    progress: bool
+    position: int = 1
+
+
+def _run_config(path: Path, manifest: CorpusManifest, options: _Options) -> SweepEntry:
+    """Train one config of a sweep unless done or taken; every error becomes an entry, not a crash."""
+    name = path.stem
+    run_dir = options.output / name
+    lock = run_dir / LOCK_NAME
+    if (run_dir / RESULT_NAME).exists():
+        return SweepEntry(name, "skipped", "result.json exists")
+    if not acquire_lock(lock):
+        return SweepEntry(name, "busy", f"locked by {lock.read_text().strip() if lock.exists() else '?'}")
+    try:
+        if (run_dir / RESULT_NAME).exists():
+            return SweepEntry(name, "skipped", "finished by another worker")
+        config = load_run_config(path)
+        config.check_corpus(manifest, path)
+        save_run_config(config, run_dir / CONFIG_NAME)
+        result = train_proxy(config, manifest, run_dir, source=path, device=options.device,
+                             wandb_mode=options.wandb_mode, wandb_project=options.wandb_project,
+                             wandb_group=options.output.name, progress=options.progress,
+                             progress_position=options.position)
+        losses = " ".join(f"{d}={v:.4f}" for d, v in result.valid_losses.items())
+        return SweepEntry(name, result.status, result.error or losses, result.seconds)
+    except ConfigError as exc:
+        return SweepEntry(name, "failed", str(exc))
+    except Exception as exc:  # a bug or resource error in one run must not end the sweep; no result.json, so a rerun retries
+        return SweepEntry(name, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+_worker_options: _Options | None = None
+
+
+def _init_worker(slots: Any, options: _Options, threads: int, cuda: bool) -> None:
+    """Give a pool worker its slot: its torch threads on CPU, or its GPU, and its progress-bar row."""
+    global _worker_options
+    slot = slots.get()
+    torch.set_num_threads(threads)
+    _worker_options = dataclasses.replace(options, position=slot + 1,
+                                          device=f"cuda:{slot}" if cuda else options.device)
+
+
+def _pool_task(path: Path, manifest: CorpusManifest) -> SweepEntry:
+    assert _worker_options is not None
+    return _run_config(path, manifest, _worker_options)
+
+
+def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: str | os.PathLike, *,
+                workers: int = 0, device: str | None = None, wandb_mode: str = "auto",
+                wandb_project: str = "regmix", progress: bool = True,
+                report: Callable[[str], None] = print) -> list[SweepEntry]:
+    """Train every config not yet done into `output/<name>/`; print and return what happened to each.
+
+    `workers` 0 means one per GPU on CUDA and one on CPU; several CPU workers split the cores' threads.
+    Workers in other processes (or machines sharing the folder) never train the same run: lock files.
+    """
+    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    workers = workers or (torch.cuda.device_count() if cuda else 1)
+    options = _Options(Path(output), device, wandb_mode, wandb_project, progress)
+    started = time.perf_counter()
+    entries: list[SweepEntry] = []
+    bar = tqdm(total=len(config_paths), desc=f"sweep {Path(output).name}", unit="run", disable=not progress,
+               position=0, dynamic_ncols=True)
+
+    def record(entry: SweepEntry) -> None:
+        entries.append(entry)
+        bar.update()
+        if entry.status == "failed":
+            bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
+
+    if workers == 1 and not cuda:
+        for path in config_paths:
+            record(_run_config(Path(path), manifest, options))
+    else:
+        context = mp.get_context("spawn")
+        slots = context.Queue()
+        for slot in range(workers):
+            slots.put(slot)
+        threads = 1 if cuda else max(1, (os.cpu_count() or 1) // workers)
+        with context.Pool(workers, initializer=_init_worker, initargs=(slots, options, threads, cuda)) as pool:
+            task = functools.partial(_pool_task, manifest=manifest)
+            for entry in pool.imap_unordered(task, [Path(p) for p in config_paths]):
+                record(entry)
+    bar.close()
+    report(summarize(entries, time.perf_counter() - started))
+    return entries
+
+
+def summarize(entries: Sequence[SweepEntry], seconds: float) -> str:
+    """One line of counts, then one line per failed run with its reason."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.status] = counts.get(entry.status, 0) + 1
+    lines = [f"sweep: {len(entries)} configs in {seconds:.1f}s: "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    lines += [f"  failed {e.name}: {e.detail.splitlines()[0]}" for e in entries if e.status == "failed"]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m regmix.train_proxy", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        epilog="example:\n  python -m regmix.synthesize --prior the_pile --output mixture_config/demo "
+               "--num-configs 16\n  python -m regmix.train_proxy --config mixture_config/demo "
+               "--corpus data/prepared --workers 2")
+    p.add_argument("--config", type=Path, required=True,
+                   help="a mixture config (.yaml) or a folder of them (a sweep)")
+    p.add_argument("--corpus", type=Path, required=True,
+                   help="prepared corpus folder (with manifest.json), made by `python -m regmix.prepare`")
+    p.add_argument("--output", type=Path, default=None,
+                   help="folder for the run folders (default: runs/<name of the config folder>)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="parallel runs; 0 = one per GPU on CUDA, one on CPU (CPU workers share the cores)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
+                   help="wandb logging: auto = online with a wandb login, otherwise offline files")
+    p.add_argument("--wandb-project", default="regmix", help="wandb project name")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    folder = args.config if args.config.is_dir() else args.config.parent
+    output = args.output or Path("runs") / folder.resolve().name
+    try:
+        manifest = load_manifest(args.corpus)
+        paths = run_config_paths(args.config) if args.config.is_dir() else [args.config]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not paths:
+        print(f"error: {args.config}: no .yaml configs in this folder", file=sys.stderr)
+        return 2
+    entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
+                          wandb_mode=args.wandb, wandb_project=args.wandb_project, progress=not args.no_progress)
+    return 1 if any(e.status == "failed" for e in entries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

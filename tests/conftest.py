@@ -1,0 +1,43 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regmix.corpus import CorpusManifest, Shard, TokenizerInfo
+
+TINY_VOCAB = 64
+TINY_TRAIN = {"alpha": (3000, 2500), "beta": (4000,), "gamma": (1500, 800), "delta": (2000,)}
+TINY_VALID = {"alpha": 1200, "beta": 900, "gamma": 700}
+
+
+def _domain_tokens(index: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """A learnable stream per domain: a domain-specific stride through the vocabulary plus a little noise."""
+    steps = (index + 1) * 3 + rng.integers(0, 2, count)
+    return (np.cumsum(steps) % (TINY_VOCAB - 1) + 1).astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> CorpusManifest:
+    """A prepared corpus of four train domains (one in two shards) and three valid domains, made with numpy.
+
+    Vocabulary 64, token 0 as end-of-text; same layout and manifest as `regmix.prepare` writes.
+    """
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    rng = np.random.default_rng(0)
+    tokenizer = TokenizerInfo(name="tiny-test", sha256="0" * 64, vocab_size=TINY_VOCAB, eos_id=0, path="")
+    manifest = CorpusManifest(root=root, source="tests", tokenizer=tokenizer, dtype="uint16")
+    domains = list(TINY_TRAIN)
+    for split, layout in (("train", TINY_TRAIN), ("valid", {d: (n,) for d, n in TINY_VALID.items()})):
+        (root / split).mkdir()
+        for domain, sizes in layout.items():
+            shards = []
+            for k, size in enumerate(sizes):
+                relative = f"{split}/{domain}_{k}.bin"
+                _domain_tokens(domains.index(domain), size, rng).tofile(root / relative)
+                shards.append(Shard(path=relative, source=f"{split}/{domain}_{k}.jsonl", source_sha256="0" * 64,
+                                    tokens=size, documents=1))
+            manifest.shards[split][domain] = shards
+    manifest.save()
+    return manifest

@@ -1,0 +1,188 @@
+"""Proxy training: loss falls, sampling follows the weights, exact resume, sweeps survive bad configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from regmix import train_proxy as tp
+from regmix.data import MixtureSampler, validation_sets
+from regmix.mixture import Mixture, RunConfig, TrainingSettings, load_run_config, save_run_config
+from regmix.models import PRESETS, build_model, non_embedding_parameters
+from regmix.results import HISTORY_NAME, load_result
+from regmix.wandb_runs import find_offline_runs, read_offline_run
+
+from conftest import TINY_VOCAB
+
+WEIGHTS = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1, "delta": 0.0}
+
+
+def make_config(name: str = "n1", weights: dict = WEIGHTS, **settings) -> RunConfig:
+    training = dict(model_name="tinyllama_demo", global_batch_size=8, micro_batch_size=4, max_step=12,
+                    learning_rate=3e-3, min_lr=3e-4, warmup_steps=2, lr_schedule="cosine",
+                    eval_step_interval=4, save_step_interval=3, block_size=32, eval_tokens=128, seed=7)
+    training.update(settings)
+    return RunConfig(name=name, train=Mixture.from_dict(weights), valid=("alpha", "beta", "gamma"),
+                     training=TrainingSettings(**training))
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to busy cores
+
+
+def test_presets_match_regmix():
+    model = build_model("tinyllama_1M", vocab_size=50277, block_size=2048)
+    c = model.config
+    assert (c.n_layer, c.n_head, c.n_embd, c.intermediate_size) == (2, 8, 256, 512)
+    assert c.padded_vocab_size == 50304 and c.block_size == 2048 and c.rotary_percentage == 1.0
+    assert (c.norm_class_name, c.mlp_class_name, c.bias, c.parallel_residual) == ("RMSNorm", "LLaMAMLP", False, False)
+    assert 1.0e6 < non_embedding_parameters(model) < 1.5e6
+    assert PRESETS["tinyllama_1_1b"]["n_query_groups"] == 4
+    with pytest.raises(ValueError, match="unknown model_name"):
+        build_model("gpt5", 64, 32)
+
+
+def test_proxy_trains_and_loss_falls(tiny_corpus, tmp_path):
+    config = make_config(max_step=30, eval_step_interval=10, lr_schedule="constant", learning_rate=1e-2)
+    result = tp.train_proxy(config, tiny_corpus, tmp_path / "run", wandb_mode="off", progress=False)
+    assert result.ok and result.step == 30 and result.tokens == 30 * 8 * 32
+    assert set(result.valid_losses) == {"alpha", "beta", "gamma"}
+    history = [json.loads(line) for line in (tmp_path / "run" / HISTORY_NAME).read_text().splitlines()]
+    assert [row["trainer/global_step"] for row in history] == [10, 20, 30]
+    assert history[-1]["metric/train_loss"] < math.log(TINY_VOCAB) - 1.0
+    assert result.valid_losses["alpha"] < math.log(TINY_VOCAB) - 1.0
+    assert load_result(tmp_path / "run").valid_losses == result.valid_losses
+    assert not (tmp_path / "run" / tp.CHECKPOINT_NAME).exists()
+
+
+def test_sampling_follows_weights_and_never_reads_zero_weight(tiny_corpus, monkeypatch):
+    opened = []
+    original = type(tiny_corpus).open_tokens
+    monkeypatch.setattr(type(tiny_corpus), "open_tokens",
+                        lambda self, split, domain: opened.append((split, domain)) or original(self, split, domain))
+    sampler = MixtureSampler(tiny_corpus, Mixture.from_dict(WEIGHTS), block_size=16, seed=1)
+    batches = [sampler.next_batch(50) for _ in range(60)]
+    counts = np.array([sampler.counts.get(d, 0) for d in ("alpha", "beta", "gamma")])
+    assert counts.sum() == 3000 and ("train", "delta") not in opened and "delta" not in sampler.counts
+    assert chisquare(counts, 3000 * np.array([0.6, 0.3, 0.1])).pvalue > 1e-3
+    assert all(b.shape == (50, 17) and b.dtype == torch.int64 and int(b.max()) < TINY_VOCAB for b in batches)
+
+    again = MixtureSampler(tiny_corpus, Mixture.from_dict(WEIGHTS), block_size=16, seed=1)
+    assert torch.equal(again.next_batch(50), batches[0])
+    resumed = MixtureSampler(tiny_corpus, Mixture.from_dict(WEIGHTS), block_size=16, seed=1)
+    resumed.load_state_dict(again.state_dict())
+    assert torch.equal(resumed.next_batch(50), batches[1])
+
+    resumed.set_weights(Mixture.from_dict({"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "delta": 1.0}))
+    resumed.next_batch(20)
+    assert resumed.counts["delta"] == 20
+
+
+def test_validation_sets_are_fixed_and_capped(tiny_corpus):
+    sets = validation_sets(tiny_corpus, ("alpha", "beta", "gamma"), block_size=32, eval_tokens=256)
+    assert {d: len(w) for d, w in sets.items()} == {"alpha": 8, "beta": 8, "gamma": 8}
+    again = validation_sets(tiny_corpus, ("alpha",), block_size=32, eval_tokens=10**9)
+    assert len(again["alpha"]) == (1200 - 1) // 32
+    assert torch.equal(again["alpha"][0], sets["alpha"][0])
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch):
+    config = make_config()
+    whole = tp.train_proxy(config, tiny_corpus, tmp_path / "whole", wandb_mode="off", progress=False)
+
+    draws = {"n": 0}
+    original = MixtureSampler.next_batch
+
+    def crash_at_step_8(self, size):
+        draws["n"] += 1
+        if draws["n"] > 2 * 7:  # two micro-batches a step: dies inside step 8, after the step-6 checkpoint
+            raise KeyboardInterrupt
+        return original(self, size)
+
+    monkeypatch.setattr(MixtureSampler, "next_batch", crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
+    assert torch.load(tmp_path / "resumed" / tp.CHECKPOINT_NAME, weights_only=False)["step"] == 6
+    monkeypatch.setattr(MixtureSampler, "next_batch", original)
+    resumed = tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
+
+    assert resumed.step == whole.step == 12
+    for domain, loss in whole.valid_losses.items():
+        assert resumed.valid_losses[domain] == pytest.approx(loss, abs=1e-6)
+    history = lambda run: [json.loads(x) for x in (tmp_path / run / HISTORY_NAME).read_text().splitlines()]
+    assert [r["trainer/global_step"] for r in history("resumed")] == [4, 8, 12]
+
+
+def test_divergence_is_recorded_as_failed(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "_loss", lambda model, batch: model(batch[:, :-1]).sum() * float("nan"))
+    result = tp.train_proxy(make_config(), tiny_corpus, tmp_path / "nan", wandb_mode="off", progress=False)
+    assert result.status == "failed" and "diverged" in result.error and result.step == 1
+    assert load_result(tmp_path / "nan").status == "failed"
+
+
+def test_sweep_reports_bad_configs_and_finishes_the_rest(tiny_corpus, tmp_path, capsys):
+    folder = tmp_path / "configs"
+    save_run_config(make_config("n1", max_step=4), folder / "n1.yaml")
+    (folder / "n2.yaml").write_text("train: {train_alpha: 0.5, train_beta: [oops\n")
+    save_run_config(make_config("n3", {"alpha": 0.5, "epsilon": 0.5}, max_step=4), folder / "n3.yaml")
+    save_run_config(make_config("n4", {"beta": 0.2, "gamma": 0.8}, max_step=4), folder / "n4.yaml")
+    paths = tp.run_config_paths(folder)
+    entries = tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
+    status = {e.name: e.status for e in entries}
+    assert status == {"n1": "finished", "n2": "failed", "n3": "failed", "n4": "finished"}
+    out = capsys.readouterr().out
+    assert "2 failed, 2 finished" in out and "n2.yaml: not valid YAML" in out and "epsilon" in out
+    assert load_run_config(tmp_path / "runs" / "n1" / tp.CONFIG_NAME).train.to_dict() == WEIGHTS
+
+    again = tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
+    assert {e.name: e.status for e in again} == {"n1": "skipped", "n2": "failed", "n3": "failed", "n4": "skipped"}
+
+
+def test_locks_exclude_other_workers_and_stale_locks_are_reclaimed(tmp_path):
+    lock = tmp_path / "run" / tp.LOCK_NAME
+    assert tp.acquire_lock(lock)
+    assert not tp.acquire_lock(lock)
+    assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+    dead = 2**22 + 12345
+    lock.write_text(f"{dead} {socket.gethostname()}\n")
+    assert tp.acquire_lock(lock)
+    lock.write_text(f"{dead} some-other-host\n")
+    assert not tp.acquire_lock(lock)
+
+
+def test_wandb_offline_run_holds_the_metrics(tiny_corpus, tmp_path):
+    config = make_config("n7", max_step=8)
+    result = tp.train_proxy(config, tiny_corpus, tmp_path / "n7", wandb_mode="offline", progress=False)
+    files = find_offline_runs(tmp_path / "n7")
+    assert len(files) == 1 and files[0].parent.name.startswith("offline-run-")
+    run = read_offline_run(files[0].parent)
+    assert run.name == "n7" and run.run_id
+    assert run.config["train"]["train_alpha"] == 0.6 and run.config["model_name"] == "tinyllama_demo"
+    final = [row for row in run.history if "metric/alpha_val_loss" in row][-1]
+    assert final["trainer/global_step"] == 8
+    for domain, loss in result.valid_losses.items():
+        assert final[f"metric/{domain}_val_loss"] == pytest.approx(loss)
+        assert final[f"metric/{domain}_val_ppl"] == pytest.approx(math.exp(loss))
+    assert sum("metric/train_loss" in row for row in run.history) >= 8
+
+
+def test_wandb_mode_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert tp.resolve_wandb_mode("auto") == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert tp.resolve_wandb_mode("auto") == "online"
+    assert tp.resolve_wandb_mode("off") == "off"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tp.resolve_wandb_mode("auto") == "off"
