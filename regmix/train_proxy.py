@@ -44,6 +44,7 @@ from regmix.mixture import ConfigError, RunConfig, TrainingSettings, load_run_co
     save_run_config, write_atomic
 from regmix.models import build_model, non_embedding_parameters
 from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, metric_name, save_result
+from regmix.wandb_runs import wait_until_complete
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.yaml"
@@ -161,7 +162,10 @@ class RunLog:
 
     def finish(self, failed: bool) -> None:
         if self.wandb:
+            sync_file, offline = self.wandb.settings.sync_file, self.wandb.settings.mode == "offline"
             self.wandb.finish(exit_code=1 if failed else 0)
+            if offline:
+                wait_until_complete(sync_file)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

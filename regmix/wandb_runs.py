@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,30 @@ def read_offline_run(path: str | os.PathLike) -> OfflineRun:
             run.history.append(_json_items(record.history.item))
     run.config = _unwrap_config(config)
     return run
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether a run file is whole: it parses and ends the run (an exit record)."""
+    try:
+        data = Path(path).read_bytes()
+        for payload in _payloads(data, Path(path)):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "exit":
+                return True
+    except (OSError, ConfigError, DecodeError):
+        pass
+    return False
+
+
+def wait_until_complete(path: str | os.PathLike, timeout: float = 30.0) -> bool:
+    """Wait for wandb to finish writing a run file: `wandb.finish()` returns before its last block is on disk."""
+    deadline = time.monotonic() + timeout
+    while not is_complete(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def find_offline_runs(root: str | os.PathLike) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from regmix.mixture import ConfigError
-from regmix.wandb_runs import BLOCK_SIZE, find_offline_runs, read_offline_run
+from regmix.wandb_runs import BLOCK_SIZE, find_offline_runs, read_offline_run, wait_until_complete
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,9 @@ def offline_run(tmp_path_factory):
     for step in range(3):
         run.log({"trainer/global_step": step, "metric/a_val_loss": 3.0 - step})
     run.log({"note": "x" * (2 * BLOCK_SIZE + 100)})
-    run_id = run.id
+    run_id, sync_file = run.id, run.settings.sync_file
     run.finish()
+    assert wait_until_complete(sync_file)
     return root, run_id
 
 
