@@ -1,0 +1,485 @@
+"""Train K proxy models with different mixtures at once, in one process on one device.
+
+A 1M-parameter proxy leaves a GPU mostly idle, and most of its compute is the output layer, whose
+(tokens x vocabulary) logits cost more memory traffic than arithmetic. So the group trainer:
+
+- stacks the K litgpt GPTs' parameters into (K, ...) tensors and runs all K with batched matmuls
+  (`torch.bmm` over the leading K dimension; attention folds K into the batch of one SDPA call);
+- computes output layer + cross-entropy in chunks of tokens, deriving the gradients in the forward
+  pass, so (K, tokens, vocab) logits never exist at once and are read from memory only twice;
+- keeps training each proxy exactly as `regmix.train_proxy.train_proxy` would alone: the same seed
+  and initial weights, its own `MixtureSampler` (same data order), the same LR schedule, AdamW (which
+  is elementwise, so one AdamW over stacked parameters is K independent ones) and gradient clipping
+  by each proxy's own gradient norm.
+
+A proxy whose loss turns NaN/inf is marked failed, its weights and optimizer state are zeroed (so it
+stays finite and inert) and the others go on. Each proxy writes the single trainer's files
+(metrics.jsonl, result.json, checkpoint.pt in the same format), so either trainer can resume a run
+the other started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from litgpt import GPT, Config
+from litgpt.model import apply_rope
+from tqdm.auto import tqdm
+
+from regmix.corpus import CorpusManifest
+from regmix.data import MixtureSampler, validation_sets
+from regmix.mixture import RunConfig
+from regmix.models import build_model, non_embedding_parameters
+from regmix.results import RunResult, metric_name, save_result
+from regmix.train_proxy import ADAMW, CHECKPOINT_NAME, CONFIG_NAME, GRAD_CLIP, RunLog, _autocast, \
+    _save_checkpoint, learning_rate, resolve_wandb_mode
+
+DEFAULT_LOSS_CHUNK = 16_384  # tokens (over all K proxies) whose logits exist at once in the loss
+
+
+# ---- the stacked model ------------------------------------------------------------------------------
+
+def _check_config(config: Config) -> None:
+    """The batched forward implements litgpt's TinyLlama family; refuse anything else loudly."""
+    expected = dict(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", rotary_percentage=1.0,
+                    parallel_residual=False, bias=False, attn_bias=False, lm_head_bias=False,
+                    scale_embeddings=False, norm_qk=False, post_attention_norm=False, post_mlp_norm=False,
+                    sliding_window_size=None, attention_logit_softcapping=None,
+                    final_logit_softcapping=None, attention_scores_scalar=None, rope_adjustments=None,
+                    rope_interleave=False, rope_indices=None, latent_attention=None, n_expert=0)
+    wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k, v) != v}
+    if wrong:
+        raise ValueError(f"the multi-proxy trainer supports LLaMA-style configs only; {config.name} has {wrong}")
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """litgpt's RMSNorm (fp32 statistics) with one weight row per proxy: x (K, N, d), weight (K, d)."""
+    dtype = x.dtype
+    x = x.float()
+    x_normed = x * torch.rsqrt(torch.mean(x * x, dim=-1, keepdim=True) + eps)
+    return (x_normed * weight.float().unsqueeze(1)).to(dtype=dtype)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """K bias-free linear layers at once: x (K, N, in), weight (K, out, in) -> (K, N, out)."""
+    return torch.bmm(x, weight.transpose(1, 2))
+
+
+def _chunk_loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          scale: torch.Tensor, with_grads: bool):
+    """Summed cross-entropy of one token chunk per proxy, and its gradients scaled by `scale` (K,).
+
+    The logits are formed in the matmul dtype and reduced in fp32; softmax - onehot is the gradient
+    of the logits, so the chunk's logits never need to be stored for a backward pass.
+    """
+    logits = torch.bmm(hidden, weight.transpose(1, 2)).float()  # (K, c, V)
+    lse = torch.logsumexp(logits, dim=-1)
+    losses = (lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    if not with_grads:
+        return losses, None, None
+    grad_logits = torch.exp(logits - lse.unsqueeze(-1))
+    grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(lse, -1.0).unsqueeze(-1))
+    grad_logits = (grad_logits * scale.view(-1, 1, 1)).to(hidden.dtype)
+    return losses, torch.bmm(grad_logits, weight), torch.bmm(grad_logits.transpose(1, 2), hidden)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Per-proxy mean cross-entropy of `hidden @ weight.T`, chunked over tokens, gradients in forward."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk: int, dtype: torch.dtype, chunk_fn: Any) -> torch.Tensor:
+        K, N, _ = hidden.shape
+        with_grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        h, w = hidden.to(dtype), weight.to(dtype)
+        scale = torch.full((K,), 1.0 / N, device=hidden.device)
+        total = torch.zeros(K, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if with_grads else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grads else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, N, chunk):
+                part = slice(start, min(start + chunk, N))
+                losses, g_h, g_w = chunk_fn(h[:, part], w, targets[:, part], scale, with_grads)
+                total += losses
+                if with_grads:
+                    grad_hidden[:, part] = g_h
+                    grad_weight += g_w
+        if with_grads:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total / N
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        g = grad_loss.view(-1, 1, 1)
+        return grad_hidden * g.to(grad_hidden.dtype), grad_weight * g.to(grad_weight.dtype), None, None, None, None
+
+
+class StackedGPT(torch.nn.Module):
+    """K litgpt GPTs of one architecture as stacked (K, ...) parameters, run by batched matmuls.
+
+    Parameter i is litgpt's parameter `names[i]` of every proxy stacked on dim 0, in litgpt's order, so
+    `proxy_state(k)` is a litgpt state_dict and optimizer state indices match a single GPT's.
+    """
+
+    def __init__(self, models: Sequence[GPT], loss_chunk: int = DEFAULT_LOSS_CHUNK, compile: bool = False):
+        super().__init__()
+        config = models[0].config
+        _check_config(config)
+        if any(m.config != config for m in models):
+            raise ValueError("all proxies of a group need the same model config")
+        self.config = config
+        self.names = [name for name, _ in models[0].named_parameters()]
+        params = [dict(m.named_parameters()) for m in models]
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.stack([p[name].detach() for p in params])) for name in self.names)
+        self.register_buffer("cos", models[0].cos.detach().clone(), persistent=False)
+        self.register_buffer("sin", models[0].sin.detach().clone(), persistent=False)
+        self.loss_chunk = loss_chunk
+        self.chunk_fn = torch.compile(_chunk_loss_and_grads, dynamic=False) if compile else _chunk_loss_and_grads
+        self.body = torch.compile(self.hidden, dynamic=False) if compile else self.hidden
+
+    @property
+    def size(self) -> int:
+        return self.weights[0].size(0)
+
+    def param(self, name: str) -> torch.Tensor:
+        return self.weights[self.names.index(name)]
+
+    def proxy_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Proxy k's litgpt state_dict (copies, so saving it does not save the whole stack)."""
+        return {name: p[k].detach().clone() for name, p in zip(self.names, self.weights)}
+
+    @torch.no_grad()
+    def load_proxy_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        for name, p in zip(self.names, self.weights):
+            p[k].copy_(state[name])
+
+    def _attention(self, x: torch.Tensor, block: str, batch: int) -> torch.Tensor:
+        c = self.config
+        K, N, _ = x.shape
+        T = N // batch
+        qkv = _linear(x, self.param(f"{block}.attn.qkv.weight")).view(K * batch, T, -1)
+        q, k, v = qkv.split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
+                             c.n_query_groups * c.head_size), dim=-1)
+        q = q.view(K * batch, T, c.n_head, c.head_size).transpose(1, 2)
+        k = k.view(K * batch, T, c.n_query_groups, c.head_size).transpose(1, 2)
+        v = v.view(K * batch, T, c.n_query_groups, c.head_size).transpose(1, 2)
+        cos, sin = self.cos[:T].unsqueeze(0), self.sin[:T].unsqueeze(0)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(c.head_size),
+                                           enable_gqa=c.n_query_groups != c.n_head)
+        y = y.transpose(1, 2).reshape(K, N, c.n_head * c.head_size)
+        return _linear(y, self.param(f"{block}.attn.proj.weight"))
+
+    def _mlp(self, x: torch.Tensor, block: str) -> torch.Tensor:
+        gate = _linear(x, self.param(f"{block}.mlp.fc_1.weight"))
+        up = _linear(x, self.param(f"{block}.mlp.fc_2.weight"))
+        return _linear(F.silu(gate) * up, self.param(f"{block}.mlp.proj.weight"))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states (K, B*T, n_embd) of token ids (K, B, T), as litgpt's GPT computes."""
+        K, B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        wte = self.param("transformer.wte.weight")
+        offsets = torch.arange(K, device=idx.device).view(K, 1, 1) * wte.size(1)
+        x = F.embedding((idx + offsets).view(K, B * T), wte.reshape(-1, wte.size(-1)))
+        eps = self.config.norm_eps
+        for i in range(self.config.n_layer):
+            block = f"transformer.h.{i}"
+            x = x + self._attention(_rms_norm(x, self.param(f"{block}.norm_1.weight"), eps), block, B)
+            x = x + self._mlp(_rms_norm(x, self.param(f"{block}.norm_2.weight"), eps), block)
+        return _rms_norm(x, self.param("transformer.ln_f.weight"), eps)
+
+    def loss(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Per-proxy mean next-token loss (K,) of token windows (K, B, T + 1); matmuls in `dtype`."""
+        hidden = self.body(batch[..., :-1])
+        targets = batch[..., 1:].reshape(self.size, -1)
+        chunk = max(1, self.loss_chunk // self.size)
+        return _LinearCrossEntropy.apply(hidden, self.param("lm_head.weight"), targets, chunk, dtype,
+                                         self.chunk_fn)
+
+
+def _matmul_dtype(device: torch.device) -> torch.dtype:
+    """The output layer's matmul dtype: bf16 on CUDA as under the single trainer's autocast, else fp32."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+# ---- training: optimizer step, failures, evaluation --------------------------------------------------
+
+class ProxyGroup:
+    """The K proxies' stacked model, AdamW state, samplers and failure marks: one training step at a time."""
+
+    def __init__(self, configs: Sequence[RunConfig], manifest: CorpusManifest, device: torch.device,
+                 compile: bool = False, loss_chunk: int = DEFAULT_LOSS_CHUNK):
+        settings = configs[0].training
+        models = []
+        for config in configs:
+            torch.manual_seed(config.training.seed)
+            models.append(build_model(settings.model_name, manifest.tokenizer.vocab_size, settings.block_size))
+        self.non_embedding_parameters = non_embedding_parameters(models[0])
+        self.device = device
+        self.settings = settings
+        self.model = StackedGPT(models, loss_chunk, compile).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate, fused=True,
+                                           **ADAMW)
+        self.samplers = [MixtureSampler(manifest, c.train, settings.block_size, c.training.seed) for c in configs]
+        self.alive = [True] * len(configs)
+        self.dtype = _matmul_dtype(device)
+
+    @property
+    def size(self) -> int:
+        return len(self.samplers)
+
+    def _batch(self, size: int) -> torch.Tensor:
+        batch = torch.stack([s.next_batch(size) for s in self.samplers])
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+    def train_step(self, lr: float) -> tuple[list[float], list[float]]:
+        """One optimizer step of every live proxy; returns each proxy's train loss and gradient norm.
+
+        A proxy whose loss or gradient norm is not finite is marked failed before the update (see `fail`).
+        """
+        settings = self.settings
+        accumulation = settings.global_batch_size // settings.micro_batch_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros(self.size, device=self.device)
+        for _ in range(accumulation):
+            batch = self._batch(settings.micro_batch_size)
+            with _autocast(self.device):
+                loss = self.model.loss(batch, self.dtype)
+            (loss.sum() / accumulation).backward()
+            total += loss.detach()
+        grads = [p.grad for p in self.model.parameters()]
+        norms = torch.stack([g.flatten(1).float().norm(dim=1) for g in grads]).norm(dim=0)
+        losses, norm_values = torch.stack([total / accumulation, norms]).tolist()
+        for k in range(self.size):
+            if self.alive[k] and not (math.isfinite(losses[k]) and math.isfinite(norm_values[k])):
+                self.fail(k)
+        alive = torch.tensor(self.alive, device=self.device)
+        coef = torch.where(alive, (GRAD_CLIP / (norms + 1e-6)).clamp(max=1.0), 0.0)
+        for g in grads:
+            g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses, norm_values
+
+    @torch.no_grad()
+    def fail(self, k: int) -> None:
+        """Mark proxy k failed: zero its weights, gradients and AdamW moments, so AdamW keeps them zero.
+
+        Zero weights give finite (uniform) outputs and zero gradients, so a failed proxy stays inert.
+        """
+        self.alive[k] = False
+        for p in self.model.parameters():
+            p[k].zero_()
+            if p.grad is not None:
+                p.grad[k].zero_()
+            for moment in ("exp_avg", "exp_avg_sq"):
+                if moment in self.optimizer.state.get(p, {}):
+                    self.optimizer.state[p][moment][k].zero_()
+
+    @torch.no_grad()
+    def evaluate(self, valid: dict[str, torch.Tensor], batch_size: int) -> list[dict[str, float]]:
+        """Each proxy's mean token loss per validation domain over the same fixed windows."""
+        totals: dict[str, list[float]] = {}
+        for domain, windows in valid.items():
+            total = torch.zeros(self.size, device=self.device)
+            for chunk in windows.split(batch_size):
+                batch = chunk.to(self.device).expand(self.size, -1, -1)
+                with _autocast(self.device):
+                    total += self.model.loss(batch, self.dtype) * len(chunk)
+            totals[domain] = [t / len(windows) for t in total.tolist()]
+        return [{d: v[k] for d, v in totals.items()} for k in range(self.size)]
+
+    def proxy_checkpoint(self, k: int) -> dict[str, Any]:
+        """Proxy k's model, optimizer and sampler state in the single trainer's checkpoint layout."""
+        full = self.optimizer.state_dict()
+        state = {i: {key: (v[k].clone() if key != "step" else v.clone()) for key, v in s.items()}
+                 for i, s in full["state"].items()}
+        return {"model": self.model.proxy_state(k), "sampler": self.samplers[k].state_dict(),
+                "optimizer": {"state": state, "param_groups": full["param_groups"]}}
+
+    def load_checkpoints(self, states: Sequence[dict[str, Any]]) -> None:
+        """Load one single-trainer checkpoint per proxy (all at the same step)."""
+        for k, state in enumerate(states):
+            self.model.load_proxy_state(k, state["model"])
+            self.samplers[k].load_state_dict(state["sampler"])
+        per_proxy = [s["optimizer"] for s in states]
+        if per_proxy[0]["state"]:
+            stacked = {i: {key: (torch.stack([o["state"][i][key] for o in per_proxy]) if key != "step"
+                                 else per_proxy[0]["state"][i][key]) for key in per_proxy[0]["state"][i]}
+                       for i in per_proxy[0]["state"]}
+            self.optimizer.load_state_dict({"state": stacked, "param_groups": per_proxy[0]["param_groups"]})
+
+
+# ---- the group run: files, logging, results -----------------------------------------------------------
+
+def group_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can train in one group: all settings but the mixture and seed agree."""
+    settings = dataclasses.asdict(config.training)
+    settings.pop("seed")
+    return tuple(sorted(settings.items()))
+
+
+def checkpoint_step(run_dir: str | os.PathLike) -> int:
+    """The step a run would resume from (0 without a checkpoint); cheap, the checkpoint is memory-mapped."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
+
+
+def _evaluation_row(step: int, tokens: int, train_loss: float, seconds: float,
+                    losses: dict[str, float]) -> dict[str, Any]:
+    row = {"trainer/global_step": step, "tokens": tokens, "metric/train_loss": train_loss,
+           "seconds": round(seconds, 3)}
+    for domain, value in losses.items():
+        row[metric_name(domain)] = value
+        row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
+    return row
+
+
+def _replay_to_wandb(config: RunConfig, run_dir: Path, mode: str, extra: dict, project: str,
+                     group: str | None, train_log: list, rows: list[dict], failed: bool) -> None:
+    """Log a finished proxy's history as its own wandb run (one wandb run per process at a time)."""
+    if mode == "off":
+        return
+    log = RunLog(config, run_dir, mode, None, extra, project, group)
+    evaluations = {row["trainer/global_step"]: row for row in rows}
+    for step, loss, lr in train_log:
+        log.train(step, loss, lr)
+        if step in evaluations:
+            log.wandb.log(evaluations.pop(step))
+    for row in evaluations.values():
+        log.wandb.log(row)
+    log.finish(failed=failed)
+
+
+def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs: Sequence[str | os.PathLike],
+                *, device: str | torch.device | None = None, compile: bool | None = None,
+                loss_chunk: int = DEFAULT_LOSS_CHUNK, wandb_mode: str = "auto", wandb_project: str = "regmix",
+                wandb_group: str | None = None, progress: bool = True,
+                progress_position: int = 0) -> list[RunResult]:
+    """Train K proxies together, each as `train_proxy` would alone; write and return their results.
+
+    `configs` must share a `group_key` (same settings but mixture and seed); each proxy resumes from the
+    checkpoint in its run folder, and all checkpoints must be at the same step (group runs by
+    `checkpoint_step`). `compile` (default: on CUDA) compiles the model body and the loss chunks.
+    """
+    if not configs or len(configs) != len(run_dirs):
+        raise ValueError(f"need one run folder per config, got {len(configs)} configs, {len(run_dirs)} folders")
+    if len({group_key(c) for c in configs}) != 1:
+        raise ValueError("configs of one group must share all training settings except mixture and seed")
+    run_dirs = [Path(d) for d in run_dirs]
+    for config, run_dir in zip(configs, run_dirs):
+        config.check_corpus(manifest, run_dir / CONFIG_NAME)
+    settings = configs[0].training
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    compile = device.type == "cuda" if compile is None else compile
+    tokens_per_step = settings.global_batch_size * settings.block_size
+    mode = resolve_wandb_mode(wandb_mode)
+
+    group = ProxyGroup(configs, manifest, device, compile, loss_chunk)
+    domains = list(dict.fromkeys(d for c in configs for d in c.valid))
+    valid = validation_sets(manifest, domains, settings.block_size, settings.eval_tokens)
+
+    paths = [d / CHECKPOINT_NAME for d in run_dirs]
+    states = [torch.load(p, map_location=device, weights_only=False) if p.exists() else None for p in paths]
+    steps = {0 if s is None else s["step"] for s in states}
+    if len(steps) > 1:
+        raise ValueError(f"checkpoints of one group must be at one step, found steps {sorted(steps)}")
+    step, seconds = steps.pop(), 0.0
+    train_logs: list[list] = [[] for _ in configs]
+    if step:
+        group.load_checkpoints(states)
+        seconds = max(s["seconds"] for s in states)
+        train_logs = [list(s.get("train_log", [])) for s in states]
+    del states
+
+    extra = {"non_embedding_parameters": group.non_embedding_parameters, "tokens_per_step": tokens_per_step,
+             "device": device.type, "group_size": len(configs)}
+    logs = []
+    for config, run_dir in zip(configs, run_dirs):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        logs.append(RunLog(config, run_dir, "off", None, extra, wandb_project, wandb_group))
+    histories = [log.history(step) for log in logs]
+    valid_losses = [{d: row[metric_name(d)] for row in h[-1:] for d in c.valid} for h, c in zip(histories, configs)]
+    results: list[RunResult | None] = [None] * len(configs)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return seconds + time.perf_counter() - started
+
+    def finish(k: int, error: str | None) -> None:
+        config = configs[k]
+        result = RunResult(
+            name=config.name, status="failed" if error else "finished", mixture=config.train,
+            valid_losses={} if error else valid_losses[k], step=step, tokens=step * tokens_per_step,
+            seconds=round(elapsed(), 3), error=error, settings={**dataclasses.asdict(config.training), **extra})
+        _replay_to_wandb(config, run_dirs[k], mode, extra, wandb_project, wandb_group, train_logs[k],
+                         logs[k].history(step), failed=error is not None)
+        save_result(result, run_dirs[k])
+        paths[k].unlink(missing_ok=True)
+        results[k] = result
+
+    def checkpoint() -> None:
+        live = [k for k in range(group.size) if group.alive[k]]
+        temps = []
+        for k in live:
+            temp = paths[k].with_name(f"{CHECKPOINT_NAME}.group")
+            _save_checkpoint(temp, {**group.proxy_checkpoint(k), "step": step, "seconds": elapsed(),
+                                    "wandb_id": None, "train_log": train_logs[k]})
+            temps.append((temp, paths[k]))
+        for temp, path in temps:  # all written before any replaces: the group's checkpoints stay in step
+            os.replace(temp, path)
+
+    bar = tqdm(total=settings.max_step, initial=step, desc=f"group of {group.size}", unit="step", leave=False,
+               disable=not progress, position=progress_position, dynamic_ncols=True)
+    try:
+        while step < settings.max_step and any(group.alive):
+            lr = learning_rate(step, settings)
+            alive = list(group.alive)
+            losses, norms = group.train_step(lr)
+            step += 1
+            for k in range(group.size):
+                if alive[k] and not group.alive[k]:
+                    bad = f"training loss is {losses[k]}" if not math.isfinite(losses[k]) \
+                        else f"gradient norm is {norms[k]}"
+                    finish(k, f"diverged: {bad} at step {step}")
+                elif group.alive[k]:
+                    train_logs[k].append((step, losses[k], lr))
+            bar.update()
+            at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step
+            if at_eval:
+                evaluated = group.evaluate(valid, settings.micro_batch_size)
+                for k, config in enumerate(configs):
+                    if not group.alive[k]:
+                        continue
+                    losses_k = {d: evaluated[k][d] for d in config.valid if d in evaluated[k]}
+                    bad = {d: v for d, v in losses_k.items() if not math.isfinite(v)}
+                    if bad:
+                        group.fail(k)
+                        finish(k, f"diverged: validation loss {bad} at step {step}")
+                        continue
+                    valid_losses[k] = losses_k
+                    logs[k].evaluation(_evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), losses_k))
+            if step < settings.max_step and (at_eval or step % settings.save_step_interval == 0):
+                checkpoint()
+    finally:
+        bar.close()
+    for k in range(group.size):
+        if results[k] is None:
+            finish(k, None)
+    return [r for r in results if r is not None]
