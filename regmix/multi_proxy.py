@@ -41,7 +41,7 @@ from regmix.results import RunResult, metric_name, save_result
 from regmix.train_proxy import ADAMW, CHECKPOINT_NAME, CONFIG_NAME, GRAD_CLIP, RunLog, _autocast, \
     _save_checkpoint, learning_rate, resolve_wandb_mode
 
-DEFAULT_LOSS_CHUNK = 16_384  # tokens (over all K proxies) whose logits exist at once in the loss
+DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the loss
 
 
 # ---- the stacked model ------------------------------------------------------------------------------
@@ -84,9 +84,8 @@ def _chunk_loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     losses = (lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum(-1)
     if not with_grads:
         return losses, None, None
-    grad_logits = torch.exp(logits - lse.unsqueeze(-1))
-    grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(lse, -1.0).unsqueeze(-1))
-    grad_logits = (grad_logits * scale.view(-1, 1, 1)).to(hidden.dtype)
+    onehot = torch.arange(logits.size(-1), device=logits.device) == targets.unsqueeze(-1)
+    grad_logits = ((torch.exp(logits - lse.unsqueeze(-1)) - onehot.float()) * scale.view(-1, 1, 1)).to(hidden.dtype)
     return losses, torch.bmm(grad_logits, weight), torch.bmm(grad_logits.transpose(1, 2), hidden)
 
 
@@ -203,9 +202,8 @@ class StackedGPT(torch.nn.Module):
         """Per-proxy mean next-token loss (K,) of token windows (K, B, T + 1); matmuls in `dtype`."""
         hidden = self.body(batch[..., :-1])
         targets = batch[..., 1:].reshape(self.size, -1)
-        chunk = max(1, self.loss_chunk // self.size)
-        return _LinearCrossEntropy.apply(hidden, self.param("lm_head.weight"), targets, chunk, dtype,
-                                         self.chunk_fn)
+        return _LinearCrossEntropy.apply(hidden, self.param("lm_head.weight"), targets, self.loss_chunk,
+                                         dtype, self.chunk_fn)
 
 
 def _matmul_dtype(device: torch.device) -> torch.dtype:
@@ -216,22 +214,26 @@ def _matmul_dtype(device: torch.device) -> torch.dtype:
 # ---- training: optimizer step, failures, evaluation --------------------------------------------------
 
 class ProxyGroup:
-    """The K proxies' stacked model, AdamW state, samplers and failure marks: one training step at a time."""
+    """The K proxies' stacked model, AdamW state, samplers and failure marks: one training step at a time.
 
-    def __init__(self, configs: Sequence[RunConfig], manifest: CorpusManifest, device: torch.device,
-                 compile: bool = False, loss_chunk: int = DEFAULT_LOSS_CHUNK):
+    `samplers[k]` draws proxy k's batches (`next_batch(size)` -> (size, block_size + 1) token ids; a
+    `MixtureSampler` in training, random tokens in the benchmark).
+    """
+
+    def __init__(self, configs: Sequence[RunConfig], vocab_size: int, samplers: Sequence[Any],
+                 device: torch.device, compile: bool = False, loss_chunk: int = DEFAULT_LOSS_CHUNK):
         settings = configs[0].training
         models = []
         for config in configs:
             torch.manual_seed(config.training.seed)
-            models.append(build_model(settings.model_name, manifest.tokenizer.vocab_size, settings.block_size))
+            models.append(build_model(settings.model_name, vocab_size, settings.block_size))
         self.non_embedding_parameters = non_embedding_parameters(models[0])
         self.device = device
         self.settings = settings
         self.model = StackedGPT(models, loss_chunk, compile).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate, fused=True,
                                            **ADAMW)
-        self.samplers = [MixtureSampler(manifest, c.train, settings.block_size, c.training.seed) for c in configs]
+        self.samplers = list(samplers)
         self.alive = [True] * len(configs)
         self.dtype = _matmul_dtype(device)
 
@@ -391,7 +393,8 @@ def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs
     tokens_per_step = settings.global_batch_size * settings.block_size
     mode = resolve_wandb_mode(wandb_mode)
 
-    group = ProxyGroup(configs, manifest, device, compile, loss_chunk)
+    samplers = [MixtureSampler(manifest, c.train, settings.block_size, c.training.seed) for c in configs]
+    group = ProxyGroup(configs, manifest.tokenizer.vocab_size, samplers, device, compile, loss_chunk)
     domains = list(dict.fromkeys(d for c in configs for d in c.valid))
     valid = validation_sets(manifest, domains, settings.block_size, settings.eval_tokens)
 

@@ -72,7 +72,7 @@ def test_stacked_forward_and_gradients_match_litgpt():
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
         models.append(build_model("tinyllama_demo", vocab_size=96, block_size=16))
-    stacked = mp.StackedGPT(models, loss_chunk=40)  # chunks of 13 tokens: uneven on purpose
+    stacked = mp.StackedGPT(models, loss_chunk=13)  # 32 tokens per proxy: uneven chunks on purpose
     batch = torch.randint(0, 96, (3, 2, 17))
     losses = stacked.loss(batch)
     losses.sum().backward()
@@ -88,7 +88,7 @@ def test_stacked_forward_and_gradients_match_litgpt():
 def test_group_matches_training_each_alone(tiny_corpus, single_runs, tmp_path):
     configs = make_configs()
     results = mp.train_group(configs, tiny_corpus, [tmp_path / c.name for c in configs], device="cpu",
-                             wandb_mode="off", progress=False, loss_chunk=48)
+                             wandb_mode="off", progress=False, loss_chunk=48)  # 128 tokens per proxy
     deviation = 0.0
     for result, (single, single_dir) in zip(results, single_runs):
         assert result.ok and result.step == single.step == 4 and result.tokens == single.tokens
