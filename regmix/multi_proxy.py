@@ -399,7 +399,7 @@ def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs
     valid = validation_sets(manifest, domains, settings.block_size, settings.eval_tokens)
 
     paths = [d / CHECKPOINT_NAME for d in run_dirs]
-    states = [torch.load(p, map_location=device, weights_only=False) if p.exists() else None for p in paths]
+    states = [torch.load(p, map_location="cpu", weights_only=False) if p.exists() else None for p in paths]
     steps = {0 if s is None else s["step"] for s in states}
     if len(steps) > 1:
         raise ValueError(f"checkpoints of one group must be at one step, found steps {sorted(steps)}")
