@@ -35,7 +35,6 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from regmix.corpus import CorpusManifest, load_manifest
@@ -75,10 +74,32 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+class CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy that turns the logits into their own gradient in place.
+
+    Same value and gradient as `F.cross_entropy`, but with tiny models the (tokens x vocab) logits are
+    the biggest tensor by far: this makes two passes over them instead of about six and allocates no
+    second copy, which on CPU is about a fifth of a training step.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(logits, lse, targets)
+        return (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, lse, targets = ctx.saved_tensors
+        softmax = logits.sub_(lse[:, None]).exp_()
+        softmax[torch.arange(len(targets), device=targets.device), targets] -= 1.0
+        return softmax.mul_(grad / len(targets)), None
+
+
 def _loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a (batch, block_size + 1) token tensor."""
     logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
+    return CrossEntropy.apply(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
 
 
 @torch.no_grad()

@@ -186,3 +186,15 @@ def test_wandb_mode_resolution(monkeypatch, tmp_path):
     assert tp.resolve_wandb_mode("off") == "off"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert tp.resolve_wandb_mode("auto") == "off"
+
+
+def test_in_place_cross_entropy_matches_torch():
+    logits = torch.randn(40, 64, dtype=torch.float64)
+    targets = torch.randint(0, 64, (40,))
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = tp.CrossEntropy.apply(ours * 1.0, targets)
+    expected = torch.nn.functional.cross_entropy(theirs, targets)
+    (2 * loss).backward()
+    (2 * expected).backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-12)
