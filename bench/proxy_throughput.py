@@ -8,7 +8,7 @@ Model FLOPs per trained token (stated so figures can be compared):
     6 * (non-embedding parameters + output-layer parameters) + 6 * n_layer * n_embd * block
 the second term is causal attention (QK^T and AV, 2 * block * n_embd multiply-adds forward per layer
 on average, times 3 for forward + backward). MFU divides by the device's peak: dense bf16 for known
-GPUs (--peak-tflops to override); on CPU the measured fp32 rate of a 2048^3 matmul.
+GPUs (--peak-tflops to override); on CPU the best measured fp32 rate of a 2048^3 matmul. Step times are medians.
 
     python bench/proxy_throughput.py                                  # CUDA: tinyllama_1M, K = 16
     python bench/proxy_throughput.py --k 8 16 32
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import statistics
 import time
 from typing import Callable
 
@@ -58,27 +60,34 @@ def peak_flops(device: torch.device, override: float | None) -> tuple[float, str
                 return tflops * 1e12, f"{key} dense bf16"
         raise SystemExit(f"unknown peak for {name}: pass --peak-tflops")
     a = torch.randn(2048, 2048)
-    a @ a
-    start = time.perf_counter()
-    for _ in range(5):
+    best = math.inf
+    for _ in range(6):
+        start = time.perf_counter()
         a @ a
-    return 5 * 2 * 2048**3 / (time.perf_counter() - start), "measured fp32 matmul"
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best, "measured fp32 matmul, best of 6"
 
 
 def timed(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per step after warm-up (compilation), and peak memory in GiB (CUDA only, else nan)."""
+    """Median seconds per step after warm-up (compilation; robust to busy shared machines), and peak
+    memory in GiB (CUDA only, else nan)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(warmup):
         step()
+    sync()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / steps, torch.cuda.max_memory_allocated(device) / 2**30
-    return (time.perf_counter() - start) / steps, float("nan")
+        sync()
+        times.append(time.perf_counter() - start)
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return statistics.median(times), memory
 
 
 def plain_step(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
@@ -123,7 +132,7 @@ def main() -> None:
     p.add_argument("--plain-micro-batch", type=int, default=None,
                    help="micro-batch of the plain loop (default: as --micro-batch)")
     p.add_argument("--k", type=int, nargs="+", default=[16], help="group sizes to measure")
-    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps")
+    p.add_argument("--steps", type=int, default=5, help="timed optimizer steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first (compilation)")
     p.add_argument("--loss-chunk", type=int, default=DEFAULT_LOSS_CHUNK)
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
