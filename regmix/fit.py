@@ -1,0 +1,297 @@
+"""Fit the mixture -> validation-loss regressor, score it by K-fold CV on the training runs, save it.
+
+A small, named model zoo (`make_regressor`): the published LightGBM, the linear baseline, a Gaussian
+process on log weights and `ensemble` (GP + LightGBM averaged, their disagreement as the spread),
+which wins on cross-validation. Every regressor is a scikit-learn estimator fitting one model per
+target column. Model choice uses only the training runs: CV folds never see held-out data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, spearmanr
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import KFold
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from regmix.collect import read_csvs
+from regmix.mixture import ConfigError
+from regmix.results import metric_name
+
+REGRESSORS = ("lightgbm", "linear", "gp", "ensemble")
+BEST = "ensemble"
+
+
+class _PerTarget(RegressorMixin, BaseEstimator):
+    """Validated input (finite, non-negative weights; y 1-D or one column per target), one model per target."""
+
+    def fit(self, X: Any, y: Any) -> "_PerTarget":
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        if (X < 0).any():
+            raise ValueError("mixture weights must be >= 0")
+        Y = y.reshape(len(y), -1)
+        self.single_target_ = y.ndim == 1
+        self.models_ = [self._fit_one(X, Y[:, j]) for j in range(Y.shape[1])]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "models_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = np.column_stack([self._predict_one(m, X) for m in self.models_])
+        return out[:, 0] if self.single_target_ else out
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _predict_one(self, model: Any, X: np.ndarray) -> np.ndarray:
+        return model.predict(X)
+
+
+class LinearMixtureRegressor(_PerTarget):
+    """RegMix's baseline: ordinary least squares on the raw weights."""
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> LinearRegression:
+        return LinearRegression().fit(X, y)
+
+
+class LightGBMMixtureRegressor(_PerTarget):
+    """Gradient-boosted trees; the defaults are RegMix's published setting (no early stopping)."""
+
+    def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.01, num_leaves: int = 31,
+                 min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
+                 seed: int = 42, num_threads: int = 2):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> lgb.Booster:
+        params = {"boosting_type": "gbdt", "objective": "regression", "learning_rate": self.learning_rate,
+                  "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                  "bagging_fraction": self.subsample, "bagging_freq": int(self.subsample < 1.0),
+                  "feature_fraction": self.colsample_bytree, "seed": self.seed,
+                  "num_threads": self.num_threads, "verbose": -1}
+        return lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
+
+    def _predict_one(self, model: lgb.Booster, X: np.ndarray) -> np.ndarray:
+        return model.predict(X, num_threads=self.num_threads)
+
+
+class GPMixtureRegressor(_PerTarget):
+    """Gaussian process, ARD RBF kernel on log(weight + eps): smooth, and loss is roughly log-linear in weight.
+
+    Prediction is a closed form (kernel rows times the dual coefficients), evaluated with one matrix
+    product per chunk, so scoring millions of candidates stays cheap.
+    """
+
+    def __init__(self, eps: float = 1e-3, noise: float = 1e-3, seed: int = 0):
+        self.eps = eps
+        self.noise = noise
+        self.seed = seed
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        return np.log(X + self.eps)
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        mean, scale = float(y.mean()), float(y.std()) or 1.0
+        kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(X.shape[1]), (1e-3, 1e3))
+                  + WhiteKernel(self.noise, (1e-8, 1.0)))
+        gp = GaussianProcessRegressor(kernel, random_state=self.seed)
+        with warnings.catch_warnings():
+            # ARD switches off domains that do not matter by pushing their length scale to the bound.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(self._features(X), (y - mean) / scale)
+        signal = gp.kernel_.k1
+        return {"gp": gp, "mean": mean, "scale": scale, "amplitude": float(signal.k1.constant_value),
+                "inv_length": 1.0 / np.asarray(signal.k2.length_scale, dtype=np.float64)
+                * np.ones(X.shape[1])}
+
+    def _predict_one(self, model: dict[str, Any], X: np.ndarray) -> np.ndarray:
+        train = model["gp"].X_train_ * model["inv_length"]
+        train_sq = (train ** 2).sum(axis=1)
+        out = np.empty(len(X))
+        for start in range(0, len(X), 65536):
+            z = self._features(X[start:start + 65536]) * model["inv_length"]
+            d2 = np.maximum((z ** 2).sum(axis=1)[:, None] + train_sq[None, :] - 2.0 * z @ train.T, 0.0)
+            out[start:start + len(z)] = (np.exp(-0.5 * d2) @ model["gp"].alpha_) * model["amplitude"]
+        return out * model["scale"] + model["mean"]
+
+    def predict_std(self, X: Any) -> np.ndarray:
+        """The GP's own predictive standard deviation (slow: for a few rows such as the top-k)."""
+        check_is_fitted(self, "models_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = np.column_stack([m["gp"].predict(self._features(X), return_std=True)[1] * m["scale"]
+                               for m in self.models_])
+        return out[:, 0] if self.single_target_ else out
+
+
+class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
+    """Mean of several regressors; `predict_spread` is their standard deviation (how much they disagree)."""
+
+    def __init__(self, members: Sequence[tuple[str, Any]] = ()):
+        self.members = members
+
+    def fit(self, X: Any, y: Any) -> "EnsembleMixtureRegressor":
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        self.fitted_ = [(name, clone(m).fit(X, y)) for name, m in self.members]
+        return self
+
+    def member_predictions(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "fitted_")
+        return np.stack([m.predict(X) for _, m in self.fitted_])
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.member_predictions(X).mean(axis=0)
+
+    def predict_spread(self, X: Any) -> np.ndarray:
+        return self.member_predictions(X).std(axis=0)
+
+
+def make_regressor(name: str, num_threads: int = 2) -> Any:
+    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, ensemble (best by CV)."""
+    if name == "lightgbm":
+        return LightGBMMixtureRegressor(num_threads=num_threads)
+    if name == "linear":
+        return LinearMixtureRegressor()
+    if name == "gp":
+        return GPMixtureRegressor()
+    if name == "ensemble":
+        return EnsembleMixtureRegressor([
+            ("gp", GPMixtureRegressor()),
+            ("lightgbm", LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads)),
+        ])
+    raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")
+
+
+def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Spearman and Pearson (in %, as RegMix reports them), MSE and R2 of one target."""
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    residual = ((y_true - y_pred) ** 2).sum()
+    total = ((y_true - y_true.mean()) ** 2).sum()
+    return {"spearman": 100 * float(spearmanr(y_true, y_pred)[0]),
+            "pearson": 100 * float(pearsonr(y_true, y_pred)[0]),
+            "mse": float(residual / len(y_true)), "r2": float(1 - residual / total) if total else float("nan")}
+
+
+def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0
+                   ) -> pd.DataFrame:
+    """Out-of-fold scores per target (rows: targets, columns: metrics), from the rows given only."""
+    predictions = np.zeros(Y.shape)
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+        model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
+        predictions[test] = np.asarray(model.predict(X.iloc[test])).reshape(len(test), -1)
+    return pd.DataFrame({c: evaluate(Y[c].to_numpy(), predictions[:, j]) for j, c in enumerate(Y.columns)}).T
+
+
+@dataclass
+class FittedModel:
+    """What the simulator loads: the regressor with its domain order and target columns."""
+
+    name: str
+    regressor: Any
+    domains: tuple[str, ...]
+    targets: tuple[str, ...]
+    cv: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
+        frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
+        return np.asarray(self.regressor.predict(frame)).reshape(len(frame), len(self.targets))
+
+    def predict_spread(self, weights: np.ndarray) -> np.ndarray | None:
+        """Ensemble disagreement (or GP std) per target; None for models without one."""
+        frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
+        for method in ("predict_spread", "predict_std"):
+            if hasattr(self.regressor, method):
+                return np.asarray(getattr(self.regressor, method)(frame)).reshape(len(frame), len(self.targets))
+        return None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, path)
+        return path
+
+
+def load_model(path: str | os.PathLike) -> FittedModel:
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling a foreign or damaged file can raise almost anything
+
+        raise ConfigError(path, f"cannot load model: {exc}") from None
+    if not isinstance(model, FittedModel):
+        raise ConfigError(path, f"not a regmix model file (found {type(model).__name__})")
+    return model
+
+
+def fit(mixtures: pd.DataFrame, losses: pd.DataFrame, models: Sequence[str] = (BEST,),
+        targets: Sequence[str] | None = None, folds: int = 5, num_threads: int = 2) -> FittedModel:
+    """Cross-validate each named regressor, keep the best by mean CV Spearman, refit it on all rows."""
+    targets = list(targets or losses.columns)
+    absent = [t for t in targets if t not in losses.columns]
+    if absent:
+        raise ValueError(f"targets {absent} are not loss columns; have {list(losses.columns)}")
+    if not mixtures.index.equals(losses.index):
+        raise ValueError("mixtures and losses must have the same rows in the same order")
+    Y = losses[targets]
+    scores = {}
+    for name in models:
+        table = cross_validate(make_regressor(name, num_threads), mixtures, Y, folds) if folds > 1 else None
+        scores[name] = table
+        if table is not None:
+            print(f"{name}: {folds}-fold CV\n{table.round(4).to_string()}")
+    best = max(models, key=lambda n: scores[n]["spearman"].mean() if scores[n] is not None else 0.0)
+    regressor = make_regressor(best, num_threads).fit(mixtures, Y)
+    cv = scores[best].to_dict(orient="index") if scores[best] is not None else {}
+    return FittedModel(best, regressor, tuple(mixtures.columns), tuple(targets), cv)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m regmix.fit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mixtures", type=Path, default=Path("data/train_mixture_1m.csv"),
+                   help="mixture CSV (index, train_<domain>...)")
+    p.add_argument("--losses", type=Path, default=Path("data/train_pile_loss_1m.csv"),
+                   help="loss CSV (index, metric/<domain>_val_loss...)")
+    p.add_argument("--model", nargs="+", default=[BEST], choices=REGRESSORS,
+                   help=f"regressor(s); with several, the best by CV is kept (default: {BEST})")
+    p.add_argument("--target", nargs="+", help="loss column(s) or valid domain(s) to model (default: all)")
+    p.add_argument("--folds", type=int, default=5, help="K of K-fold CV on the training rows (1: skip CV)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--output", type=Path, default=Path("model.joblib"), help="model file for regmix.simulate")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> FittedModel:
+    args = _parser().parse_args(argv)
+    try:
+        mixtures, losses = read_csvs(args.mixtures, args.losses)
+        targets = [t if t in losses.columns else metric_name(t) for t in args.target or losses.columns]
+        model = fit(mixtures, losses, args.model, targets, args.folds, args.threads)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {model.save(args.output)}")
+    return model
+
+
+if __name__ == "__main__":
+    main()

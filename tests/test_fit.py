@@ -1,0 +1,122 @@
+"""Fitting: the model zoo, validated input, cross-validation confined to the rows it is given, model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regmix import fit as fit_module
+from regmix.fit import (REGRESSORS, FittedModel, GPMixtureRegressor, LinearMixtureRegressor, cross_validate, fit,
+                        load_model, make_regressor)
+from regmix.mixture import ConfigError
+
+DOMAINS = ["web", "code", "books", "math"]
+
+
+def synthetic(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mixtures and two losses from a known, log-shaped function (like real mixture -> loss curves)."""
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.full(len(DOMAINS), 0.7), rows)
+    X = pd.DataFrame(weights, columns=DOMAINS, index=pd.RangeIndex(1, rows + 1, name="index"))
+    web = 3.0 - 0.4 * np.log(weights[:, 0] + 0.01) - 0.1 * np.log(weights[:, 2] + 0.01)
+    code = 3.5 - 0.5 * np.log(weights[:, 1] + 0.01) + 0.2 * weights[:, 0] * weights[:, 3]
+    noise = rng.normal(0, 0.01, (rows, 2))
+    Y = pd.DataFrame(np.c_[web, code] + noise, columns=["metric/web_val_loss", "metric/code_val_loss"], index=X.index)
+    return X, Y
+
+
+def test_zoo_names_params_and_multi_target():
+    X, Y = synthetic(80, 0)
+    for name in REGRESSORS:
+        regressor = make_regressor(name)
+        assert isinstance(regressor.get_params(), dict)
+        both = regressor.fit(X, Y).predict(X)
+        assert both.shape == (80, 2)
+    one = make_regressor("lightgbm").fit(X, Y["metric/web_val_loss"]).predict(X)
+    assert one.shape == (80,)
+    assert make_regressor("lightgbm").get_params()["n_estimators"] == 1000  # the published setting
+    with pytest.raises(ValueError, match="unknown regressor"):
+        make_regressor("xgboost")
+
+
+def test_input_is_validated_and_domain_order_checked():
+    X, Y = synthetic(40, 1)
+    model = LinearMixtureRegressor().fit(X, Y)
+    with pytest.raises(ValueError, match=">= 0"):
+        LinearMixtureRegressor().fit(X - 1.0, Y)
+    bad = X.copy()
+    bad.iloc[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        LinearMixtureRegressor().fit(bad, Y)
+    with pytest.raises(ValueError):
+        model.predict(X[DOMAINS[::-1]])  # same domains, other order: refused, never silently misread
+    with pytest.raises(ValueError):
+        model.predict(X.iloc[:, :3])
+
+
+class Spy(LinearMixtureRegressor):
+    """Records which rows each fold fits on and predicts."""
+
+    log: list[tuple[str, tuple]] = []
+
+    def fit(self, X, y):
+        Spy.log.append(("fit", tuple(X.index)))
+        return super().fit(X, y)
+
+    def predict(self, X):
+        Spy.log.append(("predict", tuple(X.index)))
+        return super().predict(X)
+
+
+def test_cross_validation_sees_only_the_rows_given_and_predicts_out_of_fold():
+    X, Y = synthetic(100, 2)
+    train, held_out = X.index[:70], X.index[70:]
+    Spy.log = []
+    table = cross_validate(Spy(), X.loc[train], Y.loc[train], folds=5)
+    seen = {i for _, rows in Spy.log for i in rows}
+    assert seen == set(train) and not seen & set(held_out)
+    fits, predicts = Spy.log[0::2], Spy.log[1::2]
+    for (_, fitted), (_, predicted) in zip(fits, predicts):
+        assert not set(fitted) & set(predicted)
+    assert sorted(i for _, rows in predicts for i in rows) == sorted(train)
+    assert list(table.columns) == ["spearman", "pearson", "mse", "r2"] and list(table.index) == list(Y.columns)
+
+
+def test_gp_closed_form_matches_sklearn_predict():
+    X, Y = synthetic(60, 3)
+    gp = GPMixtureRegressor().fit(X, Y["metric/web_val_loss"])
+    fresh, _ = synthetic(500, 4)
+    fitted = gp.models_[0]
+    reference = fitted["gp"].predict(np.log(fresh.to_numpy() + gp.eps)) * fitted["scale"] + fitted["mean"]
+    np.testing.assert_allclose(gp.predict(fresh), reference, rtol=0, atol=1e-9)
+    assert (gp.predict_std(fresh.iloc[:5]) > 0).all()
+
+
+def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
+    X, Y = synthetic(90, 5)
+    model = fit(X, Y, ["linear", "gp"], folds=3)
+    assert model.name == "gp"  # the loss is log-shaped: the GP must beat a line on CV
+    assert model.cv["metric/web_val_loss"]["spearman"] > 90
+    assert model.domains == tuple(DOMAINS) and model.targets == tuple(Y.columns)
+    loaded = load_model(model.save(tmp_path / "model.joblib"))
+    fresh, _ = synthetic(30, 6)
+    np.testing.assert_array_equal(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()))
+    assert loaded.predict_spread(fresh.to_numpy()) is not None  # the GP's own std
+    (tmp_path / "junk.joblib").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="junk.joblib"):
+        load_model(tmp_path / "junk.joblib")
+
+
+def test_ensemble_spread_and_cli(tmp_path, capsys):
+    X, Y = synthetic(80, 7)
+    ensemble = make_regressor("ensemble").fit(X, Y)
+    spread = ensemble.predict_spread(X)
+    assert spread.shape == (80, 2) and (spread >= 0).all()
+    X.rename(columns=lambda d: f"train_{d}").to_csv(tmp_path / "m.csv")
+    Y.to_csv(tmp_path / "l.csv")
+    model = fit_module.main(["--mixtures", str(tmp_path / "m.csv"), "--losses", str(tmp_path / "l.csv"),
+                             "--model", "linear", "--target", "web", "--folds", "3",
+                             "--output", str(tmp_path / "model.joblib")])
+    assert isinstance(model, FittedModel) and model.targets == ("metric/web_val_loss",)
+    assert "kept linear" in capsys.readouterr().out
