@@ -428,7 +428,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
         if entry.status == "failed":
             bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
-    if workers == 1 and not cuda:
+    if workers == 1:
         for path in config_paths:
             record(_run_config(Path(path), manifest, options))
     else:

@@ -198,3 +198,19 @@ def test_in_place_cross_entropy_matches_torch():
     (2 * expected).backward()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
     assert torch.allclose(ours.grad, theirs.grad, atol=1e-12)
+
+
+def test_parallel_workers_share_a_sweep_and_respect_locks(tiny_corpus, tmp_path):
+    folder = tmp_path / "configs"
+    for i in range(1, 4):
+        save_run_config(make_config(f"n{i}", max_step=3), folder / f"n{i}.yaml")
+    runs = tmp_path / "runs"
+    (runs / "n2").mkdir(parents=True)
+    (runs / "n2" / tp.LOCK_NAME).write_text("1 another-host\n")
+    entries = tp.train_sweep(tp.run_config_paths(folder), tiny_corpus, runs, workers=2, device="cpu",
+                             wandb_mode="off", progress=False, report=lambda line: None)
+    assert {e.name: e.status for e in entries} == {"n1": "finished", "n2": "busy", "n3": "finished"}
+    assert (runs / "n2" / tp.LOCK_NAME).exists() and not (runs / "n1" / tp.LOCK_NAME).exists()
+    sequential = tp.train_proxy(make_config("n1", max_step=3), tiny_corpus, tmp_path / "alone", wandb_mode="off",
+                                progress=False)
+    assert load_result(runs / "n1").valid_losses == pytest.approx(sequential.valid_losses, abs=1e-6)
