@@ -8,6 +8,7 @@ settings); it reads RegMix's own files and writes files RegMix's tools read.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -150,6 +151,20 @@ class TrainingSettings:
             raise ConfigError(source, "learning_rate must be > 0, min_lr and warmup_steps >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(source, f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+
+
+def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, skip: Sequence[str] = ()) -> None:
+    """One `--flag` per field of a settings dataclass, defaulting to `defaults`' values."""
+    for f in dataclasses.fields(defaults):
+        if f.name not in skip:
+            value = getattr(defaults, f.name)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
+
+
+def settings_from_args(defaults: Any, args: argparse.Namespace) -> Any:
+    """`defaults` with every field that `args` has (the flags of add_settings_arguments)."""
+    return dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)
+                                            if hasattr(args, f.name)})
 
 
 _TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}

@@ -16,8 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.mixture import (ConfigError, Mixture, RunConfig, TrainingSettings, load_distribution,
-                            read_yaml, save_run_config, VALID_PREFIX)
+from regmix.mixture import (VALID_PREFIX, ConfigError, Mixture, RunConfig, TrainingSettings,
+                            add_settings_arguments, load_distribution, read_yaml, save_run_config,
+                            settings_from_args)
 
 PRESETS = ("the_pile",)
 
@@ -166,24 +167,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-configs", type=int, default=512)
     p.add_argument("--plot", action="store_true", help="save weights.png with the sampled weights per domain")
     p.add_argument("--valid", nargs="*", help="validation domains (default: those of the prior)")
-    defaults = SynthesisSettings()
-    for f in dataclasses.fields(SynthesisSettings):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                       default=getattr(defaults, f.name))
-    training = TrainingSettings()
-    group = p.add_argument_group("training settings written into each config")
-    for f in dataclasses.fields(TrainingSettings):
-        if f.name != "seed":
-            group.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(training, f.name)),
-                               default=getattr(training, f.name))
+    add_settings_arguments(p.add_argument_group("sampling (published defaults)"), SynthesisSettings())
+    add_settings_arguments(p.add_argument_group("training settings written into each config"),
+                           TrainingSettings(), skip=("seed",))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     args = _parser().parse_args(argv)
-    settings = SynthesisSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthesisSettings)})
-    training = TrainingSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingSettings)
-                                   if f.name != "seed"}, seed=settings.seed)
+    settings = settings_from_args(SynthesisSettings(), args)
+    training = dataclasses.replace(settings_from_args(TrainingSettings(), args), seed=settings.seed)
     training.validate("command line")
     try:
         natural, valid = load_prior(args.prior)
