@@ -158,7 +158,8 @@ def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, sk
     for f in dataclasses.fields(defaults):
         if f.name not in skip:
             value = getattr(defaults, f.name)
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
+                                help="default: %(default)s")
 
 
 def settings_from_args(defaults: Any, args: argparse.Namespace) -> Any:
