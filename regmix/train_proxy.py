@@ -103,6 +103,24 @@ def _loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return CrossEntropy.apply(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1))
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: MixtureSampler, lr: float,
+               accumulation: int, micro_batch_size: int, device: torch.device) -> float:
+    """One optimizer step over `accumulation` micro-batches, gradients clipped; returns the mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = torch.zeros((), device=device)
+    for _ in range(accumulation):
+        batch = sampler.next_batch(micro_batch_size).to(device, non_blocking=True)
+        with _autocast(device):
+            loss = _loss(model, batch)
+        (loss / accumulation).backward()
+        total += loss.detach()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total.item() / accumulation
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, valid: dict[str, torch.Tensor], batch_size: int,
              device: torch.device) -> dict[str, float]:
@@ -247,20 +265,8 @@ def train_proxy(config: RunConfig, manifest: CorpusManifest, run_dir: str | os.P
     try:
         while step < settings.max_step:
             lr = learning_rate(step, settings)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            total = torch.zeros((), device=device)
-            for _ in range(accumulation):
-                batch = sampler.next_batch(settings.micro_batch_size).to(device, non_blocking=True)
-                with _autocast(device):
-                    loss = _loss(model, batch)
-                (loss / accumulation).backward()
-                total += loss.detach()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_loss = train_step(model, optimizer, sampler, lr, accumulation, settings.micro_batch_size, device)
             step += 1
-            train_loss = total.item() / accumulation
             if not math.isfinite(train_loss):
                 raise Diverged(f"training loss is {train_loss} at step {step}")
             log.train(step, train_loss, lr)

@@ -214,3 +214,14 @@ def test_parallel_workers_share_a_sweep_and_respect_locks(tiny_corpus, tmp_path)
     sequential = tp.train_proxy(make_config("n1", max_step=3), tiny_corpus, tmp_path / "alone", wandb_mode="off",
                                 progress=False)
     assert load_result(runs / "n1").valid_losses == pytest.approx(sequential.valid_losses, abs=1e-6)
+
+
+def test_cli_trains_one_config_and_names_bad_inputs(tiny_corpus, tmp_path, monkeypatch, capsys):
+    save_run_config(make_config("n9", max_step=2), tmp_path / "sweep" / "n9.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert tp.main(["--config", "sweep/n9.yaml", "--corpus", str(tiny_corpus.root), "--wandb", "off",
+                    "--no-progress"]) == 0
+    assert load_result(tmp_path / "runs" / "sweep" / "n9").ok
+    assert tp.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and "no prepared corpus" in err
