@@ -13,7 +13,7 @@ import torch
 from scipy.stats import chisquare
 
 from regmix import train_proxy as tp
-from regmix.data import MixtureSampler, validation_sets
+from regmix.data import MixtureSampler, TokenStream, validation_sets
 from regmix.mixture import Mixture, RunConfig, TrainingSettings, load_run_config, save_run_config
 from regmix.models import PRESETS, build_model, non_embedding_parameters
 from regmix.results import HISTORY_NAME, load_result
@@ -86,6 +86,14 @@ def test_sampling_follows_weights_and_never_reads_zero_weight(tiny_corpus, monke
     resumed.set_weights(Mixture.from_dict({"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "delta": 1.0}))
     resumed.next_batch(20)
     assert resumed.counts["delta"] == 20
+
+
+def test_token_stream_crosses_shards_and_wraps_short_domains():
+    stream = TokenStream([np.arange(5, dtype=np.uint16), np.array([], dtype=np.uint16), np.arange(5, 8, dtype=np.uint16)])
+    assert stream.total == 8
+    assert stream.window(3, 4).tolist() == [3, 4, 5, 6]
+    assert stream.window(6, 12).tolist() == [6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
+    assert set(stream.random_starts(np.random.default_rng(0), 50, 20).tolist()) == {0}
 
 
 def test_validation_sets_are_fixed_and_capped(tiny_corpus):
