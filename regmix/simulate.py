@@ -80,7 +80,7 @@ class Surrogate:
         self._compile(self.booster.dump_model()["tree_info"], weights.shape[1])
 
     def _compile(self, trees: list[dict], dim: int) -> None:
-        leaves = []  # (value, {feature: (low_bin, high_bin) kept}) with thresholds as (feature, value)
+        leaves = []  # (leaf value, [(feature, threshold, went left), ...] on the path to it)
 
         def walk(node: dict, path: list[tuple[int, float, bool]]) -> None:
             if "leaf_value" in node:
