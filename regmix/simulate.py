@@ -3,11 +3,11 @@
 Candidates come from the synthesis prior (`regmix.synthesize`: tempered natural distribution,
 Dirichlet strengths, per-domain usage bounds, sparsified), in chunks so memory stays bounded at any
 count. Scoring 10M candidates exactly with 1000 boosted trees takes minutes, so by default a cheap
-surrogate (boosted depth-2 trees distilled from the model on a pilot sample, compiled to lookup
-tables) screens each chunk
-and only its best `screen` fraction is scored by the model itself; `screen=1` scores every candidate.
-An optional refinement round draws candidates around the first optimum. The mean of the top k
-(RegMix: 128) is the optimal mixture, written as a RegMix config for the large run.
+surrogate (depth-2 boosted trees distilled from the model on a pilot sample, compiled to lookup
+tables) screens each chunk and only its best `screen` fraction is scored by the model itself;
+`screen=1` scores every candidate. An optional refinement round draws candidates around the first
+optimum. The mean of the top k (RegMix: 128) is the optimal mixture, written as a RegMix config for
+the large run.
 """
 
 from __future__ import annotations
@@ -117,13 +117,16 @@ class Surrogate:
                 table += value * np.outer(masks[a], masks[b])
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
-        bins = {j: np.searchsorted(self.edges[j], weights[:, j]) for j in
-                set(self.singles) | {f for pair in self.pairs for f in pair}}
+        used = set(self.singles) | {f for pair in self.pairs for f in pair}
+        bins = {j: np.searchsorted(self.edges[j], weights[:, j]).astype(np.int32) for j in used}
         out = np.full(len(weights), self.constant)
         for j, table in self.singles.items():
             out += table[bins[j]]
+        flat = np.empty(len(weights), np.int32)
         for (a, b), table in self.pairs.items():
-            out += table.ravel()[bins[a] * table.shape[1] + bins[b]]
+            np.multiply(bins[a], table.shape[1], out=flat)
+            flat += bins[b]
+            out += table.ravel().take(flat)
         return out
 
 
