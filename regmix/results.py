@@ -26,6 +26,17 @@ def metric_name(valid_domain: str) -> str:
     return f"metric/{valid_domain}_val_loss"
 
 
+def evaluation_row(step: int, tokens: int, train_loss: float, seconds: float,
+                   valid_losses: dict[str, float]) -> dict[str, Any]:
+    """One logged evaluation, under RegMix's wandb names (also a line of metrics.jsonl)."""
+    row = {"trainer/global_step": step, "tokens": tokens, "metric/train_loss": train_loss,
+           "seconds": round(seconds, 3)}
+    for domain, value in valid_losses.items():
+        row[metric_name(domain)] = value
+        row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
+    return row
+
+
 @dataclass
 class RunResult:
     """Final state of one proxy run: its mixture and the validation loss on every valid domain."""

@@ -1,0 +1,77 @@
+"""The large-run entry point: mixture name resolution, and the --smoke path on CPU with resume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regmix.mixture import ConfigError, Mixture, RunConfig, save_run_config
+from regmix.pretrain import SMOKE_RUN, main, resolve_mixture
+from regmix.results import load_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_resolve_mixture(tmp_path):
+    root = tmp_path / "mixture_config"
+    (root / "config_1b").mkdir(parents=True)
+    (root / "demo").mkdir()
+    for path in (root / "config_1b" / "regmix.yaml", root / "demo" / "regmix.yaml", root / "demo" / "optimal_mixture.yaml",
+                 root / "x" / "dup.yaml", root / "y" / "dup.yaml"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("train: {train_a: 1.0}\n")
+    assert resolve_mixture("regmix", root) == root / "config_1b" / "regmix.yaml"
+    assert resolve_mixture("optimal_mixture", root) == root / "demo" / "optimal_mixture.yaml"
+    assert resolve_mixture(str(root / "demo" / "regmix.yaml"), root) == root / "demo" / "regmix.yaml"
+    with pytest.raises(ConfigError, match="ambiguous"):
+        resolve_mixture("dup", root)
+    with pytest.raises(ConfigError, match="no such mixture config"):
+        resolve_mixture("nope", root)
+
+
+def test_the_repo_ships_a_1b_config():
+    assert resolve_mixture("the_pile_natural", ROOT / "mixture_config").name == "the_pile_natural.yaml"
+
+
+@pytest.fixture
+def mixture_file(tiny_corpus, tmp_path) -> Path:
+    path = tmp_path / "optimal_mixture.yaml"
+    save_run_config(RunConfig("optimal_mixture", tiny_corpus.token_distribution(), tiny_corpus.valid_domains), path)
+    return path
+
+
+def test_smoke_run_through_the_shell_script(tiny_corpus, mixture_file, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(["bash", str(ROOT / "model_training" / "pretrain_1b.sh"), str(mixture_file), "--smoke",
+                             "--corpus", str(tiny_corpus.root), "--output", str(out), "--wandb", "off"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
+                                                                 "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = load_result(out)
+    assert final.status == "finished" and final.step == SMOKE_RUN.max_step
+    assert set(final.valid_losses) == set(tiny_corpus.valid_domains)
+    assert (out / "checkpoint.ckpt").exists()
+
+
+def test_resume_continues_from_the_checkpoint(tiny_corpus, mixture_file, tmp_path):
+    out = tmp_path / "run"
+    args = [str(mixture_file), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(out), "--wandb", "off",
+            "--model-name", "tinyllama_demo", "--block-size", "32", "--global-batch-size", "4",
+            "--micro-batch-size", "2", "--warmup-steps", "1", "--eval-step-interval", "2", "--eval-tokens", "256",
+            "--save-step-interval", "100"]
+    first = main(args + ["--max-step", "2"])
+    assert first.step == 2
+    second = main(args + ["--max-step", "4"])
+    assert second.step == 4 and second.status == "finished"
+    steps = [json.loads(line)["trainer/global_step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4], "the second run continued from step 2 instead of starting over"
+
+
+def test_bad_mixture_is_one_clear_error(tiny_corpus, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  train_nowhere: 1.0\n")
+    with pytest.raises(SystemExit) as err:
+        main([str(bad), "--smoke", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "o")])
+    assert "unknown domains ['nowhere']" in str(err.value)
