@@ -294,4 +294,7 @@ def main(argv: Sequence[str] | None = None) -> FittedModel:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the importable module so pickled models name `regmix.fit.*`, not `__main__.*`.
+    from regmix.fit import main as module_main
+
+    module_main()

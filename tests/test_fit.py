@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +123,8 @@ def test_ensemble_spread_and_cli(tmp_path, capsys):
                              "--output", str(tmp_path / "model.joblib")])
     assert isinstance(model, FittedModel) and model.targets == ("metric/web_val_loss",)
     assert "kept linear" in capsys.readouterr().out
+    # as a command: the model file must load in another process (classes pickled by module, not __main__)
+    subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(tmp_path / "m.csv"), "--losses",
+                    str(tmp_path / "l.csv"), "--model", "linear", "--folds", "1", "--output",
+                    str(tmp_path / "cli.joblib")], check=True, capture_output=True)
+    assert load_model(tmp_path / "cli.joblib").targets == tuple(Y.columns)
