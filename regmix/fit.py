@@ -69,7 +69,10 @@ class LinearMixtureRegressor(_PerTarget):
 
 
 class LightGBMMixtureRegressor(_PerTarget):
-    """Gradient-boosted trees; the defaults are RegMix's published setting (no early stopping)."""
+    """Gradient-boosted trees; the defaults are RegMix's published setting (no early stopping).
+
+    `num_threads` is for prediction (millions of candidates); training runs on one thread.
+    """
 
     def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.01, num_leaves: int = 31,
                  min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
@@ -88,7 +91,8 @@ class LightGBMMixtureRegressor(_PerTarget):
                   "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
                   "bagging_fraction": self.subsample, "bagging_freq": int(self.subsample < 1.0),
                   "feature_fraction": self.colsample_bytree, "seed": self.seed,
-                  "num_threads": self.num_threads, "verbose": -1}
+                  # a few hundred rows: threads only add synchronisation (and stall on a busy machine)
+                  "num_threads": 1, "force_col_wise": True, "verbose": -1}
         return lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
 
     def _predict_one(self, model: lgb.Booster, X: np.ndarray) -> np.ndarray:
