@@ -145,17 +145,24 @@ def local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunLo
 
 
 def offline_losses(root: str | os.PathLike, step: int | None = None) -> list[RunLosses]:
-    """One entry per wandb offline run file below `root`; the run's display name is the config name."""
+    """One entry per wandb run below `root`; the run's display name is the config name.
+
+    A resumed run writes one file per session under the same run id: their histories are joined
+    (in path order, which is time order for offline-run-<timestamp> folders), not counted twice.
+    """
     from regmix import wandb_runs
 
-    found = []
+    found, sessions = [], {}
     for path in wandb_runs.find_offline_runs(root):
         try:
             run = wandb_runs.read_offline_run(path)
         except ConfigError as exc:
             found.append(RunLosses(path.parent.name, str(path), {}, None, str(exc)))
             continue
-        found.append(losses_from_history(run.name or run.run_id, str(path), run.history, step))
+        sessions.setdefault((run.name or run.run_id, run.run_id), []).append((path, run.history))
+    for (name, _), parts in sessions.items():
+        history = [row for _, rows in parts for row in rows]
+        found.append(losses_from_history(name, ", ".join(str(p) for p, _ in parts), history, step))
     return found
 
 

@@ -113,6 +113,14 @@ def test_duplicates_unfinished_and_incomplete_runs(tmp_path, monkeypatch):
         collect(configs, wandb_dir=tmp_path, strict=True)
 
 
+def test_resumed_wandb_run_is_one_run(tmp_path, monkeypatch):
+    configs, _ = make_sweep(tmp_path, ["n1"], runs=[])
+    _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "same-id", {}, _history(2.0, steps=(5,))),
+                           "b.wandb": OfflineRun("n1", "same-id", {}, _history(2.0, steps=(10,)))})
+    result = collect(configs, wandb_dir=tmp_path, strict=True)
+    assert result.losses.loc[1, "metric/web_val_loss"] == 2.0 and not result.report.duplicated
+
+
 def test_read_csvs_refuses_mismatched_rows(tmp_path):
     pd.DataFrame({"index": [1, 2], "train_a": [1.0, 0.0], "train_b": [0.0, 1.0]}).to_csv(tmp_path / "m.csv", index=False)
     pd.DataFrame({"index": [2, 3], "metric/a_val_loss": [1.0, 2.0]}).to_csv(tmp_path / "l.csv", index=False)
