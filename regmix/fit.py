@@ -237,10 +237,10 @@ class FittedModel:
 
 
 def load_model(path: str | os.PathLike) -> FittedModel:
+    """A model file written by `FittedModel.save` (only load files you trust: it is a pickle)."""
     try:
         model = joblib.load(path)
     except Exception as exc:  # unpickling a foreign or damaged file can raise almost anything
-
         raise ConfigError(path, f"cannot load model: {exc}") from None
     if not isinstance(model, FittedModel):
         raise ConfigError(path, f"not a regmix model file (found {type(model).__name__})")
