@@ -42,7 +42,7 @@ from regmix.data import MixtureSampler, validation_sets
 from regmix.mixture import ConfigError, RunConfig, TrainingSettings, load_run_config, run_config_paths, \
     save_run_config, write_atomic
 from regmix.models import build_model, non_embedding_parameters
-from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, metric_name, save_result
+from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, evaluation_row, metric_name, save_result
 from regmix.wandb_runs import wait_until_complete
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -278,13 +278,8 @@ def train_proxy(config: RunConfig, manifest: CorpusManifest, run_dir: str | os.P
                 bad = {d: v for d, v in valid_losses.items() if not math.isfinite(v)}
                 if bad:
                     raise Diverged(f"validation loss {bad} at step {step}")
-                row = {"trainer/global_step": step, "tokens": step * tokens_per_step,
-                       "metric/train_loss": train_loss,
-                       "seconds": round(seconds + time.perf_counter() - started, 3)}
-                for domain, value in valid_losses.items():
-                    row[metric_name(domain)] = value
-                    row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
-                log.evaluation(row)
+                log.evaluation(evaluation_row(step, step * tokens_per_step, train_loss,
+                                              seconds + time.perf_counter() - started, valid_losses))
             if step < settings.max_step and (at_eval or step % settings.save_step_interval == 0):
                 checkpoint()
     except Diverged as exc:
