@@ -37,7 +37,7 @@ from regmix.corpus import CorpusManifest
 from regmix.data import MixtureSampler, validation_sets
 from regmix.mixture import RunConfig
 from regmix.models import build_model, non_embedding_parameters
-from regmix.results import RunResult, metric_name, save_result
+from regmix.results import RunResult, evaluation_row, metric_name, save_result
 from regmix.train_proxy import ADAMW, CHECKPOINT_NAME, CONFIG_NAME, GRAD_CLIP, RunLog, _autocast, \
     _save_checkpoint, learning_rate, resolve_wandb_mode
 
@@ -343,16 +343,6 @@ def checkpoint_step(run_dir: str | os.PathLike) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
 
 
-def _evaluation_row(step: int, tokens: int, train_loss: float, seconds: float,
-                    losses: dict[str, float]) -> dict[str, Any]:
-    row = {"trainer/global_step": step, "tokens": tokens, "metric/train_loss": train_loss,
-           "seconds": round(seconds, 3)}
-    for domain, value in losses.items():
-        row[metric_name(domain)] = value
-        row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
-    return row
-
-
 def _replay_to_wandb(config: RunConfig, run_dir: Path, mode: str, extra: dict, project: str,
                      group: str | None, train_log: list, rows: list[dict], failed: bool) -> None:
     """Log a finished proxy's history as its own wandb run (one wandb run per process at a time)."""
@@ -477,7 +467,7 @@ def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs
                         finish(k, f"diverged: validation loss {bad} at step {step}")
                         continue
                     valid_losses[k] = losses_k
-                    logs[k].evaluation(_evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), losses_k))
+                    logs[k].evaluation(evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), losses_k))
             if step < settings.max_step and (at_eval or step % settings.save_step_interval == 0):
                 checkpoint()
     finally:

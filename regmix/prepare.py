@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from regmix.corpus import SPLITS, CorpusManifest, Shard, TokenizerInfo, load_manifest
+from regmix.corpus import SPLITS, CorpusManifest, Shard, load_manifest
 from regmix.mixture import ConfigError
 
 TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)\.jsonl(?:\.gz)?$")

@@ -52,6 +52,7 @@ WANDB_MODES = ("auto", "online", "offline", "off")
 ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1)  # TinyLlama's pre-training optimizer
 GRAD_CLIP = 1.0
 STALE_EMPTY_LOCK_S = 60.0
+CUDA_GROUP_SIZE = 16
 
 
 class Diverged(RuntimeError):
@@ -357,11 +358,12 @@ class _Options:
     wandb_mode: str
     wandb_project: str
     progress: bool
+    group_size: int = 1
     position: int = 1
 
 
-def _run_config(path: Path, manifest: CorpusManifest, options: _Options) -> SweepEntry:
-    """Train one config of a sweep unless done or taken; every error becomes an entry, not a crash."""
+def _claim(path: Path, manifest: CorpusManifest, options: _Options) -> tuple[RunConfig, Path] | SweepEntry:
+    """Lock a config's run unless it is done or taken, load and check it; else the entry saying why not."""
     name = path.stem
     run_dir = options.output / name
     lock = run_dir / LOCK_NAME
@@ -371,22 +373,79 @@ def _run_config(path: Path, manifest: CorpusManifest, options: _Options) -> Swee
         return SweepEntry(name, "busy", f"locked by {lock.read_text().strip() if lock.exists() else '?'}")
     try:
         if (run_dir / RESULT_NAME).exists():
-            return SweepEntry(name, "skipped", "finished by another worker")
+            raise FileExistsError
         config = load_run_config(path)
         config.check_corpus(manifest, path)
         save_run_config(config, run_dir / CONFIG_NAME)
-        result = train_proxy(config, manifest, run_dir, source=path, device=options.device,
-                             wandb_mode=options.wandb_mode, wandb_project=options.wandb_project,
-                             wandb_group=options.output.name, progress=options.progress,
-                             progress_position=options.position)
-        losses = " ".join(f"{d}={v:.4f}" for d, v in result.valid_losses.items())
-        return SweepEntry(name, result.status, result.error or losses, result.seconds)
+        return config, run_dir
+    except FileExistsError:
+        entry = SweepEntry(name, "skipped", "finished by another worker")
     except ConfigError as exc:
-        return SweepEntry(name, "failed", str(exc))
-    except Exception as exc:  # a bug or resource error in one run must not end the sweep; no result.json, so a rerun retries
-        return SweepEntry(name, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+        entry = SweepEntry(name, "failed", str(exc))
+    lock.unlink(missing_ok=True)
+    return entry
+
+
+def _entry(result: RunResult) -> SweepEntry:
+    losses = " ".join(f"{d}={v:.4f}" for d, v in result.valid_losses.items())
+    return SweepEntry(result.name, result.status, result.error or losses, result.seconds)
+
+
+def _crashed(name: str, exc: Exception) -> SweepEntry:
+    """A bug or resource error in a run must not end the sweep; no result.json, so a rerun retries."""
+    return SweepEntry(name, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+
+
+def _train_one(config: RunConfig, run_dir: Path, manifest: CorpusManifest, options: _Options) -> list[SweepEntry]:
+    try:
+        return [_entry(train_proxy(config, manifest, run_dir, device=options.device,
+                                   wandb_mode=options.wandb_mode, wandb_project=options.wandb_project,
+                                   wandb_group=options.output.name, progress=options.progress,
+                                   progress_position=options.position))]
+    except Exception as exc:
+        return [_crashed(config.name, exc)]
+
+
+def _train_groups(claimed: list[tuple[RunConfig, Path]], manifest: CorpusManifest, options: _Options
+                  ) -> list[SweepEntry]:
+    """Train claimed runs K at a time with the multi-proxy trainer, grouped by shared settings and step."""
+    from regmix.multi_proxy import checkpoint_step, group_key, train_group
+
+    buckets: dict[tuple, list[tuple[RunConfig, Path]]] = {}
+    for config, run_dir in claimed:
+        buckets.setdefault((group_key(config), checkpoint_step(run_dir)), []).append((config, run_dir))
+    entries = []
+    for members in buckets.values():
+        if len(members) == 1:
+            entries += _train_one(*members[0], manifest, options)
+            continue
+        configs, run_dirs = [c for c, _ in members], [d for _, d in members]
+        try:
+            results = train_group(configs, manifest, run_dirs, device=options.device,
+                                  wandb_mode=options.wandb_mode, wandb_project=options.wandb_project,
+                                  wandb_group=options.output.name, progress=options.progress,
+                                  progress_position=options.position)
+            entries += [_entry(r) for r in results]
+        except Exception as exc:
+            entries += [_crashed(c.name, exc) for c in configs]
+    return entries
+
+
+def _run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: _Options) -> list[SweepEntry]:
+    """Claim the chunk's configs and train them: together when group_size > 1, else one by one."""
+    claims = [_claim(Path(p), manifest, options) for p in paths]
+    entries = [c for c in claims if isinstance(c, SweepEntry)]
+    claimed = [c for c in claims if not isinstance(c, SweepEntry)]
+    try:
+        if options.group_size > 1:
+            entries += _train_groups(claimed, manifest, options)
+        else:
+            for config, run_dir in claimed:
+                entries += _train_one(config, run_dir, manifest, options)
     finally:
-        lock.unlink(missing_ok=True)
+        for _, run_dir in claimed:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    return entries
 
 
 _worker_options: _Options | None = None
@@ -401,37 +460,42 @@ def _init_worker(slots: Any, options: _Options, threads: int, cuda: bool) -> Non
                                           device=f"cuda:{slot}" if cuda else options.device)
 
 
-def _pool_task(path: Path, manifest: CorpusManifest) -> SweepEntry:
+def _pool_task(paths: Sequence[Path], manifest: CorpusManifest) -> list[SweepEntry]:
     assert _worker_options is not None
-    return _run_config(path, manifest, _worker_options)
+    return _run_chunk(paths, manifest, _worker_options)
 
 
 def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: str | os.PathLike, *,
-                workers: int = 0, device: str | None = None, wandb_mode: str = "auto",
+                workers: int = 0, device: str | None = None, group_size: int = 0, wandb_mode: str = "auto",
                 wandb_project: str = "regmix", progress: bool = True,
                 report: Callable[[str], None] = print) -> list[SweepEntry]:
     """Train every config not yet done into `output/<name>/`; print and return what happened to each.
 
-    `workers` 0 means one per GPU on CUDA and one on CPU; several CPU workers split the cores' threads.
-    Workers in other processes (or machines sharing the folder) never train the same run: lock files.
+    `workers` 0 means one per GPU on CUDA and one per core on CPU (tiny models gain little from more
+    threads). `group_size` 0 means 16 proxies trained at once per GPU on CUDA (regmix.multi_proxy)
+    and one at a time on CPU. Workers in other processes (or machines sharing the folder) never train
+    the same run: lock files.
     """
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    workers = workers or (torch.cuda.device_count() if cuda else 1)
-    options = _Options(Path(output), device, wandb_mode, wandb_project, progress)
+    group_size = group_size or (CUDA_GROUP_SIZE if cuda else 1)
+    chunks = [[Path(p) for p in config_paths[i:i + group_size]] for i in range(0, len(config_paths), group_size)]
+    workers = min(workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1), max(1, len(chunks)))
+    options = _Options(Path(output), device, wandb_mode, wandb_project, progress, group_size)
     started = time.perf_counter()
     entries: list[SweepEntry] = []
     bar = tqdm(total=len(config_paths), desc=f"sweep {Path(output).name}", unit="run", disable=not progress,
                position=0, dynamic_ncols=True)
 
-    def record(entry: SweepEntry) -> None:
-        entries.append(entry)
-        bar.update()
-        if entry.status == "failed":
-            bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
+    def record(chunk_entries: list[SweepEntry]) -> None:
+        for entry in chunk_entries:
+            entries.append(entry)
+            bar.update()
+            if entry.status == "failed":
+                bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
     if workers == 1:
-        for path in config_paths:
-            record(_run_config(Path(path), manifest, options))
+        for chunk in chunks:
+            record(_run_chunk(chunk, manifest, options))
     else:
         context = mp.get_context("spawn")
         slots = context.Queue()
@@ -439,9 +503,8 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
             slots.put(slot)
         threads = 1 if cuda else max(1, (os.cpu_count() or 1) // workers)
         with context.Pool(workers, initializer=_init_worker, initargs=(slots, options, threads, cuda)) as pool:
-            task = functools.partial(_pool_task, manifest=manifest)
-            for entry in pool.imap_unordered(task, [Path(p) for p in config_paths]):
-                record(entry)
+            for chunk_entries in pool.imap_unordered(functools.partial(_pool_task, manifest=manifest), chunks):
+                record(chunk_entries)
     bar.close()
     report(summarize(entries, time.perf_counter() - started))
     return entries
@@ -472,7 +535,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None,
                    help="folder for the run folders (default: runs/<name of the config folder>)")
     p.add_argument("--workers", type=int, default=0,
-                   help="parallel runs; 0 = one per GPU on CUDA, one on CPU (CPU workers share the cores)")
+                   help="parallel workers; 0 = one per GPU on CUDA, one per core on CPU")
+    p.add_argument("--group-size", type=int, default=0,
+                   help="proxies trained at once by one worker (regmix.multi_proxy); 0 = 16 on CUDA, 1 on CPU")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
@@ -495,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.config}: no .yaml configs in this folder", file=sys.stderr)
         return 2
     entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
+                          group_size=args.group_size,
                           wandb_mode=args.wandb, wandb_project=args.wandb_project, progress=not args.no_progress)
     return 1 if any(e.status == "failed" for e in entries) else 0
 

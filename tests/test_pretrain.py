@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from regmix.mixture import ConfigError, Mixture, RunConfig, save_run_config
+from regmix.mixture import ConfigError, RunConfig, save_run_config
 from regmix.pretrain import SMOKE_RUN, main, resolve_mixture
 from regmix.results import load_result
 

@@ -233,3 +233,23 @@ def test_cli_trains_one_config_and_names_bad_inputs(tiny_corpus, tmp_path, monke
     assert tp.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "no prepared corpus" in err
+
+
+def test_sweep_in_groups_matches_one_by_one(tiny_corpus, tmp_path):
+    """group_size > 1 (the CUDA default) routes a sweep through the multi-proxy trainer, same results."""
+    folder = tmp_path / "configs"
+    mixtures = [WEIGHTS, {"beta": 0.2, "gamma": 0.8}, {"alpha": 0.9, "gamma": 0.1}]
+    for i, weights in enumerate(mixtures, start=1):
+        save_run_config(make_config(f"n{i}", weights, max_step=3), folder / f"n{i}.yaml")
+    save_run_config(make_config("n4", WEIGHTS, max_step=2), folder / "n4.yaml")
+    paths = tp.run_config_paths(folder)
+    alone = tp.train_sweep(paths, tiny_corpus, tmp_path / "alone", workers=1, group_size=1, device="cpu",
+                           wandb_mode="off", progress=False)
+    grouped = tp.train_sweep(paths, tiny_corpus, tmp_path / "grouped", workers=1, group_size=4, device="cpu",
+                             wandb_mode="off", progress=False)
+    assert [e.status for e in alone] == [e.status for e in grouped] == ["finished"] * 4
+    for name in ("n1", "n2", "n3", "n4"):
+        a, g = load_result(tmp_path / "alone" / name), load_result(tmp_path / "grouped" / name)
+        assert a.step == g.step
+        for domain, loss in a.valid_losses.items():
+            assert g.valid_losses[domain] == pytest.approx(loss, rel=1e-4)
