@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from regmix import collect as collect_module
 from regmix.collect import collect, read_csvs, run_index
 from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, save_run_config
-from regmix.results import RunResult, save_result
+from regmix.results import HISTORY_NAME, RunResult, evaluation_row, save_result
 from regmix.wandb_runs import OfflineRun
 
 DOMAINS = ("web", "code", "books")
@@ -119,6 +121,14 @@ def test_resumed_wandb_run_is_one_run(tmp_path, monkeypatch):
                            "b.wandb": OfflineRun("n1", "same-id", {}, _history(2.0, steps=(10,)))})
     result = collect(configs, wandb_dir=tmp_path, strict=True)
     assert result.losses.loc[1, "metric/web_val_loss"] == 2.0 and not result.report.duplicated
+
+
+def test_local_losses_at_a_step_come_from_the_history(tmp_path):
+    configs, runs = make_sweep(tmp_path, ["n1"])
+    rows = [evaluation_row(s, s * 100, 9.0, 1.0, {"web": 10.0 - s, "code": 5.0}) for s in (5, 10)]
+    (runs / "n1" / HISTORY_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert collect(configs, runs, step=5).losses.loc[1, "metric/web_val_loss"] == 5.0
+    assert "nothing logged at step 7" in collect(configs, runs, step=7).report.failed["n1"]
 
 
 def test_read_csvs_refuses_mismatched_rows(tmp_path):
