@@ -26,13 +26,14 @@ from regmix.fit import fit, load_model
 from regmix.mixture import (ConfigError, TrainingSettings, load_run_config, read_yaml, run_config_paths,
                             save_run_config, write_atomic)
 from regmix.prepare import prepare
+from regmix.results import metric_name
 from regmix.simulate import optimal_config, plot_mixtures, simulate
 from regmix.synthesize import SynthesisSettings, plot_weights, synthesize, write_configs
 from regmix.train_proxy import train_sweep
 
 DEMO_TRAINING = TrainingSettings(
-    model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=100,
-    learning_rate=3e-3, min_lr=3e-4, warmup_steps=10, lr_schedule="cosine", eval_step_interval=100,
+    model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=200,
+    learning_rate=3e-3, min_lr=3e-4, warmup_steps=20, lr_schedule="cosine", eval_step_interval=100,
     save_step_interval=50, block_size=128, eval_tokens=16_384, seed=42)
 
 
@@ -48,7 +49,7 @@ class CorpusSettings:
 
 @dataclass
 class SweepSettings:
-    num_configs: int = 32
+    num_configs: int = 48
     workers: int = 0
     device: str | None = None
     wandb: str = "auto"
@@ -225,10 +226,11 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         if len(mixtures) < max(experiment.fit.folds, 4):
             raise ConfigError(loss_csv, f"only {len(mixtures)} usable proxy runs; need at least "
                                         f"{max(experiment.fit.folds, 4)} to fit")
-        fit(mixtures, losses, experiment.fit.regressors, folds=experiment.fit.folds).save(model_path)
+        fit(mixtures, losses, experiment.fit.regressors, targets=[metric_name(d) for d in objective],
+            folds=experiment.fit.folds).save(model_path)
 
-    stages.run("fit", fingerprint(_files_fingerprint([mixture_csv, loss_csv]), dataclasses.asdict(experiment.fit)),
-               fit_stage, report)
+    stages.run("fit", fingerprint(_files_fingerprint([mixture_csv, loss_csv]), dataclasses.asdict(experiment.fit),
+                                  objective), fit_stage, report)
     model = load_model(model_path)
 
     def simulate_stage() -> None:

@@ -134,8 +134,10 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
     sources = find_sources(source)
     if tokenizer is None:
         tokenizer = output / "tokenizer" / TOKENIZER_NAME
-        if not tokenizer.exists():
+        trained_for = tokenizer.parent / "vocab_size"
+        if not tokenizer.exists() or trained_for.read_text().strip() != str(vocab_size):
             _train_tokenizer(sources, vocab_size, tokenizer.parent)
+            trained_for.write_text(f"{vocab_size}\n")
     tok, info = load_tokenizer(tokenizer)
     dtype = token_dtype(info.vocab_size)
 

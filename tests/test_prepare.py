@@ -176,3 +176,12 @@ def test_default_corpus_prepares(default_raw, tmp_path):
     assert len(manifest.train_domains) >= 5
     assert all(manifest.tokens("valid", d) > 10_000 for d in manifest.valid_domains)
     assert manifest.tokens("train", "python_code") > 500_000
+
+
+def test_new_vocab_size_retrains_the_tokenizer(corpus, tmp_path):
+    first = prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    same = prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    assert same.tokenizer.sha256 == first.tokenizer.sha256
+    bigger = prepare(corpus, tmp_path / "out", vocab_size=400, progress=False)
+    assert bigger.tokenizer.vocab_size == 400 != first.tokenizer.vocab_size
+    assert bigger.tokens("train", "code") < first.tokens("train", "code")
