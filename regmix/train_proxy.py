@@ -478,7 +478,9 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     """
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     group_size = group_size or (CUDA_GROUP_SIZE if cuda else 1)
-    chunks = [[Path(p) for p in config_paths[i:i + group_size]] for i in range(0, len(config_paths), group_size)]
+    done = [Path(p) for p in config_paths if (Path(output) / Path(p).stem / RESULT_NAME).exists()]
+    todo = [Path(p) for p in config_paths if Path(p) not in done]
+    chunks = [todo[i:i + group_size] for i in range(0, len(todo), group_size)]
     workers = min(workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1), max(1, len(chunks)))
     options = _Options(Path(output), device, wandb_mode, wandb_project, progress, group_size)
     started = time.perf_counter()
@@ -493,6 +495,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
             if entry.status == "failed":
                 bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
+    record([SweepEntry(p.stem, "skipped", "result.json exists") for p in done])
     if workers == 1:
         for chunk in chunks:
             record(_run_chunk(chunk, manifest, options))
