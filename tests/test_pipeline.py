@@ -1,0 +1,104 @@
+"""The one-command pipeline end to end on a tiny corpus, its resumption, and the transfer check."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, load_run_config
+from regmix.pipeline import load_experiment, run_pipeline
+from regmix.transfer import format_table, transfer
+
+WORDS = {"code": "def return import class self lambda yield for while if".split(),
+         "prose": "the a river mountain quietly walked over under beneath sky".split(),
+         "legal": "hereby pursuant license warranty liability party shall herein".split()}
+
+EXPERIMENT = """\
+name: tiny
+target: prose
+corpus: {source: src, prepared: data/tiny, vocab_size: 300}
+sweep: {num_configs: 8, workers: 1, wandb: "off"}
+synthesis: {maximum_usage: 3.0}
+proxy: {block_size: 32, global_batch_size: 4, micro_batch_size: 4, max_step: 6, warmup_steps: 1,
+        eval_step_interval: 6, eval_tokens: 256}
+fit: {regressors: [linear], folds: 4}
+simulation: {candidates: 20000, top_k: 16}
+"""
+
+
+def write_corpus(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 60), ("valid", 8)):
+        (root / split).mkdir(parents=True)
+        for domain, words in WORDS.items():
+            name = f"{domain}_0.jsonl" if split == "train" else f"{domain}.jsonl"
+            lines = [json.dumps({"text": " ".join(rng.choice(words, 40))}) for _ in range(count)]
+            (root / split / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    write_corpus(tmp_path / "src")
+    (tmp_path / "tiny.yaml").write_text(EXPERIMENT)
+    return tmp_path
+
+
+def test_pipeline_end_to_end_then_everything_skipped(workdir):
+    lines: list[str] = []
+    summary = run_pipeline(load_experiment("tiny.yaml"), report=lines.append)
+    optimal = load_run_config("mixture_config/tiny/optimal_mixture.yaml")
+    assert optimal.train.domains == ("code", "legal", "prose")
+    assert optimal.train.weights.sum() == pytest.approx(1.0)
+    assert optimal.training.model_name == "tinyllama_1_1b" and optimal.valid == ("prose",)
+    assert summary["proxies"] == 8 and summary["proxies_failed"] == 0
+    for plot in summary["files"]["plots"]:
+        assert Path(plot).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(Path("runs/tiny/report.json").read_text())["regressor"] == "linear"
+    assert "target:        mean validation loss of prose x1" in "\n".join(lines)
+
+    again: list[str] = []
+    run_pipeline(load_experiment("tiny.yaml"), report=again.append)
+    skipped = [line for line in again if line.endswith("up to date, skipped")]
+    assert len(skipped) == 4, again
+    assert any("8 skipped" in line for line in again)
+
+
+def test_changed_settings_do_not_mix_with_old_runs(workdir):
+    run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    Path("tiny.yaml").write_text(EXPERIMENT.replace("maximum_usage: 3.0", "maximum_usage: 4.0"))
+    with pytest.raises(ConfigError, match="proxy runs trained on the old configs exist"):
+        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+
+
+def test_experiment_errors_name_the_file(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text("proxy: {max_stepz: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown keys \['max_stepz'\] in 'proxy:'"):
+        load_experiment(bad)
+    bad.write_text("swep: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['swep'\]"):
+        load_experiment(bad)
+    bad.write_text("sweep: {num_configs: many}\n")
+    with pytest.raises(ConfigError, match="'sweep.num_configs' must be a int"):
+        load_experiment(bad)
+
+
+def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_path, capsys):
+    weights = tiny_corpus.token_distribution().to_dict()
+    optimal = RunConfig("optimal_mixture", Mixture.from_dict({d: 1 / len(weights) for d in weights}),
+                        tiny_corpus.valid_domains, extra={"objective": {"metric/alpha_val_loss": 1.0}})
+    other = tmp_path / "mine.yaml"
+    other.write_text(f"train: {{train_{tiny_corpus.train_domains[0]}: 1.0}}\n")
+    training = TrainingSettings(model_name="tinyllama_demo", block_size=32, global_batch_size=4, micro_batch_size=4,
+                                max_step=3, warmup_steps=1, eval_step_interval=3, eval_tokens=128)
+    results = transfer(optimal, tiny_corpus, ["natural", "uniform", str(other)], training, tmp_path / "t",
+                       workers=1, device="cpu", wandb_mode="off")
+    assert set(results) == {"optimal", "natural", "uniform", "mine"}
+    assert all(r.ok and r.tokens == 3 * 4 * 32 for r in results.values())
+    table = capsys.readouterr().out
+    assert "objective" in table and "*" in table
+    assert format_table(results, {"alpha": 1.0}).splitlines()[0].split()[2:] == ["optimal", "natural", "uniform",
+                                                                                  "mine"]
