@@ -61,7 +61,7 @@ def _fabric(devices: int | str, num_nodes: int, cpu: bool):
     from lightning.fabric.strategies import FSDPStrategy
     from litgpt.model import Block
 
-    world = (torch.cuda.device_count() if devices == "auto" and not cpu else int(devices == "auto" or devices))
+    world = 1 if cpu else (torch.cuda.device_count() if devices == "auto" else int(devices))
     strategy = "auto"
     if not cpu and world * num_nodes > 1:
         strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full",
