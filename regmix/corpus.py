@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.mixture import ConfigError, Mixture, write_atomic
+from regmix.mixture import ConfigError, Mixture, read_json_in, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "valid")
@@ -100,15 +100,7 @@ class CorpusManifest:
 
 def load_manifest(path: str | os.PathLike) -> CorpusManifest:
     """Load a manifest from its file or from the prepared corpus folder holding it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "no prepared corpus here (run `python -m regmix.prepare` first)") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(path, f"unreadable manifest: {exc}") from None
+    path, data = read_json_in(path, MANIFEST_NAME, "no prepared corpus here (run `python -m regmix.prepare` first)")
     try:
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(path, f"manifest format {data.get('format_version')} is not {FORMAT_VERSION}; "

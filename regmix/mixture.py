@@ -221,6 +221,16 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(path, f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
 
 
+def read_json_in(path: str | os.PathLike, file_name: str, missing: str) -> tuple[Path, Any]:
+    """Parse a JSON file given by its path or by the folder holding it as `file_name`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    if not path.exists():
+        raise ConfigError(path, missing)
+    return path, read_yaml(path)
+
+
 def run_config_from_dict(data: Any, source: str | os.PathLike, name: str) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, "expected a mapping with 'train:' and 'valid:' sections")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regmix.mixture import ConfigError, Mixture, write_atomic
+from regmix.mixture import ConfigError, Mixture, read_json_in, write_atomic
 
 RESULT_NAME = "result.json"
 HISTORY_NAME = "metrics.jsonl"
@@ -74,11 +74,8 @@ def save_result(result: RunResult, run_dir: str | os.PathLike) -> Path:
 
 def load_result(path: str | os.PathLike) -> RunResult:
     """Read `result.json` (or the run folder holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULT_NAME
+    path, data = read_json_in(path, RESULT_NAME, "no run result here")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         if data["status"] not in STATUSES:
             raise ValueError(f"unknown status {data['status']!r}")
         return RunResult(
@@ -88,7 +85,7 @@ def load_result(path: str | os.PathLike) -> RunResult:
             step=int(data["step"]), tokens=int(data["tokens"]), seconds=float(data.get("seconds", 0.0)),
             error=data.get("error"), settings=data.get("settings", {}),
         )
-    except FileNotFoundError:
-        raise ConfigError(path, "no run result here") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(path, f"unreadable run result: {exc}") from None
