@@ -103,6 +103,11 @@ class Mixture:
         lookup = self.to_dict()
         return np.array([lookup.get(d, 0.0) for d in domains])
 
+    def close_to(self, other: "Mixture", atol: float = 1e-9) -> bool:
+        """Same weight on every domain (a domain missing on one side counts as 0)."""
+        domains = list(dict.fromkeys(self.domains + other.domains))
+        return bool(np.allclose(self.vector(domains), other.vector(domains), rtol=0.0, atol=atol))
+
     def active(self) -> tuple[str, ...]:
         """Domains with non-zero weight: the only ones a trainer may read."""
         return tuple(d for d, w in zip(self.domains, self.weights) if w > 0)
@@ -151,6 +156,12 @@ class TrainingSettings:
             raise ConfigError(source, "learning_rate must be > 0, min_lr and warmup_steps >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(source, f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+
+
+LARGE_RUN = TrainingSettings(  # TinyLlama-1.1B recipe at RegMix's 25B-token scale: what pretrain trains
+    model_name="tinyllama_1_1b", global_batch_size=512, micro_batch_size=8, max_step=25_000,
+    learning_rate=4e-4, min_lr=4e-5, warmup_steps=2_000, lr_schedule="cosine", eval_step_interval=1_000,
+    save_step_interval=1_000, block_size=2048, eval_tokens=1_048_576, seed=42)
 
 
 def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, skip: Sequence[str] = ()) -> None:

@@ -39,7 +39,7 @@ from regmix.mixture import RunConfig
 from regmix.models import build_model, non_embedding_parameters
 from regmix.results import RunResult, evaluation_row, metric_name, save_result
 from regmix.train_proxy import ADAMW, CHECKPOINT_NAME, CONFIG_NAME, GRAD_CLIP, RunLog, _autocast, \
-    _save_checkpoint, learning_rate, resolve_wandb_mode
+    _save_checkpoint, learning_rate, load_checkpoint, resolve_wandb_mode
 
 DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the loss
 
@@ -389,7 +389,7 @@ def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs
     valid = validation_sets(manifest, domains, settings.block_size, settings.eval_tokens)
 
     paths = [d / CHECKPOINT_NAME for d in run_dirs]
-    states = [torch.load(p, map_location="cpu", weights_only=False) if p.exists() else None for p in paths]
+    states = [load_checkpoint(d, c) for d, c in zip(run_dirs, configs)]
     steps = {0 if s is None else s["step"] for s in states}
     if len(steps) > 1:
         raise ValueError(f"checkpoints of one group must be at one step, found steps {sorted(steps)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -22,18 +23,15 @@ import torch
 
 from regmix.corpus import CorpusManifest, load_manifest
 from regmix.data import MixtureSampler, validation_sets
-from regmix.mixture import (ConfigError, RunConfig, TrainingSettings, add_settings_arguments, load_run_config,
-                            settings_from_args)
+from regmix.mixture import LARGE_RUN, ConfigError, RunConfig, add_settings_arguments, load_run_config, \
+    settings_from_args
 from regmix.models import build_model, non_embedding_parameters
 from regmix.results import RunResult, evaluation_row, save_result
-from regmix.train_proxy import ADAMW, GRAD_CLIP, RunLog, _loss, evaluate, learning_rate, resolve_wandb_mode
+from regmix.train_proxy import ADAMW, GRAD_CLIP, WANDB_MODES, RunLog, _loss, evaluate, learning_rate, \
+    resolve_wandb_mode
 
 MIXTURE_ROOT = Path("mixture_config")
 CHECKPOINT_NAME = "checkpoint.ckpt"
-LARGE_RUN = TrainingSettings(                    # TinyLlama-1.1B recipe at RegMix's 25B-token scale
-    model_name="tinyllama_1_1b", global_batch_size=512, micro_batch_size=8, max_step=25_000,
-    learning_rate=4e-4, min_lr=4e-5, warmup_steps=2_000, lr_schedule="cosine", eval_step_interval=1_000,
-    save_step_interval=1_000, block_size=2048, eval_tokens=1_048_576, seed=42)
 SMOKE_RUN = dataclasses.replace(LARGE_RUN, model_name="tinyllama_demo", global_batch_size=4, micro_batch_size=2,
                                 max_step=4, warmup_steps=1, eval_step_interval=2, save_step_interval=2,
                                 block_size=64, eval_tokens=512)
@@ -72,10 +70,13 @@ def _fabric(devices: int | str, num_nodes: int, cpu: bool):
 
 def pretrain(config: RunConfig, manifest: CorpusManifest, run_dir: Path, devices: int | str = "auto",
              num_nodes: int = 1, cpu: bool = False, wandb_mode: str = "auto",
-             wandb_project: str = "regmix-large") -> RunResult | None:
-    """Train `config`'s model on its mixture under Fabric; rank 0 returns the result, others None."""
+             wandb_project: str = "regmix-large", source: str | os.PathLike | None = None) -> RunResult | None:
+    """Train `config`'s model on its mixture under Fabric; rank 0 returns the result, others None.
+
+    A config that does not fit the corpus raises ConfigError naming `source` (the mixture file).
+    """
     settings = config.training
-    config.check_corpus(manifest, run_dir / "config.yaml")
+    config.check_corpus(manifest, source or run_dir / "config.yaml")
     fabric = _fabric(devices, num_nodes, cpu)
     fabric.launch()
     per_rank = settings.micro_batch_size * fabric.world_size
@@ -103,8 +104,10 @@ def pretrain(config: RunConfig, manifest: CorpusManifest, run_dir: Path, devices
         fabric.load(checkpoint, state)
         sampler.drawn = state["step"] * accumulation * settings.micro_batch_size
         fabric.print(f"resumed from {checkpoint} at step {state['step']}")
-    log = RunLog(config, run_dir, resolve_wandb_mode(wandb_mode) if fabric.global_rank == 0 else "off",
-                 state["wandb_id"], extra, wandb_project, None) if fabric.global_rank == 0 else None
+    log = RunLog(config, run_dir, resolve_wandb_mode(wandb_mode), state["wandb_id"], extra, wandb_project,
+                 None) if fabric.global_rank == 0 else None
+    if log:
+        log.history(state["step"])  # evaluations logged after the checkpoint are redone
     started, valid_losses, error = time.perf_counter(), {}, None
     while state["step"] < settings.max_step and error is None:
         lr = learning_rate(state["step"], settings)
@@ -136,7 +139,7 @@ def pretrain(config: RunConfig, manifest: CorpusManifest, run_dir: Path, devices
             fabric.print(f"step {step}: train {train_loss:.4f} " +
                          " ".join(f"{d} {v:.4f}" for d, v in valid_losses.items()))
         if step % settings.save_step_interval == 0 or step == settings.max_step:
-            fabric.save(checkpoint, {**state, "seconds": seconds, "wandb_id": log.run_id if log else None})
+            _save(fabric, checkpoint, {**state, "seconds": seconds, "wandb_id": log.run_id if log else None})
     if not valid_losses and error is None:
         valid_losses = evaluate(model, valid, settings.micro_batch_size, fabric.device)
     if log is None:
@@ -150,20 +153,41 @@ def pretrain(config: RunConfig, manifest: CorpusManifest, run_dir: Path, devices
     return result
 
 
+def _save(fabric, path: Path, state: dict) -> None:
+    """Save next to `path`, then rename: a crash while saving (FSDP writes in place) keeps the last checkpoint."""
+    temp = path.with_name(f".{path.name}.tmp")
+    fabric.save(temp, state)
+    fabric.barrier()
+    if fabric.global_rank == 0:
+        os.replace(temp, path)
+    fabric.barrier()
+
+
+def _devices(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor auto") from None
+
+
 def main(argv: Sequence[str] | None = None) -> RunResult | None:
     p = argparse.ArgumentParser(prog="python -m regmix.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mixture", nargs="?", default="optimal_mixture",
                    help="mixture config: a path or a name below mixture_config/ (default: %(default)s)")
-    p.add_argument("--corpus", type=Path, default=Path("data/default"), help="prepared corpus folder")
+    p.add_argument("--corpus", type=Path, default=Path("data/default"),
+                   help="prepared corpus folder (default: %(default)s, the demo's)")
     p.add_argument("--output", type=Path, help="run folder (default: runs/pretrain/<mixture name>)")
-    p.add_argument("--devices", default="auto", help="GPUs per node: a number or auto (all)")
+    p.add_argument("--devices", type=_devices, default="auto", help="GPUs per node: a number or auto (all)")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes (with torchrun or MASTER_ADDR/NODE_RANK set)")
     p.add_argument("--cpu", action="store_true", help="train on CPU in fp32 (one process)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny model, a few steps, on CPU: checks the whole path (overrides the settings)")
-    p.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "off"))
-    p.add_argument("--wandb-project", default="regmix-large")
+    p.add_argument("--wandb", default="auto", choices=WANDB_MODES,
+                   help="wandb logging: auto = online with a wandb login, otherwise offline files")
+    p.add_argument("--wandb-project", default="regmix-large", help="wandb project name (default: %(default)s)")
     add_settings_arguments(p.add_argument_group("training (defaults: TinyLlama-1.1B at 25B tokens)"), LARGE_RUN,
                            skip=("model_name",))
     p.add_argument("--model-name", default=None, help="model preset (default: the config's model_name)")
@@ -171,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> RunResult | None:
     try:
         path = resolve_mixture(args.mixture)
         config = load_run_config(path)
-        training = SMOKE_RUN if args.smoke else settings_from_args(
-            dataclasses.replace(LARGE_RUN, model_name=args.model_name or config.training.model_name), args)
+        training = SMOKE_RUN if args.smoke else dataclasses.replace(
+            settings_from_args(LARGE_RUN, args), model_name=args.model_name or config.training.model_name)
         training.validate("command line")
         config = dataclasses.replace(config, training=training, valid=config.valid or ())
         manifest = load_manifest(args.corpus)
@@ -180,9 +204,10 @@ def main(argv: Sequence[str] | None = None) -> RunResult | None:
             config = dataclasses.replace(config, valid=manifest.valid_domains)
         output = args.output or Path("runs") / "pretrain" / config.name
         output.mkdir(parents=True, exist_ok=True)
-        return pretrain(config, manifest, output, args.devices if args.devices == "auto" else int(args.devices),
-                        args.num_nodes, args.cpu or args.smoke or not torch.cuda.is_available(),
-                        "offline" if args.smoke and args.wandb == "auto" else args.wandb, args.wandb_project)
+        return pretrain(config, manifest, output, args.devices, args.num_nodes,
+                        args.cpu or args.smoke or not torch.cuda.is_available(),
+                        "offline" if args.smoke and args.wandb == "auto" else args.wandb, args.wandb_project,
+                        source=path)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
 

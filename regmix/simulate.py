@@ -13,6 +13,7 @@ the large run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from regmix.collect import METRIC
 from regmix.fit import FittedModel, load_model
-from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, save_run_config
+from regmix.mixture import LARGE_RUN, ConfigError, Mixture, RunConfig, save_run_config
 from regmix.results import metric_name
 from regmix.synthesize import (SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify,
                                usage_bounds)
@@ -254,7 +255,7 @@ def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[st
         "top_k_loss_range": [round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
     }
     return RunConfig("optimal_mixture", result.mixture, valid_domains(model, target),
-                     TrainingSettings(model_name=large_model), settings.as_config(), extra)
+                     dataclasses.replace(LARGE_RUN, model_name=large_model), settings.as_config(), extra)
 
 
 def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:

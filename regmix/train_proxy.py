@@ -7,17 +7,20 @@
     metrics.jsonl    one line per evaluation: step, tokens, train loss, metric/<valid>_val_loss, ...
     result.json      written last, atomically: its presence means the run is done (finished or failed)
     checkpoint.pt    model, optimizer, sampler state and step while training (removed at the end)
-    lock             pid and host of the worker training it, so workers never train a run twice
+    lock             flock-ed by the worker training it (pid and host inside), so no run is trained twice
     wandb/           wandb's run files (offline-run-*/run-<id>.wandb unless online)
 
 Runs with a result.json are skipped; an interrupted run resumes from its last checkpoint exactly.
-A bad config or a diverged run (NaN/inf loss) is reported and the sweep goes on.
+A bad config or a diverged run (NaN/inf loss) is reported and the sweep goes on. A result or
+checkpoint left by another mixture under the same name (a re-synthesized folder) is reported, never
+reused or overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import functools
 import json
 import math
@@ -39,10 +42,11 @@ from tqdm.auto import tqdm
 
 from regmix.corpus import CorpusManifest, load_manifest
 from regmix.data import MixtureSampler, validation_sets
-from regmix.mixture import ConfigError, RunConfig, TrainingSettings, load_run_config, run_config_paths, \
-    save_run_config, write_atomic
+from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, load_run_config, \
+    run_config_paths, save_run_config, write_atomic
 from regmix.models import build_model, non_embedding_parameters
-from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, evaluation_row, metric_name, save_result
+from regmix.results import HISTORY_NAME, RESULT_NAME, RunResult, evaluation_row, load_result, metric_name, \
+    save_result
 from regmix.wandb_runs import wait_until_complete
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -51,7 +55,6 @@ LOCK_NAME = "lock"
 WANDB_MODES = ("auto", "online", "offline", "off")
 ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1)  # TinyLlama's pre-training optimizer
 GRAD_CLIP = 1.0
-STALE_EMPTY_LOCK_S = 60.0
 CUDA_GROUP_SIZE = 16
 
 
@@ -185,9 +188,15 @@ class RunLog:
         """Evaluations logged so far, dropping any logged after the checkpoint we resume from."""
         if not self.history_path.exists():
             return []
-        rows = [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.history_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut off by a crash while appending
+                break
         kept = [r for r in rows if r["trainer/global_step"] <= up_to_step]
-        if len(kept) != len(rows):
+        if len(kept) != len(lines):
             write_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
 
@@ -207,6 +216,22 @@ class RunLog:
             self.wandb.finish(exit_code=1 if failed else 0)
             if offline:
                 wait_until_complete(sync_file)
+
+
+def load_checkpoint(run_dir: Path, config: RunConfig, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The run's checkpoint (None without one), refused if it was trained on another mixture than `config`'s."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False, mmap=True)
+        trained = Mixture.from_dict(state["sampler"]["weights"], path)
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        raise ConfigError(path, f"unreadable checkpoint ({exc}); delete it to train the run from scratch") from None
+    if not trained.close_to(config.train):
+        raise ConfigError(path, f"was trained on another mixture than {config.name}'s config holds now "
+                                f"(configs synthesized again?); move {run_dir} away to train it anew")
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -240,8 +265,8 @@ def train_proxy(config: RunConfig, manifest: CorpusManifest, run_dir: str | os.P
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     step, seconds, run_id = 0, 0.0, None
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    state = load_checkpoint(run_dir, config, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
@@ -300,45 +325,42 @@ def train_proxy(config: RunConfig, manifest: CorpusManifest, run_dir: str | os.P
 
 # ---- sweeps -----------------------------------------------------------------------------------------
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def acquire_lock(path: Path) -> int | None:
+    """Hold an exclusive flock on the run's lock file: its descriptor, or None if another process holds it.
 
-
-def _lock_is_stale(path: Path) -> bool:
-    """A lock left by a dead process on this host (or left empty by a crash long ago)."""
-    try:
-        text = path.read_text()
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return True
-    fields = text.split()
-    if len(fields) != 2 or not fields[0].isdigit():
-        return age > STALE_EMPTY_LOCK_S
-    pid, host = int(fields[0]), fields[1]
-    return host == socket.gethostname() and not _pid_alive(pid)
-
-
-def acquire_lock(path: Path) -> bool:
-    """Create the run's lock file exclusively (O_CREAT | O_EXCL); reclaim it once if stale."""
+    The kernel drops the lock when its holder dies, so a crashed worker leaves no stale lock behind
+    (on NFS the client maps flock to locks the server arbitrates between machines).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not _lock_is_stale(path):
-                return False
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
-        return True
-    return False
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return fd
+        os.close(fd)  # its holder released and removed it between our open and flock: take the new one
+
+
+def release_lock(path: Path, fd: int) -> None:
+    """Remove the lock file, then drop the lock (in this order, so nobody locks a removed file)."""
+    path.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return lock.read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 @dataclass
@@ -362,27 +384,50 @@ class _Options:
     position: int = 1
 
 
-def _claim(path: Path, manifest: CorpusManifest, options: _Options) -> tuple[RunConfig, Path] | SweepEntry:
-    """Lock a config's run unless it is done or taken, load and check it; else the entry saying why not."""
-    name = path.stem
-    run_dir = options.output / name
-    lock = run_dir / LOCK_NAME
-    if (run_dir / RESULT_NAME).exists():
-        return SweepEntry(name, "skipped", "result.json exists")
-    if not acquire_lock(lock):
-        return SweepEntry(name, "busy", f"locked by {lock.read_text().strip() if lock.exists() else '?'}")
+def _done(path: Path, output: Path) -> SweepEntry | None:
+    """The entry of a config whose run has a result: skipped, or failed if that result is another mixture's."""
+    result_path = output / path.stem / RESULT_NAME
+    if not result_path.exists():
+        return None
     try:
-        if (run_dir / RESULT_NAME).exists():
-            raise FileExistsError
-        config = load_run_config(path)
-        config.check_corpus(manifest, path)
-        save_run_config(config, run_dir / CONFIG_NAME)
-        return config, run_dir
-    except FileExistsError:
-        entry = SweepEntry(name, "skipped", "finished by another worker")
+        trained, config = load_result(result_path).mixture, load_run_config(path)
     except ConfigError as exc:
-        entry = SweepEntry(name, "failed", str(exc))
-    lock.unlink(missing_ok=True)
+        return SweepEntry(path.stem, "failed", str(exc))
+    if not trained.close_to(config.train):
+        return SweepEntry(path.stem, "failed", f"{result_path}: a run of another mixture than {path} holds now "
+                                               f"(configs synthesized again?); move {result_path.parent} away "
+                                               "to train it anew")
+    return SweepEntry(path.stem, "skipped", "result.json exists")
+
+
+@dataclass
+class _Claim:
+    config: RunConfig
+    run_dir: Path
+    lock_fd: int
+
+
+def _claim(path: Path, manifest: CorpusManifest, options: _Options) -> _Claim | SweepEntry:
+    """Lock a config's run unless it is done or taken, load and check it; else the entry saying why not."""
+    run_dir = options.output / path.stem
+    lock = run_dir / LOCK_NAME
+    done = _done(path, options.output)
+    if done:
+        return done
+    fd = acquire_lock(lock)
+    if fd is None:
+        return SweepEntry(path.stem, "busy", f"locked by {_holder(lock)}")
+    try:
+        entry = _done(path, options.output)  # another worker may have finished it since
+        if entry is None:
+            config = load_run_config(path)
+            config.check_corpus(manifest, path)
+            load_checkpoint(run_dir, config)
+            save_run_config(config, run_dir / CONFIG_NAME)
+            return _Claim(config, run_dir, fd)
+    except ConfigError as exc:
+        entry = SweepEntry(path.stem, "failed", str(exc))
+    release_lock(lock, fd)
     return entry
 
 
@@ -402,6 +447,8 @@ def _train_one(config: RunConfig, run_dir: Path, manifest: CorpusManifest, optio
                                    wandb_mode=options.wandb_mode, wandb_project=options.wandb_project,
                                    wandb_group=options.output.name, progress=options.progress,
                                    progress_position=options.position))]
+    except ConfigError as exc:
+        return [SweepEntry(config.name, "failed", str(exc))]
     except Exception as exc:
         return [_crashed(config.name, exc)]
 
@@ -435,7 +482,8 @@ def _run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: _Option
     """Claim the chunk's configs and train them: together when group_size > 1, else one by one."""
     claims = [_claim(Path(p), manifest, options) for p in paths]
     entries = [c for c in claims if isinstance(c, SweepEntry)]
-    claimed = [c for c in claims if not isinstance(c, SweepEntry)]
+    held = [c for c in claims if isinstance(c, _Claim)]
+    claimed = [(c.config, c.run_dir) for c in held]
     try:
         if options.group_size > 1:
             entries += _train_groups(claimed, manifest, options)
@@ -443,21 +491,21 @@ def _run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: _Option
             for config, run_dir in claimed:
                 entries += _train_one(config, run_dir, manifest, options)
     finally:
-        for _, run_dir in claimed:
-            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        for claim in held:
+            release_lock(claim.run_dir / LOCK_NAME, claim.lock_fd)
     return entries
 
 
 _worker_options: _Options | None = None
 
 
-def _init_worker(slots: Any, options: _Options, threads: int, cuda: bool) -> None:
-    """Give a pool worker its slot: its torch threads on CPU, or its GPU, and its progress-bar row."""
+def _init_worker(slots: Any, options: _Options, threads: int, gpus: int) -> None:
+    """Give a pool worker its slot: its torch threads on CPU, or its GPU (round robin), and its bar row."""
     global _worker_options
     slot = slots.get()
     torch.set_num_threads(threads)
     _worker_options = dataclasses.replace(options, position=slot + 1,
-                                          device=f"cuda:{slot}" if cuda else options.device)
+                                          device=f"cuda:{slot % gpus}" if gpus else options.device)
 
 
 def _pool_task(paths: Sequence[Path], manifest: CorpusManifest) -> list[SweepEntry]:
@@ -477,9 +525,10 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     the same run: lock files.
     """
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    gpus = torch.cuda.device_count() if cuda and ":" not in (device or "") else 0  # an explicit cuda:N is kept
     group_size = group_size or (CUDA_GROUP_SIZE if cuda else 1)
-    done = [Path(p) for p in config_paths if (Path(output) / Path(p).stem / RESULT_NAME).exists()]
-    todo = [Path(p) for p in config_paths if Path(p) not in done]
+    finished = {Path(p): _done(Path(p), Path(output)) for p in config_paths}
+    todo = [p for p, entry in finished.items() if entry is None]
     chunks = [todo[i:i + group_size] for i in range(0, len(todo), group_size)]
     workers = min(workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1), max(1, len(chunks)))
     options = _Options(Path(output), device, wandb_mode, wandb_project, progress, group_size)
@@ -495,7 +544,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
             if entry.status == "failed":
                 bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
-    record([SweepEntry(p.stem, "skipped", "result.json exists") for p in done])
+    record([entry for entry in finished.values() if entry is not None])
     if workers == 1:
         for chunk in chunks:
             record(_run_chunk(chunk, manifest, options))
@@ -505,7 +554,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
         for slot in range(workers):
             slots.put(slot)
         threads = 1 if cuda else max(1, (os.cpu_count() or 1) // workers)
-        with context.Pool(workers, initializer=_init_worker, initargs=(slots, options, threads, cuda)) as pool:
+        with context.Pool(workers, initializer=_init_worker, initargs=(slots, options, threads, gpus)) as pool:
             for chunk_entries in pool.imap_unordered(functools.partial(_pool_task, manifest=manifest), chunks):
                 record(chunk_entries)
     bar.close()

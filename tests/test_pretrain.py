@@ -58,13 +58,14 @@ def test_smoke_run_through_the_shell_script(tiny_corpus, mixture_file, tmp_path)
 def test_resume_continues_from_the_checkpoint(tiny_corpus, mixture_file, tmp_path):
     out = tmp_path / "run"
     args = [str(mixture_file), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(out), "--wandb", "off",
-            "--model-name", "tinyllama_demo", "--block-size", "32", "--global-batch-size", "4",
+            "--block-size", "32", "--global-batch-size", "4",
             "--micro-batch-size", "2", "--warmup-steps", "1", "--eval-step-interval", "2", "--eval-tokens", "256",
             "--save-step-interval", "100"]
     first = main(args + ["--max-step", "2"])
     assert first.step == 2
     second = main(args + ["--max-step", "4"])
     assert second.step == 4 and second.status == "finished"
+    assert second.settings["model_name"] == "tinyllama_1M", "no --model-name: the config's model_name is trained"
     steps = [json.loads(line)["trainer/global_step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4], "the second run continued from step 2 instead of starting over"
 
@@ -74,4 +75,4 @@ def test_bad_mixture_is_one_clear_error(tiny_corpus, tmp_path):
     bad.write_text("train:\n  train_nowhere: 1.0\n")
     with pytest.raises(SystemExit) as err:
         main([str(bad), "--smoke", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "o")])
-    assert "unknown domains ['nowhere']" in str(err.value)
+    assert "unknown domains ['nowhere']" in str(err.value) and str(bad) in str(err.value)

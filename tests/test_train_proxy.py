@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
 import os
 import socket
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from scipy.stats import chisquare
 
 from regmix import train_proxy as tp
 from regmix.data import MixtureSampler, TokenStream, validation_sets
-from regmix.mixture import Mixture, RunConfig, TrainingSettings, load_run_config, save_run_config
+from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, load_run_config, save_run_config
 from regmix.models import PRESETS, build_model, non_embedding_parameters
 from regmix.results import HISTORY_NAME, load_result
 from regmix.wandb_runs import find_offline_runs, read_offline_run
@@ -122,6 +125,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_pa
         tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
     assert torch.load(tmp_path / "resumed" / tp.CHECKPOINT_NAME, weights_only=False)["step"] == 6
     monkeypatch.setattr(MixtureSampler, "next_batch", original)
+    with (tmp_path / "resumed" / HISTORY_NAME).open("a") as fh:
+        fh.write('{"trainer/global_st')  # a line cut off by a crash while appending
+    other = make_config(weights={"alpha": 0.2, "beta": 0.7, "gamma": 0.1, "delta": 0.0})
+    with pytest.raises(ConfigError, match="another mixture"):
+        tp.train_proxy(other, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
     resumed = tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
 
     assert resumed.step == whole.step == 12
@@ -155,17 +163,37 @@ def test_sweep_reports_bad_configs_and_finishes_the_rest(tiny_corpus, tmp_path, 
     again = tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
     assert {e.name: e.status for e in again} == {"n1": "skipped", "n2": "failed", "n3": "failed", "n4": "skipped"}
 
+    save_run_config(make_config("n1", weights={"alpha": 0.5, "beta": 0.5}, max_step=4), folder / "n1.yaml")
+    resynthesized = {e.name: e for e in tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off",
+                                                        progress=False)}
+    assert resynthesized["n1"].status == "failed" and "another mixture" in resynthesized["n1"].detail
+    assert load_result(tmp_path / "runs" / "n1").mixture.to_dict() == WEIGHTS  # kept, not overwritten
 
-def test_locks_exclude_other_workers_and_stale_locks_are_reclaimed(tmp_path):
+
+def _hold_lock_until_killed(path: str) -> None:
+    tp.acquire_lock(Path(path))
+    time.sleep(600)
+
+
+def test_locks_exclude_other_holders_and_die_with_their_holder(tmp_path):
     lock = tmp_path / "run" / tp.LOCK_NAME
-    assert tp.acquire_lock(lock)
-    assert not tp.acquire_lock(lock)
+    fd = tp.acquire_lock(lock)
+    assert fd is not None and tp.acquire_lock(lock) is None
     assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
-    dead = 2**22 + 12345
-    lock.write_text(f"{dead} {socket.gethostname()}\n")
-    assert tp.acquire_lock(lock)
-    lock.write_text(f"{dead} some-other-host\n")
-    assert not tp.acquire_lock(lock)
+    tp.release_lock(lock, fd)
+    assert not lock.exists()
+
+    holder = mp.get_context("spawn").Process(target=_hold_lock_until_killed, args=(str(lock),))
+    holder.start()
+    deadline = time.time() + 60
+    while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert tp.acquire_lock(lock) is None
+    holder.kill()
+    holder.join()
+    fd = tp.acquire_lock(lock)  # the dead holder's lock file is still there, its lock is not
+    assert fd is not None
+    tp.release_lock(lock, fd)
 
 
 def test_wandb_offline_run_holds_the_metrics(tiny_corpus, tmp_path):
@@ -213,12 +241,12 @@ def test_parallel_workers_share_a_sweep_and_respect_locks(tiny_corpus, tmp_path)
     for i in range(1, 4):
         save_run_config(make_config(f"n{i}", max_step=3), folder / f"n{i}.yaml")
     runs = tmp_path / "runs"
-    (runs / "n2").mkdir(parents=True)
-    (runs / "n2" / tp.LOCK_NAME).write_text("1 another-host\n")
+    held = tp.acquire_lock(runs / "n2" / tp.LOCK_NAME)  # as if another machine were training n2
     entries = tp.train_sweep(tp.run_config_paths(folder), tiny_corpus, runs, workers=2, device="cpu",
                              wandb_mode="off", progress=False, report=lambda line: None)
     assert {e.name: e.status for e in entries} == {"n1": "finished", "n2": "busy", "n3": "finished"}
     assert (runs / "n2" / tp.LOCK_NAME).exists() and not (runs / "n1" / tp.LOCK_NAME).exists()
+    tp.release_lock(runs / "n2" / tp.LOCK_NAME, held)
     sequential = tp.train_proxy(make_config("n1", max_step=3), tiny_corpus, tmp_path / "alone", wandb_mode="off",
                                 progress=False)
     assert load_result(runs / "n1").valid_losses == pytest.approx(sequential.valid_losses, abs=1e-6)
