@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from regmix.mixture import TRAIN_PREFIX, ConfigError, RunConfig, load_run_config, run_config_paths
+from regmix.mixture import TRAIN_PREFIX, ConfigError, Mixture, RunConfig, load_run_config, run_config_from_dict, \
+    run_config_paths
 from regmix.results import HISTORY_NAME, RESULT_NAME, load_result, metric_name
 
 STEP_KEYS = ("trainer/global_step", "step")
@@ -37,6 +38,7 @@ class RunLosses:
     losses: dict[str, float]
     step: int | None = None
     problem: str | None = None
+    mixture: Mixture | None = None  # the training mixture the run recorded, where it did
 
 
 @dataclass
@@ -114,6 +116,14 @@ def losses_from_history(name: str, source: str, history: Sequence[Mapping[str, A
     return RunLosses(name, source, losses, last_step)
 
 
+def recorded_mixture(run_config: Mapping[str, Any], source: str, name: str) -> Mixture | None:
+    """The training mixture a wandb run logged in its config (None where it logged none we can read)."""
+    try:
+        return run_config_from_dict(run_config, source, name).train
+    except ConfigError:
+        return None
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -123,6 +133,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunLosses]:
     """One entry per run folder under `runs` (a folder without result.json is an unfinished run)."""
+    if not Path(runs).is_dir():
+        raise ConfigError(runs, "no such runs folder")
     found = []
     for run_dir in sorted(p for p in Path(runs).iterdir() if p.is_dir() and not p.name.startswith(".")):
         source = str(run_dir / RESULT_NAME)
@@ -135,12 +147,14 @@ def local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunLo
             found.append(RunLosses(run_dir.name, source, {}, None, str(exc)))
             continue
         if step is not None:
-            found.append(losses_from_history(result.name, str(run_dir / HISTORY_NAME),
-                                             _read_jsonl(run_dir / HISTORY_NAME), step))
+            entry = losses_from_history(result.name, str(run_dir / HISTORY_NAME), _read_jsonl(run_dir / HISTORY_NAME),
+                                        step)
         elif result.status != "finished":
-            found.append(RunLosses(result.name, source, {}, result.step, f"status {result.status}: {result.error}"))
+            entry = RunLosses(result.name, source, {}, result.step, f"status {result.status}: {result.error}")
         else:
-            found.append(RunLosses(result.name, source, result.metrics(), result.step))
+            entry = RunLosses(result.name, source, result.metrics(), result.step)
+        entry.mixture = result.mixture
+        found.append(entry)
     return found
 
 
@@ -159,10 +173,12 @@ def offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Run
         except ConfigError as exc:
             found.append(RunLosses(path.parent.name, str(path), {}, None, str(exc)))
             continue
-        sessions.setdefault((run.name or run.run_id, run.run_id), []).append((path, run.history))
+        sessions.setdefault((run.name or run.run_id, run.run_id), []).append((path, run))
     for (name, _), parts in sessions.items():
-        history = [row for _, rows in parts for row in rows]
-        found.append(losses_from_history(name, ", ".join(str(p) for p, _ in parts), history, step))
+        history = [row for _, run in parts for row in run.history]
+        source = ", ".join(str(p) for p, _ in parts)
+        found.append(losses_from_history(name, source, history, step))
+        found[-1].mixture = recorded_mixture(parts[-1][1].config, source, name)
     return found
 
 
@@ -177,6 +193,7 @@ def online_losses(project: str, step: int | None = None) -> list[RunLosses]:
             found.append(RunLosses(run.name, source, {}, None, f"wandb state {run.state}"))
         else:
             found.append(losses_from_history(run.name, source, list(run.scan_history()), step))
+            found[-1].mixture = recorded_mixture(dict(run.config), source, run.name)
     return found
 
 
@@ -220,6 +237,9 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
             continue
         if len(entries) > 1:
             report.duplicated[name] = [e.source for e in entries]
+        for e in entries:
+            if e.problem is None and e.mixture is not None and not e.mixture.close_to(config.train):
+                e.problem = "trained on another mixture than its config holds now (configs synthesized again?)"
         usable = [e for e in entries if e.problem is None and (step is not None or e.step is None
                                                                 or e.step >= config.training.max_step)]
         if not usable:
@@ -262,6 +282,14 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> tu
             raise ConfigError(path, "no 'index' column (RegMix's CSV layout: index, <columns>...)")
         if table["index"].duplicated().any():
             raise ConfigError(path, f"duplicated index values {sorted(set(table['index'][table['index'].duplicated()]))}")
+        values = table.drop(columns="index").apply(pd.to_numeric, errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if bad.any():
+            row, col = map(int, np.argwhere(bad)[0])
+            raise ConfigError(path, f"{int(bad.sum())} values are not finite numbers, first in row "
+                                    f"{table['index'].iloc[row]}, column {values.columns[col]!r}: "
+                                    f"{table[values.columns[col]].iloc[row]!r}")
+        table[values.columns] = values
         tables.append(table.set_index("index"))
     mixtures, losses = tables
     bad = [c for c in mixtures.columns if not c.startswith(TRAIN_PREFIX)]

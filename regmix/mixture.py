@@ -270,7 +270,7 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str) -> Run
         kind = type(getattr(defaults, key))
         try:
             settings[key] = kind(value) if kind is not int else int(float(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(source, f"{key} must be a {kind.__name__}, got {value!r}") from None
     training = TrainingSettings(**settings)
     training.validate(source)

@@ -71,6 +71,16 @@ def test_missing_failed_and_orphan_runs_are_reported(tmp_path):
     assert "missing 1, failed 2" in report.summary()
     with pytest.raises(ConfigError, match="strict"):
         collect(configs, runs, strict=True)
+    with pytest.raises(ConfigError, match="no such runs folder"):
+        collect(configs, tmp_path / "nowhere")
+
+
+def test_a_run_of_another_mixture_is_never_paired_with_the_config(tmp_path):
+    configs, runs = make_sweep(tmp_path, ["n1", "n2"])
+    save_run_config(RunConfig("n2", Mixture(DOMAINS, [0.2, 0.3, 0.5]), VALID, TrainingSettings(max_step=10)),
+                    configs / "n2.yaml")  # the folder synthesized again; runs/n2 is the old mixture's run
+    report = collect(configs, runs).report
+    assert report.collected == ["n1"] and "another mixture" in report.failed["n2"]
 
 
 def _offline(monkeypatch, runs: dict[str, OfflineRun]) -> None:
@@ -140,6 +150,9 @@ def test_read_csvs_refuses_mismatched_rows(tmp_path):
     mixtures, losses = read_csvs(tmp_path / "m.csv", tmp_path / "l.csv")
     assert list(losses.index) == [1, 2] and losses["metric/a_val_loss"].tolist() == [1.0, 2.0]
     assert list(mixtures.columns) == ["a", "b"]
+    pd.DataFrame({"index": [2, 1], "metric/a_val_loss": ["abc", 1.0]}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(ConfigError, match="l.csv: 1 values are not finite numbers, first in row 2"):
+        read_csvs(tmp_path / "m.csv", tmp_path / "l.csv")
 
 
 def test_run_index_and_cli(tmp_path, capsys):
