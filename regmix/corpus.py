@@ -59,7 +59,8 @@ class CorpusManifest:
 
     @property
     def valid_domains(self) -> tuple[str, ...]:
-        return tuple(self.shards["valid"])
+        """Validation domains with tokens (an empty valid file cannot validate anything)."""
+        return tuple(d for d in self.shards["valid"] if self.tokens("valid", d) > 0)
 
     def tokens(self, split: str, domain: str) -> int:
         return sum(s.tokens for s in self.shards[split].get(domain, []))

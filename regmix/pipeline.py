@@ -2,7 +2,7 @@
 -> collect -> fit -> simulate, then a short report.
 
 Resumable at every stage: a stage whose inputs and settings are unchanged since it last finished is
-skipped (stamps in <output>/stages.json), and the sweep skips finished runs and resumes interrupted
+skipped (stamps in runs/<name>/stages.json), and the sweep skips finished runs and resumes interrupted
 ones. With no --config it runs the embedded default experiment (the README's `make demo`).
 """
 
@@ -23,7 +23,7 @@ from regmix.collect import collect, read_csvs
 from regmix.corpus import CorpusManifest
 from regmix.default_corpus import build_default_corpus
 from regmix.fit import fit, load_model
-from regmix.mixture import (ConfigError, TrainingSettings, load_run_config, read_yaml, run_config_paths,
+from regmix.mixture import (ConfigError, Mixture, TrainingSettings, load_run_config, read_yaml, run_config_paths,
                             save_run_config, write_atomic)
 from regmix.prepare import prepare
 from regmix.results import metric_name
@@ -71,16 +71,17 @@ class SimulationSettings:
 
 @dataclass
 class Experiment:
-    """Every setting of a pipeline run. `target`: a valid domain, {domain: weight}, or null = all equally."""
+    """Every setting of a pipeline run. `target`: valid domain weights; None = all valid domains equally."""
 
     name: str = "default"
-    target: str | dict[str, float] | None = None
+    target: dict[str, float] | None = None
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     proxy: TrainingSettings = field(default_factory=lambda: dataclasses.replace(DEMO_TRAINING))
     sweep: SweepSettings = field(default_factory=SweepSettings)
     fit: FitSettings = field(default_factory=FitSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
+    source: str = "<default experiment>"
 
     @property
     def runs(self) -> Path:
@@ -106,6 +107,8 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
     values = {}
     for key, value in data.items():
         default = getattr(base, key)
+        if isinstance(default, list) and isinstance(value, str):
+            value = [value]
         if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None:
             try:
                 value = type(default)(value)
@@ -121,13 +124,13 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(path, "expected a mapping of experiment settings")
-    experiment = Experiment()
-    sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in ("name", "target")]
+    experiment = Experiment(source=str(path))
+    sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in ("name", "target", "source")]
     unknown = sorted(set(data) - set(sections) - {"name", "target"})
     if unknown:
         raise ConfigError(path, f"unknown keys {unknown}; known: name, target, {', '.join(sections)}")
     experiment.name = str(data.get("name", experiment.name))
-    experiment.target = data.get("target")
+    experiment.target = _target(data.get("target"), path)
     for key in sections:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
@@ -162,11 +165,34 @@ def _files_fingerprint(paths: Sequence[Path]) -> list:
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
 
 
-def _objective(experiment: Experiment, manifest: CorpusManifest) -> dict[str, float]:
-    target = experiment.target
-    if target is None:
-        return {d: 1.0 for d in manifest.valid_domains}
-    return {target: 1.0} if isinstance(target, str) else {str(k): float(v) for k, v in target.items()}
+def _target(value: Any, source: Path) -> dict[str, float] | None:
+    """`target:` as valid-domain weights: a domain, a list of domains (equal weights) or {domain: weight}."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        value = {v: 1.0 for v in value}
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"'target:' must be a valid domain, a list of them or {{domain: weight}}, "
+                                  f"got {value!r}")
+    try:
+        return Mixture.from_dict(value, source, normalize=True).to_dict()
+    except ConfigError as exc:
+        raise ConfigError(source, f"'target:' {exc.problem}") from None
+
+
+def _objective(experiment: Experiment, manifest: CorpusManifest, corpus: Path) -> dict[str, float]:
+    """The validation loss to minimise; checked against the corpus before any proxy trains."""
+    objective = experiment.target or {d: 1.0 for d in manifest.valid_domains}
+    empty = sorted(set(objective) & set(manifest.empty_domains("valid")))
+    if empty:
+        raise ConfigError(corpus / "valid", f"target domains {empty} have no validation tokens (empty files?)")
+    unknown = sorted(set(objective) - set(manifest.valid_domains))
+    if unknown:
+        raise ConfigError(experiment.source, f"target domains {unknown} are not valid domains of the corpus "
+                                             f"{sorted(manifest.valid_domains)}")
+    return objective
 
 
 def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) -> dict[str, Any]:
@@ -184,7 +210,11 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
     report("[prepare] tokenizing (incremental)")
     manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True)
     natural = manifest.token_distribution()
-    objective = _objective(experiment, manifest)
+    objective = _objective(experiment, manifest, source)
+    for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
+        if manifest.empty_domains(split):
+            report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "
+                   f"{source / split} (empty files?): {consequence}")
 
     synth_key = fingerprint(dataclasses.asdict(experiment.synthesis), dataclasses.asdict(experiment.proxy),
                             experiment.sweep.num_configs, natural.to_dict(), manifest.valid_domains,
@@ -271,7 +301,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"target:        mean validation loss of {objective}",
         f"proxies:       {summary['proxies']} ({summary['proxies_failed']} failed)",
         f"regressor:     {summary['regressor']}, CV Spearman {spearman:.3f}",
-        f"predicted:     {summary['predicted_loss']} (spread {summary['predicted_loss_spread']})",
+        f"predicted:     {summary['predicted_loss']} (spread {summary['predicted_loss_spread'] or 'n/a'})",
         f"{'domain':<24}{'natural':>10}{'optimal':>10}",
     ]
     for domain, weight in summary["natural"].items():

@@ -190,7 +190,7 @@ def describe(manifest: CorpusManifest) -> str:
     """A table of tokens per domain and the token distribution."""
     share = manifest.token_distribution()
     rows = [f"{'domain':<24}{'train tokens':>14}{'valid tokens':>14}{'share':>8}"]
-    for d in sorted(set(manifest.train_domains) | set(manifest.valid_domains)):
+    for d in sorted(set(manifest.shards["train"]) | set(manifest.shards["valid"])):
         w = share.to_dict().get(d, 0.0)
         rows.append(f"{d:<24}{manifest.tokens('train', d):>14,}{manifest.tokens('valid', d):>14,}{w:>8.3f}")
     return "\n".join(rows)

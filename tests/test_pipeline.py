@@ -84,6 +84,22 @@ def test_experiment_errors_name_the_file(workdir):
     bad.write_text("sweep: {num_configs: many}\n")
     with pytest.raises(ConfigError, match="'sweep.num_configs' must be a int"):
         load_experiment(bad)
+    bad.write_text("target: {prose: .nan, code: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'target:' weight of domain 'prose' is NaN"):
+        load_experiment(bad)
+    bad.write_text("target: 3\n")
+    with pytest.raises(ConfigError, match="'target:' must be a valid domain"):
+        load_experiment(bad)
+    bad.write_text("target: [prose, code]\nfit: {regressors: linear}\n")
+    experiment = load_experiment(bad)
+    assert experiment.target == {"prose": 0.5, "code": 0.5} and experiment.fit.regressors == ["linear"]
+
+
+def test_unknown_target_stops_before_any_proxy_trains(workdir):
+    Path("tiny.yaml").write_text(EXPERIMENT.replace("target: prose", "target: wiki"))
+    with pytest.raises(ConfigError, match=r"tiny.yaml: target domains \['wiki'\] are not valid domains"):
+        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    assert not Path("runs/tiny/proxies").exists()
 
 
 def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_path, capsys):
