@@ -414,14 +414,17 @@ def _claim(path: Path, manifest: CorpusManifest, options: _Options) -> _Claim | 
     done = _done(path, options.output)
     if done:
         return done
+    try:
+        config = load_run_config(path)
+        config.check_corpus(manifest, path)
+    except ConfigError as exc:
+        return SweepEntry(path.stem, "failed", str(exc))
     fd = acquire_lock(lock)
     if fd is None:
         return SweepEntry(path.stem, "busy", f"locked by {_holder(lock)}")
     try:
         entry = _done(path, options.output)  # another worker may have finished it since
         if entry is None:
-            config = load_run_config(path)
-            config.check_corpus(manifest, path)
             load_checkpoint(run_dir, config)
             save_run_config(config, run_dir / CONFIG_NAME)
             return _Claim(config, run_dir, fd)
@@ -541,7 +544,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
         for entry in chunk_entries:
             entries.append(entry)
             bar.update()
-            if entry.status == "failed":
+            if entry.status == "failed" and len(config_paths) > 1:  # live news; the summary has it all
                 bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
     record([entry for entry in finished.values() if entry is not None])
@@ -569,7 +572,7 @@ def summarize(entries: Sequence[SweepEntry], seconds: float) -> str:
         counts[entry.status] = counts.get(entry.status, 0) + 1
     lines = [f"sweep: {len(entries)} configs in {seconds:.1f}s: "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    lines += [f"  failed {e.name}: {e.detail.splitlines()[0]}" for e in entries if e.status == "failed"]
+    lines += [f"  failed {e.name}: " + e.detail.replace("\n", "\n    ") for e in entries if e.status == "failed"]
     return "\n".join(lines)
 
 
@@ -603,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.config if args.config.is_dir() else args.config.parent
     output = args.output or Path("runs") / folder.resolve().name
     try:
+        if not args.config.exists():
+            raise ConfigError(args.config, "no such config file or folder")
         manifest = load_manifest(args.corpus)
         paths = run_config_paths(args.config) if args.config.is_dir() else [args.config]
     except ConfigError as exc:

@@ -261,6 +261,9 @@ def test_cli_trains_one_config_and_names_bad_inputs(tiny_corpus, tmp_path, monke
     assert tp.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "no prepared corpus" in err
+    assert tp.main(["--config", "nope.yaml", "--corpus", str(tiny_corpus.root)]) == 2
+    assert "nope.yaml: no such config file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / tmp_path.name).exists()
 
 
 def test_sweep_in_groups_matches_one_by_one(tiny_corpus, tmp_path):
