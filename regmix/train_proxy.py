@@ -390,12 +390,15 @@ def _done(path: Path, output: Path) -> SweepEntry | None:
     if not result_path.exists():
         return None
     try:
-        trained, config = load_result(result_path).mixture, load_run_config(path)
+        result, config = load_result(result_path), load_run_config(path)
     except ConfigError as exc:
         return SweepEntry(path.stem, "failed", str(exc))
-    if not trained.close_to(config.train):
-        return SweepEntry(path.stem, "failed", f"{result_path}: a run of another mixture than {path} holds now "
-                                               f"(configs synthesized again?); move {result_path.parent} away "
+    wanted = dataclasses.asdict(config.training)
+    changed = sorted(k for k, v in wanted.items() if k in result.settings and result.settings[k] != v)
+    if not result.mixture.close_to(config.train) or changed:
+        what = f"other settings ({', '.join(changed)})" if changed else "another mixture"
+        return SweepEntry(path.stem, "failed", f"{result_path}: a run with {what} than {path} holds now "
+                                               f"(configs written again?); move {result_path.parent} away "
                                                "to train it anew")
     return SweepEntry(path.stem, "skipped", "result.json exists")
 

@@ -15,7 +15,7 @@ from regmix.corpus import CorpusManifest, load_manifest
 from regmix.mixture import (ConfigError, Mixture, RunConfig, TrainingSettings, add_settings_arguments,
                             load_run_config, save_run_config, settings_from_args)
 from regmix.results import RunResult, load_result
-from regmix.train_proxy import train_sweep
+from regmix.train_proxy import WANDB_MODES, train_sweep
 
 BUILTIN_BASELINES = ("natural", "uniform")
 
@@ -27,7 +27,9 @@ def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]
     if name == "uniform":
         return name, Mixture.uniform(manifest.train_domains)
     path = Path(name)
-    return path.stem, load_run_config(path).train
+    mixture = load_run_config(path).train
+    mixture.check_domains(manifest.train_domains, path, manifest.empty_domains("train"))
+    return path.stem, mixture
 
 
 def objective_loss(result: RunResult, objective: Mapping[str, float]) -> float:
@@ -39,7 +41,6 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
              output: Path, workers: int = 0, device: str | None = None, wandb_mode: str = "auto"
              ) -> dict[str, RunResult]:
     """Train the target model on every mixture into `output/<name>/`; returns results by mixture name."""
-    valid = optimal.valid or manifest.valid_domains
     mixtures = dict([("optimal", optimal.train)] + [baseline_mixture(b, manifest) for b in baselines])
     configs = output / "configs"
     paths = []
@@ -47,14 +48,15 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
         path = configs / f"{name}.yaml"
         save_run_config(RunConfig(name, mixture, tuple(manifest.valid_domains), training), path)
         paths.append(path)
-    train_sweep(paths, manifest, output, workers=workers, device=device, wandb_mode=wandb_mode)
+    entries = train_sweep(paths, manifest, output, workers=workers, device=device, wandb_mode=wandb_mode)
     results = {}
-    for name in mixtures:
-        try:
-            results[name] = load_result(output / name)
-        except ConfigError as exc:
-            print(f"no result for {name}: {exc}")
-    objective = optimal.extra.get("objective") or {d: 1.0 for d in valid}
+    for entry in entries:
+        if entry.status in ("finished", "skipped"):
+            results[entry.name] = load_result(output / entry.name)
+        else:
+            print(f"no result for {entry.name}: {entry.detail}")
+    results = {name: results[name] for name in mixtures if name in results}
+    objective = optimal.extra.get("objective") or {d: 1.0 for d in optimal.valid or manifest.valid_domains}
     print(format_table(results, {k.removeprefix("metric/").removesuffix("_val_loss"): v
                                  for k, v in objective.items()}))
     return results
@@ -65,7 +67,7 @@ def format_table(results: Mapping[str, RunResult], objective: Mapping[str, float
     names = [n for n, r in results.items() if r.ok]
     if not names:
         return "no finished runs to compare"
-    domains = list(next(iter(results.values())).valid_losses)
+    domains = list(results[names[0]].valid_losses)
     width = max(12, *(len(n) + 2 for n in names))
     lines = [f"{'valid domain':<24}" + "".join(f"{n:>{width}}" for n in names)]
     rows = [(d, {n: results[n].valid_losses[d] for n in names}) for d in domains]
@@ -86,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, RunResult]:
                    help="natural, uniform and/or mixture YAML files (default: natural uniform)")
     p.add_argument("--output", type=Path, default=Path("runs/transfer"), help="folder for the runs")
     p.add_argument("--workers", type=int, default=0, help="parallel runs (see train_proxy --help)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "off"))
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--wandb", default="auto", choices=WANDB_MODES,
+                   help="wandb logging: auto = online with a wandb login, otherwise offline files")
     defaults = TrainingSettings(model_name="tinyllama_60M", max_step=1000, global_batch_size=64,
                                 micro_batch_size=8, block_size=1024, learning_rate=1e-3, min_lr=1e-4,
                                 lr_schedule="cosine", eval_step_interval=250)
@@ -98,10 +101,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, RunResult]:
         training.validate("command line")
         manifest = load_manifest(args.corpus)
         optimal = load_run_config(args.optimal)
-        return transfer(optimal, manifest, args.baselines, training, args.output, args.workers, args.device,
-                        args.wandb)
+        optimal.check_corpus(manifest, args.optimal)
+        results = transfer(optimal, manifest, args.baselines, training, args.output, args.workers, args.device,
+                           args.wandb)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if len(results) < 1 + len(args.baselines) or not all(r.ok for r in results.values()):
+        raise SystemExit("error: not every mixture trained to the end (see above)")
+    return results
 
 
 if __name__ == "__main__":

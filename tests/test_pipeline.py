@@ -1,5 +1,6 @@
 """The one-command pipeline end to end on a tiny corpus, its resumption, and the transfer check."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -118,3 +119,13 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
     assert "objective" in table and "*" in table
     assert format_table(results, {"alpha": 1.0}).splitlines()[0].split()[2:] == ["optimal", "natural", "uniform",
                                                                                   "mine"]
+    changed = transfer(optimal, tiny_corpus, ["natural"], dataclasses.replace(training, max_step=2), tmp_path / "t",
+                       workers=1, device="cpu", wandb_mode="off")
+    assert changed == {}, "results of the 3-step runs must not pass for 2-step ones"
+    assert "other settings (max_step)" in capsys.readouterr().out
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train: {train_nowhere: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"unknown.yaml: unknown domains \['nowhere'\]"):
+        transfer(optimal, tiny_corpus, [str(unknown)], training, tmp_path / "t2", workers=1, device="cpu",
+                 wandb_mode="off")
