@@ -314,11 +314,16 @@ def run_config_paths(folder: str | os.PathLike) -> list[Path]:
     return sorted(paths, key=_natural_key)
 
 
-def load_distribution(path: str | os.PathLike) -> Mixture:
-    """A token distribution from YAML/JSON: `{train: {train_<d>: x}}` or a flat `{<d>: x}`, any scale."""
+def load_distribution(path: str | os.PathLike) -> tuple[Mixture, tuple[str, ...]]:
+    """A token distribution from YAML/JSON, `{train: {train_<d>: x}, valid: {...}}` or a flat `{<d>: x}`
+    (any scale), and the validation domains it names (its own domains when it names none)."""
     data = read_yaml(path)
+    valid: Any = None
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
-        data = data["train"]
+        data, valid = data["train"], data.get("valid")
     if not isinstance(data, dict):
         raise ConfigError(path, "expected a mapping of domain -> token share")
-    return Mixture.from_dict({_strip(str(k), TRAIN_PREFIX): v for k, v in data.items()}, path, normalize=True)
+    if valid is not None and not isinstance(valid, dict):
+        raise ConfigError(path, "the 'valid:' section must map valid_<domain> to a weight")
+    natural = Mixture.from_dict({_strip(str(k), TRAIN_PREFIX): v for k, v in data.items()}, path, normalize=True)
+    return natural, tuple(_strip(str(k), VALID_PREFIX) for k in valid or {}) or natural.domains

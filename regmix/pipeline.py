@@ -135,6 +135,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
     experiment.proxy.validate(path)
+    experiment.synthesis.validate(path)
     return experiment
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,9 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.mixture import (VALID_PREFIX, ConfigError, Mixture, RunConfig, TrainingSettings,
-                            add_settings_arguments, load_distribution, read_yaml, save_run_config,
-                            settings_from_args)
+from regmix.mixture import (SAMPLING_KEYS, ConfigError, Mixture, RunConfig, TrainingSettings,
+                            add_settings_arguments, load_distribution, save_run_config, settings_from_args)
 
 PRESETS = ("the_pile",)
 
@@ -38,9 +39,19 @@ class SynthesisSettings:
 
     def as_config(self) -> dict[str, float | int]:
         """The settings recorded in each config file (RegMix's key names; `seed` is the run's seed)."""
-        keys = ("temperature", "min_strength", "max_strength", "minimum", "sample_multiplier",
-                "maximum_usage")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in SAMPLING_KEYS}
+
+    def validate(self, source: str | os.PathLike) -> None:
+        """Raise ConfigError naming `source` for constants the algorithm cannot work with."""
+        checks = [(self.temperature > 0, "temperature must be > 0"),
+                  (0 < self.min_strength <= self.max_strength, "need 0 < min_strength <= max_strength"),
+                  (self.num_strengths >= 1, "num_strengths must be >= 1"),
+                  (self.maximum_usage > 0, "maximum_usage must be > 0"),
+                  (0 < self.minimum <= 1, "minimum must be in (0, 1]"),
+                  (self.sample_multiplier >= 1, "sample_multiplier must be >= 1")]
+        for ok, problem in checks:
+            if not ok:
+                raise ConfigError(source, problem)
 
 
 def usage_bounds(natural: np.ndarray, maximum_usage: float) -> np.ndarray:
@@ -106,8 +117,18 @@ def synthesize(natural: Mixture, num_configs: int, settings: SynthesisSettings =
 
 
 def write_configs(mixtures: Sequence[Mixture], valid: Sequence[str], folder: Path,
-                  training: TrainingSettings, settings: SynthesisSettings) -> list[Path]:
-    """One RegMix config file per mixture: n1.yaml, n2.yaml, ..."""
+                  training: TrainingSettings, settings: SynthesisSettings, replace: bool = False) -> list[Path]:
+    """One RegMix config file per mixture: n1.yaml, n2.yaml, ...
+
+    A folder that already holds n<i>.yaml configs is refused unless `replace` (which removes them
+    first): a leftover n<i>.yaml of an older synthesis would otherwise join the sweep.
+    """
+    old = [p for p in folder.glob("n*.yaml") if re.fullmatch(r"n\d+\.yaml", p.name)] if folder.is_dir() else []
+    if old and not replace:
+        raise ConfigError(folder, f"already holds {len(old)} configs (n<i>.yaml); pass --replace to remove them "
+                                  "first, or write to a new folder")
+    for path in old:
+        path.unlink()
     paths = []
     for i, mixture in enumerate(mixtures, start=1):
         path = folder / f"n{i}.yaml"
@@ -149,13 +170,7 @@ def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
             from regmix.corpus import load_manifest
             manifest = load_manifest(path)
             return manifest.token_distribution(), manifest.valid_domains
-    natural = load_distribution(path)
-    data = read_yaml(path)
-    valid = data.get("valid") if isinstance(data, dict) else None
-    if valid is not None and not isinstance(valid, dict):
-        raise ConfigError(path, "the 'valid:' section must map valid_<domain> to a weight")
-    names = tuple(k[len(VALID_PREFIX):] if k.startswith(VALID_PREFIX) else k for k in (valid or {}))
-    return natural, names or natural.domains
+    return load_distribution(path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,7 +179,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default="the_pile",
                    help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: {PRESETS}")
     p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"), help="folder for n<i>.yaml")
-    p.add_argument("--num-configs", type=int, default=512)
+    p.add_argument("--num-configs", type=int, default=512, help="how many configs to write")
+    p.add_argument("--replace", action="store_true",
+                   help="remove the n<i>.yaml configs already in --output first (their old runs are then "
+                        "reported as another mixture's, never reused)")
     p.add_argument("--plot", action="store_true", help="save weights.png with the sampled weights per domain")
     p.add_argument("--valid", nargs="*", help="validation domains (default: those of the prior)")
     add_settings_arguments(p.add_argument_group("sampling (published defaults)"), SynthesisSettings())
@@ -177,13 +195,16 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     args = _parser().parse_args(argv)
     settings = settings_from_args(SynthesisSettings(), args)
     training = dataclasses.replace(settings_from_args(TrainingSettings(), args), seed=settings.seed)
-    training.validate("command line")
     try:
+        training.validate("command line")
+        settings.validate("command line")
+        if args.num_configs < 1:
+            raise ConfigError("command line", "--num-configs must be >= 1")
         natural, valid = load_prior(args.prior)
         mixtures = synthesize(natural, args.num_configs, settings)
+        paths = write_configs(mixtures, args.valid or valid, args.output, training, settings, args.replace)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    paths = write_configs(mixtures, args.valid or valid, args.output, training, settings)
     print(f"wrote {len(paths)} configs to {args.output}/")
     if args.plot:
         plot_weights(mixtures, natural, args.output / "weights.png")

@@ -125,10 +125,11 @@ def test_vector_follows_the_requested_order():
 
 
 def test_distribution_accepts_counts_and_regmix_prior(tmp_path):
-    flat = load_distribution(write(tmp_path, "a: 30\nb: 10\n", "dist.yaml"))
-    assert math.isclose(flat["a"], 0.75)
-    nested = load_distribution(write(tmp_path, '{"train": {"train_a": 1, "train_b": 3}}', "dist.json"))
-    assert nested.domains == ("a", "b") and math.isclose(nested["b"], 0.75)
+    flat, valid = load_distribution(write(tmp_path, "a: 30\nb: 10\n", "dist.yaml"))
+    assert math.isclose(flat["a"], 0.75) and valid == ("a", "b")
+    nested, valid = load_distribution(write(tmp_path, '{"train": {"train_a": 1, "train_b": 3}, '
+                                                      '"valid": {"valid_b": 1}}', "dist.json"))
+    assert nested.domains == ("a", "b") and math.isclose(nested["b"], 0.75) and valid == ("b",)
 
 
 def test_sweep_folder_in_natural_order(tmp_path):

@@ -74,6 +74,15 @@ def test_cli_writes_regmix_configs_and_plot(tmp_path):
     assert len(config.valid) == 17
     assert (out / "weights.png").read_bytes()[:4] == b"\x89PNG"
 
+    with pytest.raises(SystemExit, match="already holds 8 configs"):
+        main(["--prior", "the_pile", "--output", str(out), "--num-configs", "4"])
+    main(["--prior", "the_pile", "--output", str(out), "--num-configs", "4", "--replace"])
+    assert [p.name for p in run_config_paths(out)] == [f"n{i}.yaml" for i in range(1, 5)]  # no n5..n8 left over
+    for flag, value, problem in (("--minimum", "0", "minimum must be in"), ("--num-strengths", "0", "num_strengths"),
+                                 ("--micro-batch-size", "3", "micro_batch_size")):
+        with pytest.raises(SystemExit, match=f"error: command line: .*{problem}"):
+            main(["--prior", "the_pile", "--output", str(tmp_path / "x"), flag, value])
+
 
 def test_cli_help():
     result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--help"], capture_output=True, text=True)
