@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from regmix.mixture import ConfigError
 
 MB = 1_000_000
 MIN_VALID_BYTES = 64_000
@@ -131,7 +134,14 @@ def _write_jsonl(path: Path, docs: Sequence[str]) -> None:
 
 def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0.05,
                          shard_bytes: int = 2 * MB) -> Path:
-    """Write the embedded corpus to `output` in RegMix's layout; returns `output`."""
+    """Write the embedded corpus to `output` in RegMix's layout; returns `output`.
+
+    Built in a `.partial` folder renamed at the end, so an interrupted build is never taken for a corpus.
+    """
+    if output.exists() and any(output.iterdir()):
+        raise ConfigError(output, "exists and is not empty; remove it or choose another folder")
+    final, output = output, output.with_name(output.name + ".partial")
+    shutil.rmtree(output, ignore_errors=True)
     rng = np.random.default_rng(seed)
     for domain in DOMAINS:
         docs = _collect(domain, rng)
@@ -150,7 +160,9 @@ def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0
                 shard, size, k = [], 0, k + 1
         if shard:
             _write_jsonl(output / "train" / f"{domain.name}_{k}.jsonl", shard)
-    return output
+    if final.exists():
+        final.rmdir()
+    return output.rename(final)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -160,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="folder to write train/ and valid/ into (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="shuffle and split seed (default: %(default)s)")
     args = p.parse_args(argv)
-    build_default_corpus(args.output, args.seed)
+    try:
+        build_default_corpus(args.output, args.seed)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"wrote the default corpus to {args.output}/")
 
 

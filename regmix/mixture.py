@@ -283,6 +283,10 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     return run_config_from_dict(read_yaml(path), path, path.stem)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a file behind."""
     path = Path(path)
@@ -291,6 +295,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; others on a shared sweep read them too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regmix.corpus import SPLITS, CorpusManifest, Shard, load_manifest
-from regmix.mixture import ConfigError
+from regmix.mixture import ConfigError, write_atomic
 
 TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)\.jsonl(?:\.gz)?$")
 VALID_FILE = re.compile(r"^(?P<domain>.+?)\.jsonl(?:\.gz)?$")
@@ -135,15 +135,18 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
     if tokenizer is None:
         tokenizer = output / "tokenizer" / TOKENIZER_NAME
         trained_for = tokenizer.parent / "vocab_size"
-        if not tokenizer.exists() or trained_for.read_text().strip() != str(vocab_size):
+        if not (tokenizer.exists() and trained_for.exists()) or trained_for.read_text().strip() != str(vocab_size):
             _train_tokenizer(sources, vocab_size, tokenizer.parent)
-            trained_for.write_text(f"{vocab_size}\n")
+            write_atomic(trained_for, f"{vocab_size}\n")
     tok, info = load_tokenizer(tokenizer)
     dtype = token_dtype(info.vocab_size)
 
     previous = {}
-    if (output / "manifest.json").exists():
-        old = load_manifest(output)
+    try:
+        old = load_manifest(output) if (output / "manifest.json").exists() else None
+    except ConfigError:  # an older format or a damaged file: prepare everything anew
+        old = None
+    if old is not None:
         if old.tokenizer.sha256 == info.sha256 and old.dtype == dtype:
             previous = {s.path: s for split in SPLITS for shards in old.shards[split].values() for s in shards}
 

@@ -93,6 +93,12 @@ def test_incremental_rerun(corpus, tmp_path):
     assert "code_1.bin" not in after
     assert manifest.shards["train"]["legal"][0].documents == 60
 
+    (out / "tokenizer" / "vocab_size").unlink()  # a crash between training the BPE and stamping it
+    manifest_file = out / "manifest.json"
+    manifest_file.write_text(manifest_file.read_text().replace('"format_version": ', '"format_version": -'))
+    again = prepare(corpus, out, vocab_size=400, progress=False)  # an old-format manifest: prepared anew
+    assert again.shards["train"]["legal"][0].documents == 60 and (out / "tokenizer" / "vocab_size").exists()
+
 
 def test_given_tokenizer_by_path(corpus, tmp_path):
     first = prepare(corpus, tmp_path / "a", vocab_size=300, progress=False)
