@@ -280,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"regressor(s); with several, the best by CV is kept (default: {BEST})")
     p.add_argument("--target", nargs="+", help="loss column(s) or valid domain(s) to model (default: all)")
     p.add_argument("--folds", type=int, default=5, help="K of K-fold CV on the training rows (1: skip CV)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
     p.add_argument("--output", type=Path, default=Path("model.joblib"), help="model file for regmix.simulate")
     return p
 

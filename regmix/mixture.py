@@ -125,23 +125,28 @@ class Mixture:
             raise ConfigError(source, f"domains {hollow} have weight but no tokens in the corpus")
 
 
+def setting_field(default: Any, help: str) -> Any:
+    """A settings field with the help text its `--flag` shows (see add_settings_arguments)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainingSettings:
     """Training settings of a proxy run, named as in RegMix's config files."""
 
-    model_name: str = "tinyllama_1M"
-    global_batch_size: int = 512
-    micro_batch_size: int = 16
-    max_step: int = 1000
-    learning_rate: float = 4e-4
-    min_lr: float = 4e-4
-    warmup_steps: int = 100
-    lr_schedule: str = "constant"
-    eval_step_interval: int = 100
-    save_step_interval: int = 2000
-    block_size: int = 2048
-    eval_tokens: int = 1_048_576
-    seed: int = 42
+    model_name: str = setting_field("tinyllama_1M", "model preset (regmix.models)")
+    global_batch_size: int = setting_field(512, "sequences per optimizer step")
+    micro_batch_size: int = setting_field(16, "sequences per forward pass (gradient accumulation makes up the rest)")
+    max_step: int = setting_field(1000, "optimizer steps")
+    learning_rate: float = setting_field(4e-4, "peak learning rate (AdamW)")
+    min_lr: float = setting_field(4e-4, "final learning rate of the cosine schedule")
+    warmup_steps: int = setting_field(100, "linear warm-up steps")
+    lr_schedule: str = setting_field("constant", "after warm-up: constant (as published) or cosine")
+    eval_step_interval: int = setting_field(100, "steps between validation evaluations")
+    save_step_interval: int = setting_field(2000, "steps between checkpoints (also saved at each evaluation)")
+    block_size: int = setting_field(2048, "tokens per sequence")
+    eval_tokens: int = setting_field(1_048_576, "validation tokens per valid domain (fixed, so runs compare)")
+    seed: int = setting_field(42, "seed of the weights and the data order")
 
     def validate(self, source: str | os.PathLike) -> None:
         positive = ["global_batch_size", "micro_batch_size", "max_step", "eval_step_interval",
@@ -170,7 +175,7 @@ def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, sk
         if f.name not in skip:
             value = getattr(defaults, f.name)
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
-                                help="default: %(default)s")
+                                help=f"{f.metadata.get('help', f.name)} (default: %(default)s)")
 
 
 def settings_from_args(defaults: Any, args: argparse.Namespace) -> Any:

@@ -298,18 +298,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
     p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: "
                    "the_pile_pile_cc or the_pile_pile_cc=0.7 the_pile_arxiv=0.3 (default: the model's first target)")
-    p.add_argument("--num-candidates", type=int, default=1_000_000)
-    p.add_argument("--top-k", type=int, default=128)
+    p.add_argument("--num-candidates", type=int, default=1_000_000,
+                   help="mixtures drawn from the prior and scored (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=128,
+                   help="the optimum is the mean of the best k candidates (default: %(default)s, as published)")
     p.add_argument("--screen", type=float, default=0.01,
                    help="fraction of each chunk the surrogate passes to the model (1: score all exactly)")
     p.add_argument("--refine", type=int, default=0, help="candidates of a second round around the first optimum")
     p.add_argument("--maximum-usage", type=float, default=SynthesisSettings.maximum_usage,
                    help="epochs a domain may be repeated in the large run (bounds each weight)")
-    p.add_argument("--temperature", type=float, default=SynthesisSettings.temperature)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--temperature", type=float, default=SynthesisSettings.temperature,
+                   help="prior = natural distribution ** temperature (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the candidates (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
     p.add_argument("--large-model", default="tinyllama_1_1b", help="model_name written for the large run")
-    p.add_argument("--output", type=Path, default=Path("optimal_mixture.yaml"))
+    p.add_argument("--output", type=Path, default=Path("optimal_mixture.yaml"),
+                   help="where to write the optimal mixture config (default: %(default)s)")
     p.add_argument("--plot", type=Path, help="PNG comparing natural and optimal weights (default: next to --output)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.mixture import (SAMPLING_KEYS, ConfigError, Mixture, RunConfig, TrainingSettings,
+from regmix.mixture import (SAMPLING_KEYS, ConfigError, Mixture, RunConfig, TrainingSettings, setting_field,
                             add_settings_arguments, load_distribution, save_run_config, settings_from_args)
 
 PRESETS = ("the_pile",)
@@ -28,14 +28,14 @@ PRESETS = ("the_pile",)
 class SynthesisSettings:
     """Sampling constants; defaults are the published values."""
 
-    temperature: float = 0.5
-    min_strength: float = 0.1
-    max_strength: float = 5.0
-    num_strengths: int = 15
-    maximum_usage: float = 15.0
-    minimum: float = 2e-4
-    sample_multiplier: int = 100
-    seed: int = 42
+    temperature: float = setting_field(0.5, "prior = natural distribution ** temperature")
+    min_strength: float = setting_field(0.1, "smallest Dirichlet strength (multiplies the prior)")
+    max_strength: float = setting_field(5.0, "largest Dirichlet strength")
+    num_strengths: int = setting_field(15, "log-spaced strengths between the two")
+    maximum_usage: float = setting_field(15.0, "epochs a domain may be repeated: weight <= natural share x this")
+    minimum: float = setting_field(2e-4, "weights below it become 0; weights are multiples of it")
+    sample_multiplier: int = setting_field(100, "candidates drawn per config asked for, before rejection")
+    seed: int = setting_field(42, "seed of the synthesis, also written as each run's seed")
 
     def as_config(self) -> dict[str, float | int]:
         """The settings recorded in each config file (RegMix's key names; `seed` is the run's seed)."""
@@ -175,11 +175,12 @@ def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regmix.synthesize", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", default="the_pile",
-                   help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: {PRESETS}")
-    p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"), help="folder for n<i>.yaml")
-    p.add_argument("--num-configs", type=int, default=512, help="how many configs to write")
+                   help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: {PRESETS} "
+                        "(default: %(default)s)")
+    p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"), help="folder for n<i>.yaml (default: %(default)s)")
+    p.add_argument("--num-configs", type=int, default=512, help="how many configs to write (default: %(default)s)")
     p.add_argument("--replace", action="store_true",
                    help="remove the n<i>.yaml configs already in --output first (their old runs are then "
                         "reported as another mixture's, never reused)")
