@@ -72,11 +72,13 @@ class LightGBMMixtureRegressor(_PerTarget):
     """Gradient-boosted trees; the defaults are RegMix's published setting (no early stopping).
 
     `num_threads` is for prediction (millions of candidates); training runs on one thread.
+    `max_child_fraction` caps min_child_samples at that share of the rows: with a few dozen proxies the
+    published 20 leaves trees with one split or none (a constant model); at RegMix's 512 it changes nothing.
     """
 
     def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.01, num_leaves: int = 31,
                  min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
-                 seed: int = 42, num_threads: int = 2):
+                 seed: int = 42, num_threads: int = 2, max_child_fraction: float = 1.0):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -85,10 +87,12 @@ class LightGBMMixtureRegressor(_PerTarget):
         self.colsample_bytree = colsample_bytree
         self.seed = seed
         self.num_threads = num_threads
+        self.max_child_fraction = max_child_fraction
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray) -> lgb.Booster:
+        min_child = min(self.min_child_samples, max(2, int(len(X) * self.max_child_fraction)))
         params = {"boosting_type": "gbdt", "objective": "regression", "learning_rate": self.learning_rate,
-                  "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                  "num_leaves": self.num_leaves, "min_child_samples": min_child,
                   "bagging_fraction": self.subsample, "bagging_freq": int(self.subsample < 1.0),
                   "feature_fraction": self.colsample_bytree, "seed": self.seed,
                   # a few hundred rows: threads only add synchronisation (and stall on a busy machine)
@@ -181,7 +185,8 @@ def make_regressor(name: str, num_threads: int = 2) -> Any:
     if name == "ensemble":
         return EnsembleMixtureRegressor([
             ("gp", GPMixtureRegressor()),
-            ("lightgbm", LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads)),
+            ("lightgbm", LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads,
+                                                  max_child_fraction=0.1)),
         ])
     raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")
 
