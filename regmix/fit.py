@@ -262,6 +262,10 @@ def fit(mixtures: pd.DataFrame, losses: pd.DataFrame, models: Sequence[str] = (B
     if not mixtures.index.equals(losses.index):
         raise ValueError("mixtures and losses must have the same rows in the same order")
     Y = losses[targets]
+    rows_per_fold = len(mixtures) * (folds - 1) // max(folds, 1)
+    if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
+        print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "
+              "its trees barely split (expect a near-constant model); the ensemble adapts it to few rows")
     scores = {}
     for name in models:
         table = cross_validate(make_regressor(name, num_threads), mixtures, Y, folds) if folds > 1 else None
