@@ -414,9 +414,6 @@ def _claim(path: Path, manifest: CorpusManifest, options: _Options) -> _Claim | 
     """Lock a config's run unless it is done or taken, load and check it; else the entry saying why not."""
     run_dir = options.output / path.stem
     lock = run_dir / LOCK_NAME
-    done = _done(path, options.output)
-    if done:
-        return done
     try:
         config = load_run_config(path)
         config.check_corpus(manifest, path)

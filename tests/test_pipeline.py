@@ -74,23 +74,21 @@ def test_changed_settings_do_not_mix_with_old_runs(workdir):
         run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
 
 
+BAD_EXPERIMENTS = [
+    ("proxy: {max_stepz: 3}\n", r"bad.yaml: unknown keys \['max_stepz'\] in 'proxy:'"),
+    ("swep: {}\n", r"unknown keys \['swep'\]"),
+    ("sweep: {num_configs: many}\n", "'sweep.num_configs' must be a int"),
+    ("target: {prose: .nan, code: 0.5}\n", r"bad.yaml: 'target:' weight of domain 'prose' is NaN"),
+    ("target: 3\n", "'target:' must be a valid domain"),
+]
+
+
 def test_experiment_errors_name_the_file(workdir):
     bad = workdir / "bad.yaml"
-    bad.write_text("proxy: {max_stepz: 3}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown keys \['max_stepz'\] in 'proxy:'"):
-        load_experiment(bad)
-    bad.write_text("swep: {}\n")
-    with pytest.raises(ConfigError, match=r"unknown keys \['swep'\]"):
-        load_experiment(bad)
-    bad.write_text("sweep: {num_configs: many}\n")
-    with pytest.raises(ConfigError, match="'sweep.num_configs' must be a int"):
-        load_experiment(bad)
-    bad.write_text("target: {prose: .nan, code: 0.5}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: 'target:' weight of domain 'prose' is NaN"):
-        load_experiment(bad)
-    bad.write_text("target: 3\n")
-    with pytest.raises(ConfigError, match="'target:' must be a valid domain"):
-        load_experiment(bad)
+    for text, problem in BAD_EXPERIMENTS:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=problem):
+            load_experiment(bad)
     bad.write_text("target: [prose, code]\nfit: {regressors: linear}\n")
     experiment = load_experiment(bad)
     assert experiment.target == {"prose": 0.5, "code": 0.5} and experiment.fit.regressors == ["linear"]
