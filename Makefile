@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test
+.PHONY: install demo test lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,4 +18,8 @@ demo: install
 	$(BIN)/python -m regmix.pipeline
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .

@@ -5,8 +5,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from regmix.default_corpus import build_default_corpus
-from regmix.prepare import prepare
+from regmix.data.default_corpus import build_default_corpus
+from regmix.data.prepare import prepare
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:

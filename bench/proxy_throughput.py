@@ -1,4 +1,4 @@
-"""Proxy-training throughput: K proxies in one group (regmix.multi_proxy) vs the plain litgpt loop.
+"""Proxy-training throughput: K proxies stacked (regmix.train.stacked's engine) vs the plain litgpt loop.
 
 Both train the same preset on random tokens with the published batch (global batch sequences of
 block tokens per optimizer step, as micro-batches), AdamW fused, bf16 autocast on CUDA (fp32 on CPU).
@@ -18,7 +18,6 @@ GPUs (--peak-tflops to override); on CPU the best measured fp32 rate of a 2048^3
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import statistics
 import time
@@ -26,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from regmix.mixture import Mixture, RunConfig, TrainingSettings
+from regmix.config import TrainingSettings
 from regmix.models import build_model, non_embedding_parameters
-from regmix.multi_proxy import DEFAULT_LOSS_CHUNK, ProxyGroup
-from regmix.train_proxy import ADAMW, GRAD_CLIP, _autocast, _loss
+from regmix.train.engine import adamw, autocast, next_token_loss
+from regmix.train.stacked import DEFAULT_LOSS_CHUNK, StackedEngine
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0}
 
@@ -94,18 +93,19 @@ def plain_step(args: argparse.Namespace, device: torch.device) -> Callable[[], N
     """The single trainer's step on one litgpt GPT."""
     torch.manual_seed(0)
     model = build_model(args.model, args.vocab, args.block).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, fused=True, **ADAMW)
-    loss_fn = torch.compile(_loss) if args.compile_plain else _loss
+    settings = TrainingSettings()
+    optimizer = adamw(model.parameters(), settings, fused=True)
+    loss_fn = torch.compile(next_token_loss) if args.compile_plain else next_token_loss
     data = RandomTokens(model.config.padded_vocab_size, args.block, 0)
     accumulation = args.global_batch // args.micro_batch
 
     def step() -> None:
         for _ in range(accumulation):
             batch = data.next_batch(args.micro_batch).to(device, non_blocking=True)
-            with _autocast(device):
+            with autocast(device):
                 loss = loss_fn(model, batch)
             (loss / accumulation).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -115,11 +115,14 @@ def plain_step(args: argparse.Namespace, device: torch.device) -> Callable[[], N
 def group_step(args: argparse.Namespace, k: int, device: torch.device, compile: bool) -> Callable[[], None]:
     settings = TrainingSettings(model_name=args.model, global_batch_size=args.global_batch,
                                 micro_batch_size=args.micro_batch, block_size=args.block, learning_rate=4e-4)
-    configs = [RunConfig(name=f"p{i}", train=Mixture.uniform(["random"]), valid=(),
-                         training=dataclasses.replace(settings, seed=i)) for i in range(k)]
     samplers = [RandomTokens(args.vocab, args.block, i) for i in range(k)]
-    group = ProxyGroup(configs, args.vocab, samplers, device, compile, args.loss_chunk)
-    return lambda: group.train_step(4e-4)
+    engine = StackedEngine(settings, list(range(k)), args.vocab, device, compile, args.loss_chunk)
+
+    def draw() -> torch.Tensor:
+        return torch.stack([s.next_batch(args.micro_batch) for s in samplers])
+
+    accumulation = args.global_batch // args.micro_batch
+    return lambda: engine.step(4e-4, draw, accumulation)
 
 
 def main() -> None:
@@ -171,7 +174,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     for k in args.k:
         seconds, memory = timed(group_step(args, k, device, compile), args.warmup, args.steps, device)
-        rate = report(f"multi-proxy K={k}{' compiled' if compile else ''}", seconds, k, memory)
+        rate = report(f"stacked K={k}{' compiled' if compile else ''}", seconds, k, memory)
         if plain:
             print(f"{'':<34} {rate / plain:.2f}x the plain loop", flush=True)
         if device.type == "cuda":

@@ -12,10 +12,11 @@ import argparse
 import time
 from pathlib import Path
 
-from regmix.collect import read_csvs
 from regmix.fit import REGRESSORS, cross_validate, evaluate, make_regressor
+from regmix.observations import read_csvs
+from regmix.schema import loss_csv_name, mixture_csv_name
 
-TARGET = "metric/the_pile_pile_cc_val_loss"
+TARGET = "the_pile_pile_cc"
 
 
 def main() -> None:
@@ -25,15 +26,16 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    X, Y = read_csvs(args.data / "train_mixture_1m.csv", args.data / "train_pile_loss_1m.csv")
-    X_test, Y_test = read_csvs(args.data / "test_mixture_1m.csv", args.data / "test_pile_loss_1m.csv")
-    X_test = X_test[list(X.columns)]
+    train = read_csvs(args.data / mixture_csv_name("1m"), args.data / loss_csv_name("pile", "1m")).select([TARGET])
+    test = read_csvs(args.data / mixture_csv_name("1m", "test"), args.data / loss_csv_name("pile", "1m", "test"))
+    test = test.select([TARGET]).on_domains(train.domains)
+    X, Y, X_test, Y_test = train.mixture_frame(), train.loss_frame(), test.mixture_frame(), test.loss_frame()
     print(f"{len(X)} training runs, {len(X_test)} held out, target {TARGET}")
     print(f"{'model':10s} {'CV spearman':>12s} {'CV pearson':>11s} {'test spearman':>14s} {'test pearson':>13s} "
           f"{'test mse':>9s} {'test r2':>8s} {'seconds':>8s}")
     for name in args.models:
         start = time.perf_counter()
-        cv = cross_validate(make_regressor(name, args.threads), X, Y[[TARGET]], args.folds).loc[TARGET]
+        cv = cross_validate(make_regressor(name, args.threads), X, Y, args.folds).loc[TARGET]
         held_out = evaluate(Y_test[TARGET], make_regressor(name, args.threads).fit(X, Y[TARGET]).predict(X_test))
         print(f"{name:10s} {cv['spearman']:12.2f} {cv['pearson']:11.2f} {held_out['spearman']:14.2f} "
               f"{held_out['pearson']:13.2f} {held_out['mse']:9.5f} {held_out['r2']:8.4f} "

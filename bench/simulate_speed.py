@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.collect import read_csvs
 from regmix.fit import REGRESSORS, fit
+from regmix.observations import read_csvs
+from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.simulate import CHUNK, simulate
 from regmix.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify, usage_bounds
 
-TARGET = "metric/the_pile_pile_cc_val_loss"
+TARGET = "the_pile_pile_cc"
 
 
 def main() -> None:
@@ -30,8 +31,8 @@ def main() -> None:
     p.add_argument("--model", default="lightgbm", choices=REGRESSORS)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    X, Y = read_csvs(args.data / "train_mixture_1m.csv", args.data / "train_pile_loss_1m.csv")
-    model = fit(X, Y, [args.model], [TARGET], folds=1, num_threads=args.threads)
+    train = read_csvs(args.data / mixture_csv_name("1m"), args.data / loss_csv_name("pile", "1m"))
+    model = fit(train, [args.model], [TARGET], folds=1, num_threads=args.threads)
     natural, _ = load_prior("the_pile")
     settings = SynthesisSettings()
 

@@ -1,7 +1,8 @@
 """Training throughput on CPU: our proxy trainer against a plain litgpt loop, same model and batch.
 
-"ours" is `regmix.train_proxy.train_proxy` end to end (mixture sampling from memory-mapped shards,
-warm-up, grad clipping, final validation, result file; wandb off), timed from call to return.
+"ours" is `regmix.train.sweep.train_proxies` (the one training loop, single engine) end to end
+(mixture sampling from memory-mapped shards, warm-up, grad clipping, final validation, result file;
+wandb off), timed from call to return.
 "litgpt" is the textbook loop: litgpt GPT, F.cross_entropy, backward, torch AdamW (default
 implementation), one fixed random batch, no data loading or evaluation. Both alternate `--repeats`
 times in one process and the best time of each counts, so a busy machine hurts both alike.
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from regmix.corpus import CorpusManifest, Shard, TokenizerInfo
-from regmix.mixture import Mixture, RunConfig, TrainingSettings
+from regmix.config import RunConfig, TrainingSettings
+from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
+from regmix.mixture import Mixture
 from regmix.models import build_model, non_embedding_parameters
-from regmix.train_proxy import train_proxy
+from regmix.train.sweep import train_proxies
 
 DOMAINS = ("web", "code", "books")
 
@@ -64,7 +66,7 @@ def ours(manifest: CorpusManifest, run_dir: Path, model_name: str, block: int, b
                                 save_step_interval=10 * steps, block_size=block, eval_tokens=block)
     config = RunConfig("bench", Mixture.from_dict({"web": 0.5, "code": 0.3, "books": 0.2}), DOMAINS, settings)
     started = time.perf_counter()
-    train_proxy(config, manifest, run_dir, wandb_mode="off", progress=False)
+    train_proxies([config], manifest, [run_dir], wandb_mode="off")
     return time.perf_counter() - started
 
 
@@ -85,7 +87,8 @@ def main() -> None:
         manifest = random_corpus(Path(tmp) / "corpus", args.vocab, 200_000)
         best = {"litgpt": float("inf"), "ours": float("inf")}
         for repeat in range(args.repeats):
-            best["litgpt"] = min(best["litgpt"], litgpt_loop(args.model, args.vocab, args.block, args.batch, args.steps))
+            plain = litgpt_loop(args.model, args.vocab, args.block, args.batch, args.steps)
+            best["litgpt"] = min(best["litgpt"], plain)
             best["ours"] = min(best["ours"], ours(manifest, Path(tmp) / f"run{repeat}", args.model, args.block,
                                                   args.batch, args.steps))
     size = non_embedding_parameters(build_model(args.model, args.vocab, args.block))

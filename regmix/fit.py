@@ -28,9 +28,9 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from regmix.collect import read_csvs
-from regmix.mixture import ConfigError
-from regmix.results import metric_name
+from regmix.files import ConfigError
+from regmix.observations import Observations, read_csvs
+from regmix.schema import as_valid_domain
 
 REGRESSORS = ("lightgbm", "linear", "gp", "ensemble")
 BEST = "ensemble"
@@ -39,7 +39,7 @@ BEST = "ensemble"
 class _PerTarget(RegressorMixin, BaseEstimator):
     """Validated input (finite, non-negative weights; y 1-D or one column per target), one model per target."""
 
-    def fit(self, X: Any, y: Any) -> "_PerTarget":
+    def fit(self, X: Any, y: Any) -> _PerTarget:
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         if (X < 0).any():
             raise ValueError("mixture weights must be >= 0")
@@ -157,7 +157,7 @@ class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, members: Sequence[tuple[str, Any]] = ()):
         self.members = members
 
-    def fit(self, X: Any, y: Any) -> "EnsembleMixtureRegressor":
+    def fit(self, X: Any, y: Any) -> EnsembleMixtureRegressor:
         if not self.members:
             raise ValueError("an ensemble needs at least one member")
         self.fitted_ = [(name, clone(m).fit(X, y)) for name, m in self.members]
@@ -213,7 +213,7 @@ def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int 
 
 @dataclass
 class FittedModel:
-    """What the simulator loads: the regressor with its domain order and target columns."""
+    """What the simulator loads: the regressor with the domain and target (valid domain) order it was fit on."""
 
     name: str
     regressor: Any
@@ -249,33 +249,34 @@ def load_model(path: str | os.PathLike) -> FittedModel:
         raise ConfigError(path, f"cannot load model: {exc}") from None
     if not isinstance(model, FittedModel):
         raise ConfigError(path, f"not a regmix model file (found {type(model).__name__})")
+    # files of earlier versions name their targets by loss column
+    model.targets = tuple(as_valid_domain(t) for t in model.targets)
+    model.cv = {as_valid_domain(t): scores for t, scores in model.cv.items()}
     return model
 
 
-def fit(mixtures: pd.DataFrame, losses: pd.DataFrame, models: Sequence[str] = (BEST,),
-        targets: Sequence[str] | None = None, folds: int = 5, num_threads: int = 2) -> FittedModel:
-    """Cross-validate each named regressor, keep the best by mean CV Spearman, refit it on all rows."""
-    targets = list(targets or losses.columns)
-    absent = [t for t in targets if t not in losses.columns]
-    if absent:
-        raise ValueError(f"targets {absent} are not loss columns; have {list(losses.columns)}")
-    if not mixtures.index.equals(losses.index):
-        raise ValueError("mixtures and losses must have the same rows in the same order")
-    Y = losses[targets]
-    rows_per_fold = len(mixtures) * (folds - 1) // max(folds, 1)
+def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Sequence[str] | None = None,
+        folds: int = 5, num_threads: int = 2) -> FittedModel:
+    """Cross-validate each named regressor, keep the best by mean CV Spearman, refit it on all rows.
+
+    `targets`: valid domains (or their loss columns) to model, all observed ones by default.
+    """
+    observations = observations.select(targets or observations.targets)
+    X, Y = observations.mixture_frame(), observations.loss_frame()
+    rows_per_fold = len(observations) * (folds - 1) // folds if folds > 1 else len(observations)
     if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
         print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "
               "its trees barely split (expect a near-constant model); the ensemble adapts it to few rows")
     scores = {}
     for name in models:
-        table = cross_validate(make_regressor(name, num_threads), mixtures, Y, folds) if folds > 1 else None
+        table = cross_validate(make_regressor(name, num_threads), X, Y, folds) if folds > 1 else None
         scores[name] = table
         if table is not None:
             print(f"{name}: {folds}-fold CV\n{table.round(4).to_string()}")
     best = max(models, key=lambda n: scores[n]["spearman"].mean() if scores[n] is not None else 0.0)
-    regressor = make_regressor(best, num_threads).fit(mixtures, Y)
+    regressor = make_regressor(best, num_threads).fit(X, Y)
     cv = scores[best].to_dict(orient="index") if scores[best] is not None else {}
-    return FittedModel(best, regressor, tuple(mixtures.columns), tuple(targets), cv)
+    return FittedModel(best, regressor, observations.domains, observations.targets, cv)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,12 +298,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> FittedModel:
     args = _parser().parse_args(argv)
     try:
-        mixtures, losses = read_csvs(args.mixtures, args.losses)
-        targets = [t if t in losses.columns else metric_name(t) for t in args.target or losses.columns]
-        model = fit(mixtures, losses, args.model, targets, args.folds, args.threads)
+        model = fit(read_csvs(args.mixtures, args.losses), args.model, args.target, args.folds, args.threads)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {model.save(args.output)}")
+    path = model.save(args.output)
+    print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {path}")
     return model
 
 

@@ -19,22 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from regmix.collect import collect, read_csvs
-from regmix.corpus import CorpusManifest
-from regmix.default_corpus import build_default_corpus
+from regmix.collect import collect
+from regmix.config import TrainingSettings, load_run_config, run_config_paths, save_run_config
+from regmix.data.corpus import CorpusManifest
+from regmix.data.default_corpus import build_default_corpus
+from regmix.data.prepare import prepare
+from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.fit import fit, load_model
-from regmix.mixture import (ConfigError, Mixture, TrainingSettings, load_run_config, read_yaml, run_config_paths,
-                            save_run_config, write_atomic)
-from regmix.prepare import prepare
-from regmix.results import metric_name
+from regmix.mixture import Mixture
+from regmix.observations import read_csvs
+from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.simulate import optimal_config, plot_mixtures, simulate
 from regmix.synthesize import SynthesisSettings, plot_weights, synthesize, write_configs
-from regmix.train_proxy import train_sweep
-
-DEMO_TRAINING = TrainingSettings(
-    model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=200,
-    learning_rate=3e-3, min_lr=3e-4, warmup_steps=20, lr_schedule="cosine", eval_step_interval=100,
-    save_step_interval=50, block_size=128, eval_tokens=16_384, seed=42)
+from regmix.train.sweep import train_sweep
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Experiment:
     target: dict[str, float] | None = None
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
-    proxy: TrainingSettings = field(default_factory=lambda: dataclasses.replace(DEMO_TRAINING))
+    proxy: TrainingSettings = field(default_factory=lambda: TrainingSettings.from_name("demo"))
     sweep: SweepSettings = field(default_factory=SweepSettings)
     fit: FitSettings = field(default_factory=FitSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
@@ -241,24 +238,24 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
                           device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report)
 
     results = sorted((runs / "proxies").glob("*/result.json"))
-    mixture_csv, loss_csv = runs / "train_mixture_proxy.csv", runs / "train_corpus_loss_proxy.csv"
+    mixture_csv, loss_csv = runs / mixture_csv_name("proxy"), runs / loss_csv_name("corpus", "proxy")
 
     def collect_stage() -> None:
         collection = collect(configs, runs=runs / "proxies")
         report(collection.report.summary())
-        collection.save(runs, scale="proxy", corpus="corpus")
+        collection.observations.save(mixture_csv, loss_csv)
 
     stages.run("collect", fingerprint(_files_fingerprint(results), synth_key), collect_stage, report)
 
     model_path = runs / "regressor.joblib"
 
     def fit_stage() -> None:
-        mixtures, losses = read_csvs(mixture_csv, loss_csv)
-        if len(mixtures) < max(experiment.fit.folds, 4):
-            raise ConfigError(loss_csv, f"only {len(mixtures)} usable proxy runs; need at least "
+        observations = read_csvs(mixture_csv, loss_csv)
+        if len(observations) < max(experiment.fit.folds, 4):
+            raise ConfigError(loss_csv, f"only {len(observations)} usable proxy runs; need at least "
                                         f"{max(experiment.fit.folds, 4)} to fit")
-        fit(mixtures, losses, experiment.fit.regressors, targets=[metric_name(d) for d in objective],
-            folds=experiment.fit.folds).save(model_path)
+        model = fit(observations, experiment.fit.regressors, targets=list(objective), folds=experiment.fit.folds)
+        model.save(model_path)
 
     stages.run("fit", fingerprint(_files_fingerprint([mixture_csv, loss_csv]), dataclasses.asdict(experiment.fit),
                                   objective), fit_stage, report)

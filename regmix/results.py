@@ -1,8 +1,10 @@
-"""The result of one proxy run, as written by the trainer and read by collection.
+"""The result of one run, as written by the training loop and read by collection.
 
 A sweep's output folder holds one folder per run, named after the config:
 `<runs>/<name>/result.json` (final, written atomically, its presence means "done"),
 `<runs>/<name>/metrics.jsonl` (history, one JSON object per evaluation) and the run's checkpoint.
+A result keeps the mixture asked for (`requested`), the one actually sampled (`achieved`: shares of
+the sequences drawn per domain) and, when the mixture changed during the run, its `trajectory`.
 """
 
 from __future__ import annotations
@@ -12,57 +14,62 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from regmix.mixture import ConfigError, Mixture, read_json_in, write_atomic
+from regmix.files import ConfigError, read_json_in, write_atomic
+from regmix.mixture import Mixture
+from regmix.schema import RESULT_NAME, STEP, TRAIN_LOSS, achieved_column, loss_column, perplexity_column, weight_column
 
-RESULT_NAME = "result.json"
-HISTORY_NAME = "metrics.jsonl"
 STATUSES = ("finished", "failed")
 
 
-def metric_name(valid_domain: str) -> str:
-    """RegMix's wandb / CSV column for a validation domain's loss."""
-    return f"metric/{valid_domain}_val_loss"
+def evaluation_row(step: int, tokens: int, train_loss: float, seconds: float, valid_losses: Mapping[str, float],
+                   achieved: Mixture | None = None, weights: Mixture | None = None) -> dict[str, Any]:
+    """One logged evaluation, under RegMix's wandb names (also a line of metrics.jsonl).
 
-
-def evaluation_row(step: int, tokens: int, train_loss: float, seconds: float,
-                   valid_losses: dict[str, float]) -> dict[str, Any]:
-    """One logged evaluation, under RegMix's wandb names (also a line of metrics.jsonl)."""
-    row = {"trainer/global_step": step, "tokens": tokens, "metric/train_loss": train_loss,
-           "seconds": round(seconds, 3)}
+    `achieved` (shares drawn so far) and `weights` (the mixture in force) are logged when given.
+    """
+    row = {STEP: step, "tokens": tokens, TRAIN_LOSS: train_loss, "seconds": round(seconds, 3)}
     for domain, value in valid_losses.items():
-        row[metric_name(domain)] = value
-        row[f"metric/{domain}_val_ppl"] = math.exp(min(value, 80.0))
+        row[loss_column(domain)] = value
+        row[perplexity_column(domain)] = math.exp(min(value, 80.0))
+    for mixture, column in ((achieved, achieved_column), (weights, weight_column)):
+        if mixture is not None:
+            row.update({column(d): round(w, 6) for d, w in mixture.to_dict().items()})
     return row
 
 
 @dataclass
 class RunResult:
-    """Final state of one proxy run: its mixture and the validation loss on every valid domain."""
+    """Final state of one run: its mixtures and the validation loss on every valid domain."""
 
     name: str
     status: str
-    mixture: Mixture
+    requested: Mixture
     valid_losses: dict[str, float]
     step: int
     tokens: int
     seconds: float = 0.0
     error: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    achieved: Mixture | None = None
+    trajectory: list[dict[str, Any]] = field(default_factory=list)  # [{"step": s, "mixture": {domain: w}}]
 
     @property
     def ok(self) -> bool:
         return self.status == "finished" and all(math.isfinite(v) for v in self.valid_losses.values())
 
-    def metrics(self) -> dict[str, float]:
-        return {metric_name(d): v for d, v in self.valid_losses.items()}
+    @property
+    def mixture(self) -> Mixture:
+        """The mixture the run's losses belong to: the achieved one, the requested one before any draw."""
+        return self.achieved or self.requested
 
     def to_json(self) -> str:
         return json.dumps({
-            "name": self.name, "status": self.status, "mixture": self.mixture.to_dict(),
+            "name": self.name, "status": self.status, "requested": self.requested.to_dict(),
+            "achieved": None if self.achieved is None else self.achieved.to_dict(),
             "valid_losses": self.valid_losses, "step": self.step, "tokens": self.tokens,
-            "seconds": self.seconds, "error": self.error, "settings": self.settings,
+            "seconds": self.seconds, "error": self.error, "settings": self.settings, "trajectory": self.trajectory,
         }, indent=1)
 
 
@@ -73,17 +80,20 @@ def save_result(result: RunResult, run_dir: str | os.PathLike) -> Path:
 
 
 def load_result(path: str | os.PathLike) -> RunResult:
-    """Read `result.json` (or the run folder holding it)."""
+    """Read `result.json` (or the run folder holding it); results of older versions keep `mixture` only."""
     path, data = read_json_in(path, RESULT_NAME, "no run result here")
     try:
         if data["status"] not in STATUSES:
             raise ValueError(f"unknown status {data['status']!r}")
+        requested = Mixture.from_dict(data["requested"] if "requested" in data else data["mixture"], path)
+        achieved = data.get("achieved")
         return RunResult(
-            name=data["name"], status=data["status"],
-            mixture=Mixture.from_dict(data["mixture"], path),
+            name=data["name"], status=data["status"], requested=requested,
             valid_losses={k: float(v) for k, v in data["valid_losses"].items()},
             step=int(data["step"]), tokens=int(data["tokens"]), seconds=float(data.get("seconds", 0.0)),
             error=data.get("error"), settings=data.get("settings", {}),
+            achieved=None if achieved is None else Mixture.from_dict(achieved, path, normalize=True),
+            trajectory=list(data.get("trajectory", [])),
         )
     except ConfigError:
         raise

@@ -13,7 +13,6 @@ the large run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +24,12 @@ import lightgbm as lgb
 import numpy as np
 from tqdm.auto import tqdm
 
-from regmix.collect import METRIC
+from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.files import ConfigError
 from regmix.fit import FittedModel, load_model
-from regmix.mixture import LARGE_RUN, ConfigError, Mixture, RunConfig, save_run_config
-from regmix.results import metric_name
-from regmix.synthesize import (SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify,
-                               usage_bounds)
+from regmix.mixture import Mixture
+from regmix.schema import as_valid_domain, loss_column
+from regmix.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify, usage_bounds
 
 CHUNK = 1 << 18
 PILOT = 30_000
@@ -51,13 +50,13 @@ class Simulation:
 
 
 def objective_weights(model: FittedModel, objective: Mapping[str, float]) -> np.ndarray:
-    """Weights over the model's targets; keys may be loss columns or bare valid domains."""
+    """Weights over the model's targets; keys may be bare valid domains or their loss columns."""
     weights = np.zeros(len(model.targets))
     for key, weight in objective.items():
-        column = key if key in model.targets else metric_name(key)
-        if column not in model.targets:
+        domain = key if key in model.targets else as_valid_domain(key)
+        if domain not in model.targets:
             raise ValueError(f"target {key!r} was not fitted; the model has {list(model.targets)}")
-        weights[model.targets.index(column)] += float(weight)
+        weights[model.targets.index(domain)] += float(weight)
     if weights.sum() <= 0 or (weights < 0).any():
         raise ValueError("objective weights must be >= 0 and not all 0")
     return weights / weights.sum()
@@ -236,26 +235,24 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
         seconds=time.perf_counter() - start)
 
 
-def valid_domains(model: FittedModel, target: np.ndarray) -> tuple[str, ...]:
-    """Valid domains named by the objective's loss columns (metric/<domain>_val_loss)."""
-    names = [model.targets[j] for j in np.flatnonzero(target)]
-    return tuple(METRIC.match(n).group(1) if METRIC.match(n) else n for n in names)
-
-
 def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[str, float],
                    large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings()
                    ) -> RunConfig:
-    """RegMix config for the large run; the prediction and how it was made go in extra keys."""
+    """RegMix config for the large run; the prediction and how it was made go in extra keys.
+
+    The objective is written by loss column, the name the runs log it under.
+    """
     target = objective_weights(model, objective)
+    valid = tuple(model.targets[j] for j in np.flatnonzero(target))
     extra = {
         "predicted_loss": round(result.predicted_loss, 6),
         "predicted_loss_spread": None if result.spread is None else round(result.spread, 6),
-        "objective": {model.targets[j]: float(target[j]) for j in np.flatnonzero(target)},
+        "objective": {loss_column(d): float(target[model.targets.index(d)]) for d in valid},
         "regressor": model.name, "num_candidates": result.candidates, "top_k": len(result.top_scores),
         "top_k_loss_range": [round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
     }
-    return RunConfig("optimal_mixture", result.mixture, valid_domains(model, target),
-                     dataclasses.replace(LARGE_RUN, model_name=large_model), settings.as_config(), extra)
+    return RunConfig("optimal_mixture", result.mixture, valid,
+                     TrainingSettings.from_name("large_1b", model_name=large_model), settings.as_config(), extra)
 
 
 def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:

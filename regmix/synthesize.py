@@ -18,8 +18,17 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.mixture import (SAMPLING_KEYS, ConfigError, Mixture, RunConfig, TrainingSettings, setting_field,
-                            add_settings_arguments, load_distribution, save_run_config, settings_from_args)
+from regmix.config import (
+    SAMPLING_KEYS,
+    RunConfig,
+    TrainingSettings,
+    add_settings_arguments,
+    save_run_config,
+    setting_field,
+    settings_from_args,
+)
+from regmix.files import ConfigError
+from regmix.mixture import Mixture, load_distribution
 
 PRESETS = ("the_pile",)
 
@@ -167,7 +176,7 @@ def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
     else:
         path = Path(source)
         if path.is_dir() or path.name == "manifest.json":
-            from regmix.corpus import load_manifest
+            from regmix.data.corpus import load_manifest
             manifest = load_manifest(path)
             return manifest.token_distribution(), manifest.valid_domains
     return load_distribution(path)
@@ -177,9 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regmix.synthesize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", default="the_pile",
-                   help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: {PRESETS} "
-                        "(default: %(default)s)")
-    p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"), help="folder for n<i>.yaml (default: %(default)s)")
+                   help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: "
+                        f"{PRESETS} (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"),
+                   help="folder for n<i>.yaml (default: %(default)s)")
     p.add_argument("--num-configs", type=int, default=512, help="how many configs to write (default: %(default)s)")
     p.add_argument("--replace", action="store_true",
                    help="remove the n<i>.yaml configs already in --output first (their old runs are then "

@@ -11,11 +11,21 @@ import argparse
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from regmix.corpus import CorpusManifest, load_manifest
-from regmix.mixture import (ConfigError, Mixture, RunConfig, TrainingSettings, add_settings_arguments,
-                            load_run_config, save_run_config, settings_from_args)
+from regmix.config import (
+    RunConfig,
+    TrainingSettings,
+    add_settings_arguments,
+    load_run_config,
+    save_run_config,
+    settings_from_args,
+)
+from regmix.data.corpus import CorpusManifest, load_manifest
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
 from regmix.results import RunResult, load_result
-from regmix.train_proxy import WANDB_MODES, train_sweep
+from regmix.schema import as_valid_domain
+from regmix.train.runlog import WANDB_MODES
+from regmix.train.sweep import train_sweep
 
 BUILTIN_BASELINES = ("natural", "uniform")
 
@@ -57,8 +67,7 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
             print(f"no result for {entry.name}: {entry.detail}")
     results = {name: results[name] for name in mixtures if name in results}
     objective = optimal.extra.get("objective") or {d: 1.0 for d in optimal.valid or manifest.valid_domains}
-    print(format_table(results, {k.removeprefix("metric/").removesuffix("_val_loss"): v
-                                 for k, v in objective.items()}))
+    print(format_table(results, {as_valid_domain(k): v for k, v in objective.items()}))
     return results
 
 
@@ -91,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, RunResult]:
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--wandb", default="auto", choices=WANDB_MODES,
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
-    defaults = TrainingSettings(model_name="tinyllama_60M", max_step=1000, global_batch_size=64,
-                                micro_batch_size=8, block_size=1024, learning_rate=1e-3, min_lr=1e-4,
-                                lr_schedule="cosine", eval_step_interval=250)
+    defaults = TrainingSettings.from_name("transfer_60m")
     add_settings_arguments(p.add_argument_group("target model training (same for every mixture)"), defaults)
     args = p.parse_args(argv)
     training = settings_from_args(defaults, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regmix.corpus import CorpusManifest, Shard, TokenizerInfo
+from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
 
 TINY_VOCAB = 64
 TINY_TRAIN = {"alpha": (3000, 2500), "beta": (4000,), "gamma": (1500, 800), "delta": (2000,)}

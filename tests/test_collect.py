@@ -1,9 +1,8 @@
-"""Collection: RegMix's CSV layout, matching runs to configs by name, and reporting every bad run."""
+"""Collection: matching runs to configs by name, achieved or requested mixtures, reporting every bad run."""
 
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,25 @@ import pandas as pd
 import pytest
 
 from regmix import collect as collect_module
-from regmix.collect import collect, read_csvs, run_index
-from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, save_run_config
-from regmix.results import HISTORY_NAME, RunResult, evaluation_row, save_result
+from regmix.collect import collect
+from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
+from regmix.observations import Observations, read_csvs
+from regmix.results import RunResult, evaluation_row, load_result, save_result
+from regmix.schema import (
+    HISTORY_NAME,
+    achieved_column,
+    achieved_domain,
+    as_valid_domain,
+    loss_column,
+    loss_csv_name,
+    loss_domain,
+    mixture_csv_name,
+    run_index,
+    train_domain,
+    train_key,
+)
 from regmix.wandb_runs import OfflineRun
 
 DOMAINS = ("web", "code", "books")
@@ -38,23 +53,26 @@ def make_sweep(tmp_path: Path, names: list[str], runs: list[str] | None = None, 
     return configs, out
 
 
+def losses_of(result, label: int | str, domain: str = "web") -> float:
+    return float(result.observations.loss_frame().loc[label, domain])
+
+
 def test_csv_layout_and_index_matching(tmp_path):
     configs, runs = make_sweep(tmp_path, ["n1", "n2", "n10", "extra_run"])
     result = collect(configs, runs)
     assert result.report.problems() == []
-    assert list(result.mixtures.index) == ["extra_run", 1, 2, 10]  # natural order of the config names
-    assert list(result.mixtures.columns) == [f"train_{d}" for d in DOMAINS]
-    assert list(result.losses.columns) == ["metric/web_val_loss", "metric/code_val_loss"]
-    mixture_csv, loss_csv = result.save(tmp_path / "data", "1m", "pile")
-    assert mixture_csv.name == "train_mixture_1m.csv" and loss_csv.name == "train_pile_loss_1m.csv"
-    header = mixture_csv.read_text().splitlines()[0]
-    assert header == "index,train_web,train_code,train_books"
-    assert pd.read_csv(loss_csv).columns[0] == "index"
-    mixtures, losses = read_csvs(mixture_csv, loss_csv)
+    observations = result.observations
+    assert observations.index == ("extra_run", 1, 2, 10)  # natural order of the config names
+    assert observations.domains == DOMAINS and observations.targets == VALID
+    mixture_csv, loss_csv = observations.save(tmp_path / "data" / "m.csv", tmp_path / "data" / "l.csv")
+    assert mixture_csv.read_text().splitlines()[0] == "index,train_web,train_code,train_books"
+    assert loss_csv.read_text().splitlines()[0] == "index,metric/web_val_loss,metric/code_val_loss"
+    observations = read_csvs(mixture_csv, loss_csv)
+    mixtures, losses = observations.mixture_frame(), observations.loss_frame()
     for idx in mixtures.index:  # each loss row belongs to its own mixture
         expected = true_losses(mixtures.loc[idx, list(DOMAINS)].to_numpy(float))
-        assert losses.loc[idx, "metric/web_val_loss"] == pytest.approx(expected["web"])
-        assert losses.loc[idx, "metric/code_val_loss"] == pytest.approx(expected["code"])
+        assert losses.loc[idx, "web"] == pytest.approx(expected["web"])
+        assert losses.loc[idx, "code"] == pytest.approx(expected["code"])
 
 
 def test_missing_failed_and_orphan_runs_are_reported(tmp_path):
@@ -67,7 +85,7 @@ def test_missing_failed_and_orphan_runs_are_reported(tmp_path):
     assert report.missing == ["n4"]
     assert set(report.failed) == {"n2", "n3"} and "boom" in report.failed["n2"]
     assert set(report.orphans) == {"n99"}
-    assert list(result.mixtures.index) == [1] == list(result.losses.index)
+    assert result.observations.index == (1,) and result.observations.losses.shape == (1, 2)
     assert "missing 1, failed 2" in report.summary()
     with pytest.raises(ConfigError, match="strict"):
         collect(configs, runs, strict=True)
@@ -100,10 +118,10 @@ def test_wandb_offline_last_value_and_step(tmp_path, monkeypatch):
     _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "a", {}, _history(2.0)),
                            "b.wandb": OfflineRun("n2", "b", {}, _history(3.0))})
     result = collect(configs, wandb_dir=tmp_path)
-    assert result.losses.loc[1, "metric/web_val_loss"] == 2.0
-    assert result.losses.loc[2, "metric/web_val_loss"] == 3.0
+    assert losses_of(result, 1) == 2.0
+    assert losses_of(result, 2) == 3.0
     early = collect(configs, wandb_dir=tmp_path, step=5)
-    assert early.losses.loc[1, "metric/web_val_loss"] == 7.0
+    assert losses_of(early, 1) == 7.0
 
 
 def test_duplicates_unfinished_and_incomplete_runs(tmp_path, monkeypatch):
@@ -117,10 +135,10 @@ def test_duplicates_unfinished_and_incomplete_runs(tmp_path, monkeypatch):
     result = collect(configs, wandb_dir=tmp_path)
     report = result.report
     assert set(report.duplicated) == {"n1"} and len(report.duplicated["n1"]) == 2
-    assert result.losses.loc[1, "metric/web_val_loss"] == 2.5  # the finished one, not the first one found
+    assert losses_of(result, 1) == 2.5  # the finished one, not the first one found
     assert "unfinished" in report.failed["n2"]
     assert "code_val_loss" in report.failed["n3"]
-    assert list(result.losses.index) == [1]
+    assert result.observations.index == (1,)
     with pytest.raises(ConfigError):
         collect(configs, wandb_dir=tmp_path, strict=True)
 
@@ -130,36 +148,142 @@ def test_resumed_wandb_run_is_one_run(tmp_path, monkeypatch):
     _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "same-id", {}, _history(2.0, steps=(5,))),
                            "b.wandb": OfflineRun("n1", "same-id", {}, _history(2.0, steps=(10,)))})
     result = collect(configs, wandb_dir=tmp_path, strict=True)
-    assert result.losses.loc[1, "metric/web_val_loss"] == 2.0 and not result.report.duplicated
+    assert losses_of(result, 1) == 2.0 and not result.report.duplicated
 
 
 def test_local_losses_at_a_step_come_from_the_history(tmp_path):
     configs, runs = make_sweep(tmp_path, ["n1"])
-    rows = [evaluation_row(s, s * 100, 9.0, 1.0, {"web": 10.0 - s, "code": 5.0}) for s in (5, 10)]
+    drawn = {5: Mixture(DOMAINS, [0.6, 0.3, 0.1]), 10: Mixture(DOMAINS, [0.5, 0.3, 0.2])}
+    rows = [evaluation_row(s, s * 100, 9.0, 1.0, {"web": 10.0 - s, "code": 5.0}, achieved=drawn[s]) for s in (5, 10)]
     (runs / "n1" / HISTORY_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert collect(configs, runs, step=5).losses.loc[1, "metric/web_val_loss"] == 5.0
+    early = collect(configs, runs, step=5)
+    assert losses_of(early, 1) == 5.0
+    np.testing.assert_allclose(early.observations.mixtures[0], drawn[5].weights)  # achieved by step 5
     assert "nothing logged at step 7" in collect(configs, runs, step=7).report.failed["n1"]
 
 
-def test_read_csvs_refuses_mismatched_rows(tmp_path):
-    pd.DataFrame({"index": [1, 2], "train_a": [1.0, 0.0], "train_b": [0.0, 1.0]}).to_csv(tmp_path / "m.csv", index=False)
-    pd.DataFrame({"index": [2, 3], "metric/a_val_loss": [1.0, 2.0]}).to_csv(tmp_path / "l.csv", index=False)
+def test_achieved_mixture_by_default_requested_on_demand(tmp_path, capsys):
+    configs, runs = make_sweep(tmp_path, ["n1", "n2"])
+    result = load_result(runs / "n1")
+    achieved = Mixture(DOMAINS, [0.7, 0.2, 0.1])
+    assert not achieved.close_to(result.requested)
+    result.achieved = achieved
+    save_result(result, runs / "n1")
+    requested = {n: load_run_config(configs / f"{n}.yaml").train.weights for n in ("n1", "n2")}
+
+    default = collect(configs, runs)  # run n2 recorded no achieved mixture (older result.json): its config's
+    assert default.report.collected == ["n1", "n2"]  # drew off its config, but was asked for it: not a mismatch
+    np.testing.assert_allclose(default.observations.mixtures, [achieved.weights, requested["n2"]])
+    np.testing.assert_allclose(collect(configs, runs, requested=True).observations.mixtures,
+                               [requested["n1"], requested["n2"]])
+
+    for flags, expected in (([], achieved.weights), (["--requested"], requested["n1"])):
+        out = tmp_path / f"out{len(flags)}"
+        collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(out), *flags])
+        written = pd.read_csv(out / "train_mixture_1m.csv", index_col="index")
+        np.testing.assert_allclose(written.loc[1, [f"train_{d}" for d in DOMAINS]].to_numpy(float), expected)
+
+
+def test_wandb_achieved_mixture_comes_from_the_history(tmp_path, monkeypatch):
+    configs, _ = make_sweep(tmp_path, ["n1", "n2"], runs=[])
+    history = _history(2.0)
+    history += [{"trainer/global_step": 5, "achieved/web": 0.2, "achieved/code": 0.8},
+                {"trainer/global_step": 10, "achieved/books": 3.0, "achieved/web": 1.0}]  # shares, in any order
+    _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "a", {}, history),
+                           "b.wandb": OfflineRun("n2", "b", {}, _history(3.0))})
+    result = collect(configs, wandb_dir=tmp_path, strict=True)
+    np.testing.assert_allclose(result.observations.mixtures[0], [0.25, 0.0, 0.75])
+    config_n2 = load_run_config(configs / "n2.yaml").train
+    np.testing.assert_allclose(result.observations.mixtures[1], config_n2.weights)  # none logged: the config's
+    np.testing.assert_allclose(collect(configs, wandb_dir=tmp_path, step=5).observations.mixtures[0], [0.2, 0.8, 0.0])
+    np.testing.assert_allclose(collect(configs, wandb_dir=tmp_path, requested=True).observations.mixtures[0],
+                               load_run_config(configs / "n1.yaml").train.weights)
+
+
+def test_read_csvs_refuses_bad_files_naming_them(tmp_path):
+    mixtures, losses = tmp_path / "mixtures.csv", tmp_path / "losses.csv"
+    pd.DataFrame({"index": [1, 2], "train_a": [1.0, 0.0], "train_b": [0.0, 1.0]}).to_csv(mixtures, index=False)
+    pd.DataFrame({"index": [2, 3], "metric/a_val_loss": [1.0, 2.0]}).to_csv(losses, index=False)
     with pytest.raises(ConfigError, match="only in mixtures \\[1\\]"):
-        read_csvs(tmp_path / "m.csv", tmp_path / "l.csv")
-    pd.DataFrame({"index": [2, 1], "metric/a_val_loss": [2.0, 1.0]}).to_csv(tmp_path / "l.csv", index=False)
-    mixtures, losses = read_csvs(tmp_path / "m.csv", tmp_path / "l.csv")
-    assert list(losses.index) == [1, 2] and losses["metric/a_val_loss"].tolist() == [1.0, 2.0]
-    assert list(mixtures.columns) == ["a", "b"]
-    pd.DataFrame({"index": [2, 1], "metric/a_val_loss": ["abc", 1.0]}).to_csv(tmp_path / "l.csv", index=False)
-    with pytest.raises(ConfigError, match="l.csv: 1 values are not finite numbers, first in row 2"):
-        read_csvs(tmp_path / "m.csv", tmp_path / "l.csv")
+        read_csvs(mixtures, losses)
+    pd.DataFrame({"index": [2, 1], "metric/a_val_loss": [2.0, 1.0]}).to_csv(losses, index=False)
+    observations = read_csvs(mixtures, losses)
+    assert observations.index == (1, 2) and observations.losses[:, 0].tolist() == [1.0, 2.0]
+    assert observations.domains == ("a", "b") and observations.targets == ("a",)
+    pd.DataFrame({"index": [2, 1], "metric/a_val_loss": ["abc", 1.0]}).to_csv(losses, index=False)
+    with pytest.raises(ConfigError, match="losses.csv: 1 values are not finite numbers, first in row 2"):
+        read_csvs(mixtures, losses)
+    pd.DataFrame({"index": [1, 1], "metric/a_val_loss": [1.0, 2.0]}).to_csv(losses, index=False)
+    with pytest.raises(ConfigError, match="losses.csv: duplicated index values \\[1\\]"):
+        read_csvs(mixtures, losses)
+    pd.DataFrame({"index": [1, 2], "a_loss": [1.0, 2.0]}).to_csv(losses, index=False)
+    with pytest.raises(ConfigError, match="losses.csv: columns \\['a_loss'\\] are not metric/<domain>_val_loss"):
+        read_csvs(mixtures, losses)
+    pd.DataFrame({"index": [1, 2], "a": [1.0, 0.0]}).to_csv(mixtures, index=False)
+    with pytest.raises(ConfigError, match="mixtures.csv: columns \\['a'\\] are not train_<domain>"):
+        read_csvs(mixtures, losses)
+    pd.DataFrame({"run": [1, 2], "train_a": [1.0, 0.0]}).to_csv(mixtures, index=False)
+    with pytest.raises(ConfigError, match="mixtures.csv: no 'index' column"):
+        read_csvs(mixtures, losses)
+    with pytest.raises(ConfigError, match="nowhere.csv: cannot read CSV"):
+        read_csvs(tmp_path / "nowhere.csv", losses)
 
 
-def test_run_index_and_cli(tmp_path, capsys):
-    assert run_index("n12") == 12 and run_index("n12b") == "n12b"
+def test_observations_round_trip_through_the_two_csvs(tmp_path):
+    rng = np.random.default_rng(3)
+    domains, targets = ("zeta", "alpha", "mid/dle", "b_val_loss"), ("web", "a/b_val_loss", "code")
+    observations = Observations(domains, targets, (7, 2, 30), rng.dirichlet(np.ones(4), 3), rng.random((3, 3)) + 2)
+    mixture_csv, loss_csv = observations.save(tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m"))
+    assert mixture_csv.name == "train_mixture_1m.csv" and loss_csv.name == "train_pile_loss_1m.csv"
+    assert mixture_csv.read_text().splitlines()[0] == "index,train_zeta,train_alpha,train_mid/dle,train_b_val_loss"
+    assert loss_csv.read_text().splitlines()[0] == \
+        "index,metric/web_val_loss,metric/a/b_val_loss_val_loss,metric/code_val_loss"
+    back = read_csvs(mixture_csv, loss_csv)
+    assert (back.domains, back.targets, back.index) == (domains, targets, (7, 2, 30))  # order kept, never sorted
+    np.testing.assert_array_equal(back.mixtures, observations.mixtures)
+    np.testing.assert_array_equal(back.losses, observations.losses)
+    code = back.select(["metric/code_val_loss", "web"])
+    assert code.targets == ("code", "web") and code.losses[:, 0].tolist() == observations.losses[:, 2].tolist()
+    with pytest.raises(ValueError, match="not observed"):
+        back.select(["arxiv"])
+    moved = back.on_domains(["alpha", "zeta", "mid/dle", "b_val_loss", "new"])
+    assert list(moved.mixture_frame().columns) == ["alpha", "zeta", "mid/dle", "b_val_loss", "new"]
+    np.testing.assert_array_equal(moved.mixtures[:, 1], observations.mixtures[:, 0])
+    assert (moved.mixtures[:, 4] == 0).all()
+    with pytest.raises(ValueError, match="weight on domains \\['zeta'\\]"):
+        back.on_domains(["alpha", "mid/dle", "b_val_loss"])
+    with pytest.raises(ValueError, match="shape"):
+        Observations(domains, targets, (1,), observations.mixtures, observations.losses)
+    with pytest.raises(ValueError, match="duplicate index"):
+        Observations(domains, targets, (1, 1, 2), observations.mixtures, observations.losses)
+
+
+@pytest.mark.parametrize("domain", ["web", "the_pile_pile_cc", "a/b", "x_val_loss", "metric/y_val_loss", "val_loss"])
+def test_schema_names_are_inverse(domain):
+    assert loss_domain(loss_column(domain)) == domain
+    assert as_valid_domain(loss_column(domain)) == domain
+    assert train_domain(train_key(domain)) == domain
+    assert achieved_domain(achieved_column(domain)) == domain
+    assert loss_column(loss_domain(loss_column(domain))) == loss_column(domain)
+
+
+def test_schema_refuses_other_names():
+    assert loss_domain("metric/train_loss") is None and loss_domain("metric/web_val_ppl") is None
+    assert loss_domain("web_val_loss") is None and loss_domain("metric/_val_loss") is None
+    assert train_domain("web") is None and train_domain("train_") is None
+    assert achieved_domain("mixture/web") is None
+    assert as_valid_domain("web") == "web"
+    assert run_index("n12") == 12 and run_index("n12b") == "n12b" and run_index("12") == "12"
+
+
+def test_cli(tmp_path, capsys):
     configs, runs = make_sweep(tmp_path, ["n1", "n2"], runs=["n1"])
     collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert "missing: n2" in out and (tmp_path / "out" / "train_pile_loss_1m.csv").exists()
+    assert (tmp_path / "out" / "train_mixture_1m.csv").exists()
     with pytest.raises(SystemExit, match="strict"):
         collect_module.main(["--configs", str(configs), "--runs", str(runs), "--strict"])
+    with pytest.raises(SystemExit) as exit_info:
+        collect_module.main(["--help"])
+    assert exit_info.value.code == 0 and "--requested" in capsys.readouterr().out

@@ -10,23 +10,36 @@ import pandas as pd
 import pytest
 
 from regmix import fit as fit_module
-from regmix.fit import (REGRESSORS, FittedModel, GPMixtureRegressor, LinearMixtureRegressor, cross_validate, fit,
-                        load_model, make_regressor)
-from regmix.mixture import ConfigError
+from regmix.files import ConfigError
+from regmix.fit import (
+    REGRESSORS,
+    FittedModel,
+    GPMixtureRegressor,
+    LinearMixtureRegressor,
+    cross_validate,
+    fit,
+    load_model,
+    make_regressor,
+)
+from regmix.observations import Observations
+from regmix.schema import loss_csv_name, mixture_csv_name
 
 DOMAINS = ["web", "code", "books", "math"]
 
 
-def synthetic(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def observed(rows: int, seed: int) -> Observations:
     """Mixtures and two losses from a known, log-shaped function (like real mixture -> loss curves)."""
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(len(DOMAINS), 0.7), rows)
-    X = pd.DataFrame(weights, columns=DOMAINS, index=pd.RangeIndex(1, rows + 1, name="index"))
     web = 3.0 - 0.4 * np.log(weights[:, 0] + 0.01) - 0.1 * np.log(weights[:, 2] + 0.01)
     code = 3.5 - 0.5 * np.log(weights[:, 1] + 0.01) + 0.2 * weights[:, 0] * weights[:, 3]
     noise = rng.normal(0, 0.01, (rows, 2))
-    Y = pd.DataFrame(np.c_[web, code] + noise, columns=["metric/web_val_loss", "metric/code_val_loss"], index=X.index)
-    return X, Y
+    return Observations(tuple(DOMAINS), ("web", "code"), tuple(range(1, rows + 1)), weights, np.c_[web, code] + noise)
+
+
+def synthetic(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    observations = observed(rows, seed)
+    return observations.mixture_frame(), observations.loss_frame()
 
 
 def test_zoo_names_params_and_multi_target():
@@ -36,7 +49,7 @@ def test_zoo_names_params_and_multi_target():
         assert isinstance(regressor.get_params(), dict)
         both = regressor.fit(X, Y).predict(X)
         assert both.shape == (80, 2)
-    one = make_regressor("lightgbm").fit(X, Y["metric/web_val_loss"]).predict(X)
+    one = make_regressor("lightgbm").fit(X, Y["web"]).predict(X)
     assert one.shape == (80,)
     assert make_regressor("lightgbm").get_params()["n_estimators"] == 1000  # the published setting
     with pytest.raises(ValueError, match="unknown regressor"):
@@ -88,7 +101,7 @@ def test_cross_validation_sees_only_the_rows_given_and_predicts_out_of_fold():
 
 def test_gp_closed_form_matches_sklearn_predict():
     X, Y = synthetic(60, 3)
-    gp = GPMixtureRegressor().fit(X, Y["metric/web_val_loss"])
+    gp = GPMixtureRegressor().fit(X, Y["web"])
     fresh, _ = synthetic(500, 4)
     fitted = gp.models_[0]
     reference = fitted["gp"].predict(np.log(fresh.to_numpy() + gp.eps)) * fitted["scale"] + fitted["mean"]
@@ -97,11 +110,10 @@ def test_gp_closed_form_matches_sklearn_predict():
 
 
 def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
-    X, Y = synthetic(90, 5)
-    model = fit(X, Y, ["linear", "gp"], folds=3)
+    model = fit(observed(90, 5), ["linear", "gp"], folds=3)
     assert model.name == "gp"  # the loss is log-shaped: the GP must beat a line on CV
-    assert model.cv["metric/web_val_loss"]["spearman"] > 90
-    assert model.domains == tuple(DOMAINS) and model.targets == tuple(Y.columns)
+    assert model.cv["web"]["spearman"] > 90
+    assert model.domains == tuple(DOMAINS) and model.targets == ("web", "code")
     loaded = load_model(model.save(tmp_path / "model.joblib"))
     fresh, _ = synthetic(30, 6)
     np.testing.assert_array_equal(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()))
@@ -111,23 +123,43 @@ def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
         load_model(tmp_path / "junk.joblib")
 
 
+def test_targets_in_another_order_and_by_loss_column():
+    observations = observed(40, 8)
+    model = fit(observations, ["linear"], targets=["metric/code_val_loss", "web"], folds=1)
+    assert model.targets == ("code", "web")  # the order asked for, by valid domain
+    reference = fit(observations, ["linear"], targets=["web"], folds=1)
+    weights = observations.mixtures
+    np.testing.assert_allclose(model.predict(weights)[:, 1], reference.predict(weights)[:, 0])
+    with pytest.raises(ValueError, match="were not observed"):
+        fit(observations, ["linear"], targets=["arxiv"], folds=1)
+
+
+def test_model_files_of_earlier_versions_name_targets_by_domain(tmp_path):
+    model = fit(observed(40, 9), ["linear"], folds=1)
+    model.targets, model.cv = ("metric/web_val_loss", "metric/code_val_loss"), {"metric/web_val_loss": {"r2": 1.0}}
+    loaded = load_model(model.save(tmp_path / "old.joblib"))
+    assert loaded.targets == ("web", "code") and loaded.cv == {"web": {"r2": 1.0}}
+
+
 def test_ensemble_spread_and_cli(tmp_path, capsys):
     X, Y = synthetic(80, 7)
     ensemble = make_regressor("ensemble").fit(X, Y)
     spread = ensemble.predict_spread(X)
     assert spread.shape == (80, 2) and (spread >= 0).all()
-    X.rename(columns=lambda d: f"train_{d}").to_csv(tmp_path / "m.csv")
-    Y.to_csv(tmp_path / "l.csv")
-    model = fit_module.main(["--mixtures", str(tmp_path / "m.csv"), "--losses", str(tmp_path / "l.csv"),
+    mixture_csv, loss_csv = tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m")
+    observed(80, 7).save(mixture_csv, loss_csv)
+    model = fit_module.main(["--mixtures", str(mixture_csv), "--losses", str(loss_csv),
                              "--model", "linear", "--target", "web", "--folds", "3",
                              "--output", str(tmp_path / "model.joblib")])
-    assert isinstance(model, FittedModel) and model.targets == ("metric/web_val_loss",)
+    assert isinstance(model, FittedModel) and model.targets == ("web",)
     assert "kept linear" in capsys.readouterr().out
     # as a command: the model file must load in another process (classes pickled by module, not __main__)
-    subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(tmp_path / "m.csv"), "--losses",
-                    str(tmp_path / "l.csv"), "--model", "linear", "--folds", "1", "--output",
+    subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(mixture_csv), "--losses",
+                    str(loss_csv), "--model", "linear", "--folds", "1", "--output",
                     str(tmp_path / "cli.joblib")], check=True, capture_output=True)
     assert load_model(tmp_path / "cli.joblib").targets == tuple(Y.columns)
+    with pytest.raises(SystemExit, match="nowhere_loss_1m.csv: cannot read CSV"):
+        fit_module.main(["--mixtures", str(mixture_csv), "--losses", str(tmp_path / "nowhere_loss_1m.csv")])
 
 
 def test_ensemble_stays_useful_with_a_few_dozen_proxies():
@@ -135,5 +167,5 @@ def test_ensemble_stays_useful_with_a_few_dozen_proxies():
     rng = np.random.default_rng(0)
     X = rng.dirichlet(np.ones(5), size=48)
     y = 3 - 0.08 * np.log(X[:, 0] + 1e-3) - 0.5 * X[:, 1] + 0.3 * X[:, 2] ** 2 + rng.normal(0, 0.01, 48)
-    model = fit(pd.DataFrame(X, columns=list("abcde")), pd.DataFrame({"metric/a_val_loss": y}), ["ensemble"])
-    assert model.cv["metric/a_val_loss"]["r2"] > 0.85
+    model = fit(Observations(tuple("abcde"), ("a",), tuple(range(48)), X, y[:, None]), ["ensemble"])
+    assert model.cv["a"]["r2"] > 0.85

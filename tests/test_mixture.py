@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regmix.corpus import CorpusManifest, Shard, TokenizerInfo
-from regmix.mixture import (ConfigError, Mixture, RunConfig, TrainingSettings, load_distribution,
-                            load_run_config, run_config_paths, save_run_config)
+from regmix.config import RunConfig, TrainingSettings, load_run_config, run_config_paths, save_run_config
+from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
+from regmix.files import ConfigError
+from regmix.mixture import Mixture, load_distribution
 
 REGMIX_OWN_FILE = """\
 train:
@@ -112,7 +113,8 @@ def test_unknown_and_empty_domains_against_the_corpus(tmp_path):
     bad_valid = load_run_config(write(tmp_path, "train:\n  train_a: 1.0\nvalid:\n  valid_q: 1.0\n", "n3.yaml"))
     with pytest.raises(ConfigError, match="unknown valid domains"):
         bad_valid.check_corpus(manifest, tmp_path / "n3.yaml")
-    fine = load_run_config(write(tmp_path, "train:\n  train_a: 1.0\n  train_b: 0.0\nvalid:\n  valid_a: 1.0\n", "n4.yaml"))
+    text = "train:\n  train_a: 1.0\n  train_b: 0.0\nvalid:\n  valid_a: 1.0\n"
+    fine = load_run_config(write(tmp_path, text, "n4.yaml"))
     fine.check_corpus(manifest, tmp_path / "n4.yaml")
 
 

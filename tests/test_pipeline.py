@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, load_run_config
+from regmix.config import RunConfig, TrainingSettings, load_run_config
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
 from regmix.pipeline import load_experiment, run_pipeline
 from regmix.transfer import format_table, transfer
 

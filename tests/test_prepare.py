@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regmix.corpus import load_manifest
-from regmix.default_corpus import DOMAINS, build_default_corpus
-from regmix.mixture import ConfigError
-from regmix.prepare import main, prepare, token_dtype
-from regmix.tokenizer import load_tokenizer
+from regmix.data.corpus import load_manifest
+from regmix.data.default_corpus import DOMAINS, build_default_corpus
+from regmix.data.prepare import main, prepare, token_dtype
+from regmix.data.tokenizer import load_tokenizer
+from regmix.files import ConfigError
 
 SHARED_NEOX = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "gpt-neox"
 WORDS = {

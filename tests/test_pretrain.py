@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from regmix.mixture import ConfigError, RunConfig, save_run_config
-from regmix.pretrain import SMOKE_RUN, main, resolve_mixture
+from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
+from regmix.pretrain import main, resolve_mixture
 from regmix.results import load_result
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +21,8 @@ def test_resolve_mixture(tmp_path):
     root = tmp_path / "mixture_config"
     (root / "config_1b").mkdir(parents=True)
     (root / "demo").mkdir()
-    for path in (root / "config_1b" / "regmix.yaml", root / "demo" / "regmix.yaml", root / "demo" / "optimal_mixture.yaml",
+    for path in (root / "config_1b" / "regmix.yaml", root / "demo" / "regmix.yaml",
+                 root / "demo" / "optimal_mixture.yaml",
                  root / "x" / "dup.yaml", root / "y" / "dup.yaml"):
         path.parent.mkdir(exist_ok=True)
         path.write_text("train: {train_a: 1.0}\n")
@@ -50,9 +54,9 @@ def test_smoke_run_through_the_shell_script(tiny_corpus, mixture_file, tmp_path)
                                                                  "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     final = load_result(out)
-    assert final.status == "finished" and final.step == SMOKE_RUN.max_step
+    assert final.status == "finished" and final.step == TrainingSettings.from_name("smoke").max_step
     assert set(final.valid_losses) == set(tiny_corpus.valid_domains)
-    assert (out / "checkpoint.ckpt").exists()
+    assert (out / CHECKPOINT_NAME).exists()  # the trained model is kept
 
 
 def test_resume_continues_from_the_checkpoint(tiny_corpus, mixture_file, tmp_path):
@@ -76,3 +80,37 @@ def test_bad_mixture_is_one_clear_error(tiny_corpus, tmp_path):
     with pytest.raises(SystemExit) as err:
         main([str(bad), "--smoke", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "o")])
     assert "unknown domains ['nowhere']" in str(err.value) and str(bad) in str(err.value)
+
+
+SMALL = dict(model_name="tinyllama_demo", global_batch_size=4, micro_batch_size=2, warmup_steps=1,
+             eval_step_interval=3, save_step_interval=100, block_size=32, eval_tokens=256)
+
+
+def test_trains_the_settings_its_mixture_file_holds(tiny_corpus, tmp_path):
+    """optimal_mixture.yaml carries the large run's settings: a file saying max_step 7 trains 7 steps."""
+    path = tmp_path / "optimal_mixture.yaml"
+    save_run_config(RunConfig("optimal_mixture", tiny_corpus.token_distribution(), tiny_corpus.valid_domains,
+                              TrainingSettings(max_step=7, **SMALL)), path)
+    result = main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "run"),
+                   "--wandb", "off"])
+    assert result.step == 7 and result.settings["model_name"] == "tinyllama_demo"
+    assert result.settings["eval_step_interval"] == 3 and result.requested.close_to(tiny_corpus.token_distribution())
+    assert result.achieved is not None and set(result.achieved.domains) == set(tiny_corpus.train_domains)
+    assert load_run_config(tmp_path / "run" / CONFIG_NAME).training.max_step == 7  # the proxies' run folder layout
+    flagged = main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "flag"),
+                    "--wandb", "off", "--max-step", "3"])
+    assert flagged.step == 3, "a command-line flag overrides the file's setting"
+
+
+def test_refuses_a_checkpoint_of_another_mixture(tiny_corpus, tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    save_run_config(RunConfig("a", tiny_corpus.token_distribution(), tiny_corpus.valid_domains,
+                              TrainingSettings(max_step=3, **SMALL)), first)
+    save_run_config(RunConfig("b", Mixture.uniform(tiny_corpus.train_domains), tiny_corpus.valid_domains,
+                              TrainingSettings(max_step=3, **SMALL)), second)
+    out = tmp_path / "run"
+    common = ["--cpu", "--corpus", str(tiny_corpus.root), "--output", str(out), "--wandb", "off"]
+    assert main([str(first), *common]).step == 3
+    with pytest.raises(SystemExit) as error:
+        main([str(second), *common, "--max-step", "6"])
+    assert "another mixture" in str(error.value) and CHECKPOINT_NAME in str(error.value)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from regmix import simulate as simulate_module
+from regmix.config import load_run_config
 from regmix.fit import FittedModel, make_regressor
-from regmix.mixture import Mixture, load_run_config
+from regmix.mixture import Mixture
+from regmix.observations import Observations
 from regmix.simulate import Surrogate, objective_weights, optimal_config, simulate
 from regmix.synthesize import SynthesisSettings, usage_bounds
 
 DOMAINS = ("web", "code", "books", "math", "chat")
 NATURAL = Mixture(DOMAINS, np.array([0.4, 0.3, 0.15, 0.1, 0.05]))
-TARGETS = ("metric/web_val_loss", "metric/code_val_loss")
+TARGETS = ("web", "code")
 
 
 def true_losses(weights: np.ndarray) -> np.ndarray:
@@ -28,10 +29,10 @@ def true_losses(weights: np.ndarray) -> np.ndarray:
 def lightgbm_model() -> FittedModel:
     rng = np.random.default_rng(0)
     weights = rng.dirichlet(np.full(len(DOMAINS), 0.8), 200)
-    X = pd.DataFrame(weights, columns=list(DOMAINS))
-    Y = pd.DataFrame(true_losses(weights), columns=list(TARGETS))
-    regressor = make_regressor("lightgbm").set_params(n_estimators=200, learning_rate=0.05, num_threads=1).fit(X, Y)
-    return FittedModel("lightgbm", regressor, DOMAINS, TARGETS)
+    observations = Observations(DOMAINS, TARGETS, tuple(range(200)), weights, true_losses(weights))
+    regressor = make_regressor("lightgbm").set_params(n_estimators=200, learning_rate=0.05, num_threads=1)
+    return FittedModel("lightgbm", regressor.fit(observations.mixture_frame(), observations.loss_frame()),
+                       observations.domains, observations.targets)
 
 
 def test_compiled_surrogate_equals_lightgbm_predict():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from regmix.mixture import Mixture, load_run_config, run_config_paths
-from regmix.synthesize import (SynthesisSettings, load_prior, main, synthesize, tempered_prior,
-                               usage_bounds)
+from regmix.config import load_run_config, run_config_paths
+from regmix.mixture import Mixture
+from regmix.synthesize import SynthesisSettings, load_prior, main, synthesize, tempered_prior, usage_bounds
 
 
 @pytest.fixture(scope="module")
@@ -95,4 +95,5 @@ def test_cli_bad_prior_is_one_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--prior", str(bad), "--output",
                              str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"]
+    expected = f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"
+    assert result.stderr.strip().splitlines() == [expected]

@@ -13,18 +13,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VOCAB
 from scipy.stats import chisquare
 
-from regmix import train_proxy as tp
-from regmix.data import MixtureSampler, TokenStream, validation_sets
-from regmix.mixture import ConfigError, Mixture, RunConfig, TrainingSettings, load_run_config, save_run_config
+from regmix import train_proxy
+from regmix.config import RunConfig, TrainingSettings, load_run_config, run_config_paths, save_run_config
+from regmix.data.sampler import MixtureSampler, TokenStream, validation_sets
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
 from regmix.models import PRESETS, build_model, non_embedding_parameters
-from regmix.results import HISTORY_NAME, load_result
+from regmix.results import load_result
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, LOCK_NAME
+from regmix.train import engine as engine_module
+from regmix.train.engine import CrossEntropy
+from regmix.train.locks import acquire_lock, release_lock
+from regmix.train.runlog import resolve_wandb_mode
+from regmix.train.sweep import train_proxies, train_sweep
 from regmix.wandb_runs import find_offline_runs, read_offline_run
 
-from conftest import TINY_VOCAB
-
 WEIGHTS = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1, "delta": 0.0}
+
+
+def train_one(config, corpus, run_dir, **options):
+    """One proxy through the loop with the single engine."""
+    options.setdefault("wandb_mode", "off")
+    return train_proxies([config], corpus, [run_dir], **options)[0]
 
 
 def make_config(name: str = "n1", weights: dict = WEIGHTS, **settings) -> RunConfig:
@@ -57,7 +70,7 @@ def test_presets_match_regmix():
 
 def test_proxy_trains_and_loss_falls(tiny_corpus, tmp_path):
     config = make_config(max_step=30, eval_step_interval=10, lr_schedule="constant", learning_rate=1e-2)
-    result = tp.train_proxy(config, tiny_corpus, tmp_path / "run", wandb_mode="off", progress=False)
+    result = train_one(config, tiny_corpus, tmp_path / "run")
     assert result.ok and result.step == 30 and result.tokens == 30 * 8 * 32
     assert set(result.valid_losses) == {"alpha", "beta", "gamma"}
     history = [json.loads(line) for line in (tmp_path / "run" / HISTORY_NAME).read_text().splitlines()]
@@ -65,7 +78,7 @@ def test_proxy_trains_and_loss_falls(tiny_corpus, tmp_path):
     assert history[-1]["metric/train_loss"] < math.log(TINY_VOCAB) - 1.0
     assert result.valid_losses["alpha"] < math.log(TINY_VOCAB) - 1.0
     assert load_result(tmp_path / "run").valid_losses == result.valid_losses
-    assert not (tmp_path / "run" / tp.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
 
 
 def test_sampling_follows_weights_and_never_reads_zero_weight(tiny_corpus, monkeypatch):
@@ -92,7 +105,8 @@ def test_sampling_follows_weights_and_never_reads_zero_weight(tiny_corpus, monke
 
 
 def test_token_stream_crosses_shards_and_wraps_short_domains():
-    stream = TokenStream([np.arange(5, dtype=np.uint16), np.array([], dtype=np.uint16), np.arange(5, 8, dtype=np.uint16)])
+    shards = [np.arange(5, dtype=np.uint16), np.array([], dtype=np.uint16), np.arange(5, 8, dtype=np.uint16)]
+    stream = TokenStream(shards)
     assert stream.total == 8
     assert stream.window(3, 4).tolist() == [3, 4, 5, 6]
     assert stream.window(6, 12).tolist() == [6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
@@ -109,39 +123,41 @@ def test_validation_sets_are_fixed_and_capped(tiny_corpus):
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch):
     config = make_config()
-    whole = tp.train_proxy(config, tiny_corpus, tmp_path / "whole", wandb_mode="off", progress=False)
+    whole = train_one(config, tiny_corpus, tmp_path / "whole")
 
     draws = {"n": 0}
     original = MixtureSampler.next_batch
 
-    def crash_at_step_8(self, size):
+    def crash_at_step_8(self, size, part=(0, 1)):
         draws["n"] += 1
         if draws["n"] > 2 * 7:  # two micro-batches a step: dies inside step 8, after the step-6 checkpoint
             raise KeyboardInterrupt
-        return original(self, size)
+        return original(self, size, part)
 
     monkeypatch.setattr(MixtureSampler, "next_batch", crash_at_step_8)
     with pytest.raises(KeyboardInterrupt):
-        tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
-    assert torch.load(tmp_path / "resumed" / tp.CHECKPOINT_NAME, weights_only=False)["step"] == 6
+        train_one(config, tiny_corpus, tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=True)["step"] == 6
     monkeypatch.setattr(MixtureSampler, "next_batch", original)
     with (tmp_path / "resumed" / HISTORY_NAME).open("a") as fh:
         fh.write('{"trainer/global_st')  # a line cut off by a crash while appending
     other = make_config(weights={"alpha": 0.2, "beta": 0.7, "gamma": 0.1, "delta": 0.0})
     with pytest.raises(ConfigError, match="another mixture"):
-        tp.train_proxy(other, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
-    resumed = tp.train_proxy(config, tiny_corpus, tmp_path / "resumed", wandb_mode="off", progress=False)
+        train_one(other, tiny_corpus, tmp_path / "resumed")
+    resumed = train_one(config, tiny_corpus, tmp_path / "resumed")
 
     assert resumed.step == whole.step == 12
     for domain, loss in whole.valid_losses.items():
         assert resumed.valid_losses[domain] == pytest.approx(loss, abs=1e-6)
-    history = lambda run: [json.loads(x) for x in (tmp_path / run / HISTORY_NAME).read_text().splitlines()]
+    def history(run):
+        return [json.loads(x) for x in (tmp_path / run / HISTORY_NAME).read_text().splitlines()]
     assert [r["trainer/global_step"] for r in history("resumed")] == [4, 8, 12]
 
 
 def test_divergence_is_recorded_as_failed(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(tp, "_loss", lambda model, batch: model(batch[:, :-1]).sum() * float("nan"))
-    result = tp.train_proxy(make_config(), tiny_corpus, tmp_path / "nan", wandb_mode="off", progress=False)
+    monkeypatch.setattr(engine_module, "next_token_loss",
+                        lambda model, batch: model(batch[:, :-1]).sum() * float("nan"))
+    result = train_one(make_config(), tiny_corpus, tmp_path / "nan")
     assert result.status == "failed" and "diverged" in result.error and result.step == 1
     assert load_result(tmp_path / "nan").status == "failed"
 
@@ -152,35 +168,35 @@ def test_sweep_reports_bad_configs_and_finishes_the_rest(tiny_corpus, tmp_path, 
     (folder / "n2.yaml").write_text("train: {train_alpha: 0.5, train_beta: [oops\n")
     save_run_config(make_config("n3", {"alpha": 0.5, "epsilon": 0.5}, max_step=4), folder / "n3.yaml")
     save_run_config(make_config("n4", {"beta": 0.2, "gamma": 0.8}, max_step=4), folder / "n4.yaml")
-    paths = tp.run_config_paths(folder)
-    entries = tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
+    paths = run_config_paths(folder)
+    entries = train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
     status = {e.name: e.status for e in entries}
     assert status == {"n1": "finished", "n2": "failed", "n3": "failed", "n4": "finished"}
     out = capsys.readouterr().out
     assert "2 failed, 2 finished" in out and "n2.yaml: not valid YAML" in out and "epsilon" in out
-    assert load_run_config(tmp_path / "runs" / "n1" / tp.CONFIG_NAME).train.to_dict() == WEIGHTS
+    assert load_run_config(tmp_path / "runs" / "n1" / CONFIG_NAME).train.to_dict() == WEIGHTS
 
-    again = tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
+    again = train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False)
     assert {e.name: e.status for e in again} == {"n1": "skipped", "n2": "failed", "n3": "failed", "n4": "skipped"}
 
     save_run_config(make_config("n1", weights={"alpha": 0.5, "beta": 0.5}, max_step=4), folder / "n1.yaml")
-    resynthesized = {e.name: e for e in tp.train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off",
+    resynthesized = {e.name: e for e in train_sweep(paths, tiny_corpus, tmp_path / "runs", wandb_mode="off",
                                                         progress=False)}
     assert resynthesized["n1"].status == "failed" and "another mixture" in resynthesized["n1"].detail
-    assert load_result(tmp_path / "runs" / "n1").mixture.to_dict() == WEIGHTS  # kept, not overwritten
+    assert load_result(tmp_path / "runs" / "n1").requested.to_dict() == WEIGHTS  # kept, not overwritten
 
 
 def _hold_lock_until_killed(path: str) -> None:
-    tp.acquire_lock(Path(path))
+    acquire_lock(Path(path))
     time.sleep(600)
 
 
 def test_locks_exclude_other_holders_and_die_with_their_holder(tmp_path):
-    lock = tmp_path / "run" / tp.LOCK_NAME
-    fd = tp.acquire_lock(lock)
-    assert fd is not None and tp.acquire_lock(lock) is None
+    lock = tmp_path / "run" / LOCK_NAME
+    fd = acquire_lock(lock)
+    assert fd is not None and acquire_lock(lock) is None
     assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
-    tp.release_lock(lock, fd)
+    release_lock(lock, fd)
     assert not lock.exists()
 
     holder = mp.get_context("spawn").Process(target=_hold_lock_until_killed, args=(str(lock),))
@@ -188,17 +204,17 @@ def test_locks_exclude_other_holders_and_die_with_their_holder(tmp_path):
     deadline = time.time() + 60
     while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
         time.sleep(0.05)
-    assert tp.acquire_lock(lock) is None
+    assert acquire_lock(lock) is None
     holder.kill()
     holder.join()
-    fd = tp.acquire_lock(lock)  # the dead holder's lock file is still there, its lock is not
+    fd = acquire_lock(lock)  # the dead holder's lock file is still there, its lock is not
     assert fd is not None
-    tp.release_lock(lock, fd)
+    release_lock(lock, fd)
 
 
 def test_wandb_offline_run_holds_the_metrics(tiny_corpus, tmp_path):
     config = make_config("n7", max_step=8)
-    result = tp.train_proxy(config, tiny_corpus, tmp_path / "n7", wandb_mode="offline", progress=False)
+    result = train_one(config, tiny_corpus, tmp_path / "n7", wandb_mode="offline")
     files = find_offline_runs(tmp_path / "n7")
     assert len(files) == 1 and files[0].parent.name.startswith("offline-run-")
     run = read_offline_run(files[0].parent)
@@ -216,19 +232,19 @@ def test_wandb_mode_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    assert tp.resolve_wandb_mode("auto") == "offline"
+    assert resolve_wandb_mode("auto") == "offline"
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
-    assert tp.resolve_wandb_mode("auto") == "online"
-    assert tp.resolve_wandb_mode("off") == "off"
+    assert resolve_wandb_mode("auto") == "online"
+    assert resolve_wandb_mode("off") == "off"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert tp.resolve_wandb_mode("auto") == "off"
+    assert resolve_wandb_mode("auto") == "off"
 
 
 def test_in_place_cross_entropy_matches_torch():
     logits = torch.randn(40, 64, dtype=torch.float64)
     targets = torch.randint(0, 64, (40,))
     ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    loss = tp.CrossEntropy.apply(ours * 1.0, targets)
+    loss = CrossEntropy.apply(ours * 1.0, targets)
     expected = torch.nn.functional.cross_entropy(theirs, targets)
     (2 * loss).backward()
     (2 * expected).backward()
@@ -241,27 +257,26 @@ def test_parallel_workers_share_a_sweep_and_respect_locks(tiny_corpus, tmp_path)
     for i in range(1, 4):
         save_run_config(make_config(f"n{i}", max_step=3), folder / f"n{i}.yaml")
     runs = tmp_path / "runs"
-    held = tp.acquire_lock(runs / "n2" / tp.LOCK_NAME)  # as if another machine were training n2
-    entries = tp.train_sweep(tp.run_config_paths(folder), tiny_corpus, runs, workers=2, device="cpu",
+    held = acquire_lock(runs / "n2" / LOCK_NAME)  # as if another machine were training n2
+    entries = train_sweep(run_config_paths(folder), tiny_corpus, runs, workers=2, device="cpu",
                              wandb_mode="off", progress=False, report=lambda line: None)
     assert {e.name: e.status for e in entries} == {"n1": "finished", "n2": "busy", "n3": "finished"}
-    assert (runs / "n2" / tp.LOCK_NAME).exists() and not (runs / "n1" / tp.LOCK_NAME).exists()
-    tp.release_lock(runs / "n2" / tp.LOCK_NAME, held)
-    sequential = tp.train_proxy(make_config("n1", max_step=3), tiny_corpus, tmp_path / "alone", wandb_mode="off",
-                                progress=False)
+    assert (runs / "n2" / LOCK_NAME).exists() and not (runs / "n1" / LOCK_NAME).exists()
+    release_lock(runs / "n2" / LOCK_NAME, held)
+    sequential = train_one(make_config("n1", max_step=3), tiny_corpus, tmp_path / "alone")
     assert load_result(runs / "n1").valid_losses == pytest.approx(sequential.valid_losses, abs=1e-6)
 
 
 def test_cli_trains_one_config_and_names_bad_inputs(tiny_corpus, tmp_path, monkeypatch, capsys):
     save_run_config(make_config("n9", max_step=2), tmp_path / "sweep" / "n9.yaml")
     monkeypatch.chdir(tmp_path)
-    assert tp.main(["--config", "sweep/n9.yaml", "--corpus", str(tiny_corpus.root), "--wandb", "off",
+    assert train_proxy.main(["--config", "sweep/n9.yaml", "--corpus", str(tiny_corpus.root), "--wandb", "off",
                     "--no-progress"]) == 0
     assert load_result(tmp_path / "runs" / "sweep" / "n9").ok
-    assert tp.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
+    assert train_proxy.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "no prepared corpus" in err
-    assert tp.main(["--config", "nope.yaml", "--corpus", str(tiny_corpus.root)]) == 2
+    assert train_proxy.main(["--config", "nope.yaml", "--corpus", str(tiny_corpus.root)]) == 2
     assert "nope.yaml: no such config file or folder" in capsys.readouterr().err
     assert not (tmp_path / "runs" / tmp_path.name).exists()
 
@@ -273,10 +288,10 @@ def test_sweep_in_groups_matches_one_by_one(tiny_corpus, tmp_path):
     for i, weights in enumerate(mixtures, start=1):
         save_run_config(make_config(f"n{i}", weights, max_step=3), folder / f"n{i}.yaml")
     save_run_config(make_config("n4", WEIGHTS, max_step=2), folder / "n4.yaml")
-    paths = tp.run_config_paths(folder)
-    alone = tp.train_sweep(paths, tiny_corpus, tmp_path / "alone", workers=1, group_size=1, device="cpu",
+    paths = run_config_paths(folder)
+    alone = train_sweep(paths, tiny_corpus, tmp_path / "alone", workers=1, group_size=1, device="cpu",
                            wandb_mode="off", progress=False)
-    grouped = tp.train_sweep(paths, tiny_corpus, tmp_path / "grouped", workers=1, group_size=4, device="cpu",
+    grouped = train_sweep(paths, tiny_corpus, tmp_path / "grouped", workers=1, group_size=4, device="cpu",
                              wandb_mode="off", progress=False)
     assert [e.status for e in alone] == [e.status for e in grouped] == ["finished"] * 4
     for name in ("n1", "n2", "n3", "n4"):

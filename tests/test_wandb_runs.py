@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regmix.mixture import ConfigError
+from regmix.files import ConfigError
 from regmix.wandb_runs import BLOCK_SIZE, find_offline_runs, read_offline_run, wait_until_complete
 
 

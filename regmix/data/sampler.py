@@ -6,7 +6,8 @@ sequence picks its domain by the mixture weights, then a uniformly random window
 tokens in that stream, as RegMix mixes its packed per-domain datasets.
 
 Micro-batch k is drawn with a generator seeded by (seed, sequences drawn so far), so the sampler's whole
-state is two integers plus the current weights: resuming from them repeats and skips nothing.
+state is two integers, the current weights and the counts drawn per domain: resuming from them repeats
+and skips nothing, also when the weights change during the run (`set_weights`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from regmix.corpus import CorpusManifest
+from regmix.data.corpus import CorpusManifest
 from regmix.mixture import Mixture
 
 
@@ -75,10 +76,15 @@ class MixtureSampler:
             self.streams[domain] = TokenStream(self.manifest.open_tokens("train", domain))
         return self.streams[domain]
 
-    def next_batch(self, size: int) -> torch.Tensor:
-        """The next `size` sequences of block_size + 1 tokens (inputs and shifted targets)."""
+    def next_batch(self, size: int, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """The next `size` sequences of block_size + 1 tokens (inputs and shifted targets).
+
+        `part = (rank, world)`: the sampler draws `size * world` sequences and returns rank's share,
+        so data-parallel processes see one data stream (and counts) whatever their number.
+        """
+        rank, world = part
         rng = np.random.default_rng([self.seed, self.drawn])
-        picks = np.minimum(np.searchsorted(self.cumulative, rng.random(size), side="right"),
+        picks = np.minimum(np.searchsorted(self.cumulative, rng.random(size * world), side="right"),
                            len(self.domains) - 1)
         length = self.block_size + 1
         batch = np.empty((size, length), dtype=np.int64)
@@ -86,10 +92,12 @@ class MixtureSampler:
             domain = self.domains[index]
             rows = np.flatnonzero(picks == index)
             stream = self._stream(domain)
-            for row, start in zip(rows, stream.random_starts(rng, len(rows), length)):
+            starts = stream.random_starts(rng, len(rows), length)
+            mine = rows // size == rank
+            for row, start in zip(rows[mine] - rank * size, starts[mine]):
                 batch[row] = stream.window(int(start), length)
             self.counts[domain] = self.counts.get(domain, 0) + len(rows)
-        self.drawn += size
+        self.drawn += size * world
         return torch.from_numpy(batch)
 
     def state_dict(self) -> dict[str, Any]:

@@ -7,23 +7,18 @@ A 1M-parameter proxy leaves a GPU mostly idle, and most of its compute is the ou
   (`torch.bmm` over the leading K dimension; attention folds K into the batch of one SDPA call);
 - computes output layer + cross-entropy in chunks of tokens, deriving the gradients in the forward
   pass, so (K, tokens, vocab) logits never exist at once and are read from memory only twice;
-- keeps training each proxy exactly as `regmix.train_proxy.train_proxy` would alone: the same seed
-  and initial weights, its own `MixtureSampler` (same data order), the same LR schedule, AdamW (which
-  is elementwise, so one AdamW over stacked parameters is K independent ones) and gradient clipping
-  by each proxy's own gradient norm.
+- trains each proxy exactly as the single engine would alone: the same seed and initial weights,
+  AdamW (elementwise, so one AdamW over stacked parameters is K independent ones) and gradient
+  clipping by each proxy's own gradient norm; the loop gives each its own sampler and schedule.
 
-A proxy whose loss turns NaN/inf is marked failed, its weights and optimizer state are zeroed (so it
-stays finite and inert) and the others go on. Each proxy writes the single trainer's files
-(metrics.jsonl, result.json, checkpoint.pt in the same format), so either trainer can resume a run
-the other started.
+A proxy whose loss turns NaN/inf is retired: its weights and optimizer state are zeroed (so it stays
+finite and inert) and the others go on. Each proxy's checkpoint holds its own litgpt state_dict and
+optimizer state, so either engine resumes a run the other started.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,15 +26,10 @@ import torch
 import torch.nn.functional as F
 from litgpt import GPT, Config
 from litgpt.model import apply_rope
-from tqdm.auto import tqdm
 
-from regmix.corpus import CorpusManifest
-from regmix.data import MixtureSampler, validation_sets
-from regmix.mixture import RunConfig
+from regmix.config import TrainingSettings
 from regmix.models import build_model, non_embedding_parameters
-from regmix.results import RunResult, evaluation_row, metric_name, save_result
-from regmix.train_proxy import ADAMW, CHECKPOINT_NAME, CONFIG_NAME, GRAD_CLIP, RunLog, _autocast, \
-    _save_checkpoint, learning_rate, load_checkpoint, resolve_wandb_mode
+from regmix.train.engine import Draw, Engine, adamw, autocast, save_states
 
 DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the loss
 
@@ -211,56 +201,36 @@ def _matmul_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-# ---- training: optimizer step, failures, evaluation --------------------------------------------------
+# ---- the engine: optimizer step, failures, evaluation, checkpoints -------------------------------------
 
-class ProxyGroup:
-    """The K proxies' stacked model, AdamW state, samplers and failure marks: one training step at a time.
+class StackedEngine(Engine):
+    """K proxies of one architecture and settings (their seeds may differ) as one stacked model and AdamW."""
 
-    `samplers[k]` draws proxy k's batches (`next_batch(size)` -> (size, block_size + 1) token ids; a
-    `MixtureSampler` in training, random tokens in the benchmark).
-    """
-
-    def __init__(self, configs: Sequence[RunConfig], vocab_size: int, samplers: Sequence[Any],
-                 device: torch.device, compile: bool = False, loss_chunk: int = DEFAULT_LOSS_CHUNK):
-        settings = configs[0].training
+    def __init__(self, settings: TrainingSettings, seeds: Sequence[int], vocab_size: int, device: torch.device,
+                 compile: bool | None = None, loss_chunk: int = DEFAULT_LOSS_CHUNK):
         models = []
-        for config in configs:
-            torch.manual_seed(config.training.seed)
+        for seed in seeds:
+            torch.manual_seed(seed)
             models.append(build_model(settings.model_name, vocab_size, settings.block_size))
         self.non_embedding_parameters = non_embedding_parameters(models[0])
         self.device = device
         self.settings = settings
+        compile = device.type == "cuda" if compile is None else compile
         self.model = StackedGPT(models, loss_chunk, compile).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate, fused=True,
-                                           **ADAMW)
-        self.samplers = list(samplers)
-        self.alive = [True] * len(configs)
+        self.optimizer = adamw(self.model.parameters(), settings, fused=True)
+        self.alive = [True] * len(models)
         self.dtype = _matmul_dtype(device)
 
-    @property
-    def size(self) -> int:
-        return len(self.samplers)
-
-    def _batch(self, size: int) -> torch.Tensor:
-        batch = torch.stack([s.next_batch(size) for s in self.samplers])
-        if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=True)
-
-    def train_step(self, lr: float) -> tuple[list[float], list[float]]:
-        """One optimizer step of every live proxy; returns each proxy's train loss and gradient norm.
-
-        A proxy whose loss or gradient norm is not finite is marked failed before the update (see `fail`).
-        """
-        settings = self.settings
-        accumulation = settings.global_batch_size // settings.micro_batch_size
+    def step(self, lr: float, draw: Draw, accumulation: int) -> tuple[list[float], list[float]]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros(self.size, device=self.device)
         for _ in range(accumulation):
-            batch = self._batch(settings.micro_batch_size)
-            with _autocast(self.device):
-                loss = self.model.loss(batch, self.dtype)
+            batch = draw()
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()
+            with autocast(self.device):
+                loss = self.model.loss(batch.to(self.device, non_blocking=True), self.dtype)
             (loss.sum() / accumulation).backward()
             total += loss.detach()
         grads = [p.grad for p in self.model.parameters()]
@@ -270,7 +240,7 @@ class ProxyGroup:
             if self.alive[k] and not (math.isfinite(losses[k]) and math.isfinite(norm_values[k])):
                 self.fail(k)
         alive = torch.tensor(self.alive, device=self.device)
-        coef = torch.where(alive, (GRAD_CLIP / (norms + 1e-6)).clamp(max=1.0), 0.0)
+        coef = torch.where(alive, (self.settings.grad_clip / (norms + 1e-6)).clamp(max=1.0), 0.0)
         for g in grads:
             g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
         self.optimizer.step()
@@ -279,7 +249,7 @@ class ProxyGroup:
 
     @torch.no_grad()
     def fail(self, k: int) -> None:
-        """Mark proxy k failed: zero its weights, gradients and AdamW moments, so AdamW keeps them zero.
+        """Retire proxy k: zero its weights, gradients and AdamW moments, so AdamW keeps them zero.
 
         Zero weights give finite (uniform) outputs and zero gradients, so a failed proxy stays inert.
         """
@@ -294,185 +264,34 @@ class ProxyGroup:
 
     @torch.no_grad()
     def evaluate(self, valid: dict[str, torch.Tensor], batch_size: int) -> list[dict[str, float]]:
-        """Each proxy's mean token loss per validation domain over the same fixed windows."""
         totals: dict[str, list[float]] = {}
         for domain, windows in valid.items():
             total = torch.zeros(self.size, device=self.device)
             for chunk in windows.split(batch_size):
                 batch = chunk.to(self.device).expand(self.size, -1, -1)
-                with _autocast(self.device):
+                with autocast(self.device):
                     total += self.model.loss(batch, self.dtype) * len(chunk)
             totals[domain] = [t / len(windows) for t in total.tolist()]
         return [{d: v[k] for d, v in totals.items()} for k in range(self.size)]
 
-    def proxy_checkpoint(self, k: int) -> dict[str, Any]:
-        """Proxy k's model, optimizer and sampler state in the single trainer's checkpoint layout."""
+    def save(self, paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
+        """Proxy k's litgpt state_dict and optimizer state (the single engine's layout) into checkpoint k."""
         full = self.optimizer.state_dict()
-        state = {i: {key: (v[k].clone() if key != "step" else v.clone()) for key, v in s.items()}
-                 for i, s in full["state"].items()}
-        return {"model": self.model.proxy_state(k), "sampler": self.samplers[k].state_dict(),
-                "optimizer": {"state": state, "param_groups": full["param_groups"]}}
+        checkpoints = []
+        for k, state in enumerate(states):
+            optimizer = {i: {key: (v[k].clone() if key != "step" else v.clone()) for key, v in s.items()}
+                         for i, s in full["state"].items()}
+            checkpoints.append({**state, "model": self.model.proxy_state(k),
+                                "optimizer": {"state": optimizer, "param_groups": full["param_groups"]}})
+        save_states(paths, checkpoints)
 
-    def load_checkpoints(self, states: Sequence[dict[str, Any]]) -> None:
-        """Load one single-trainer checkpoint per proxy (all at the same step)."""
+    def load(self, paths: Sequence[Path]) -> None:
+        states = [self.load_state(path) for path in paths]
         for k, state in enumerate(states):
             self.model.load_proxy_state(k, state["model"])
-            self.samplers[k].load_state_dict(state["sampler"])
         per_proxy = [s["optimizer"] for s in states]
         if per_proxy[0]["state"]:
             stacked = {i: {key: (torch.stack([o["state"][i][key] for o in per_proxy]) if key != "step"
                                  else per_proxy[0]["state"][i][key]) for key in per_proxy[0]["state"][i]}
                        for i in per_proxy[0]["state"]}
             self.optimizer.load_state_dict({"state": stacked, "param_groups": per_proxy[0]["param_groups"]})
-
-
-# ---- the group run: files, logging, results -----------------------------------------------------------
-
-def group_key(config: RunConfig) -> tuple:
-    """Configs with equal keys can train in one group: all settings but the mixture and seed agree."""
-    settings = dataclasses.asdict(config.training)
-    settings.pop("seed")
-    return tuple(sorted(settings.items()))
-
-
-def checkpoint_step(run_dir: str | os.PathLike) -> int:
-    """The step a run would resume from (0 without a checkpoint); cheap, the checkpoint is memory-mapped."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
-
-
-def _replay_to_wandb(config: RunConfig, run_dir: Path, mode: str, extra: dict, project: str,
-                     group: str | None, train_log: list, rows: list[dict], failed: bool) -> None:
-    """Log a finished proxy's history as its own wandb run (one wandb run per process at a time)."""
-    if mode == "off":
-        return
-    log = RunLog(config, run_dir, mode, None, extra, project, group)
-    evaluations = {row["trainer/global_step"]: row for row in rows}
-    for step, loss, lr in train_log:
-        log.train(step, loss, lr)
-        if step in evaluations:
-            log.wandb.log(evaluations.pop(step))
-    for row in evaluations.values():
-        log.wandb.log(row)
-    log.finish(failed=failed)
-
-
-def train_group(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs: Sequence[str | os.PathLike],
-                *, device: str | torch.device | None = None, compile: bool | None = None,
-                loss_chunk: int = DEFAULT_LOSS_CHUNK, wandb_mode: str = "auto", wandb_project: str = "regmix",
-                wandb_group: str | None = None, progress: bool = True,
-                progress_position: int = 0) -> list[RunResult]:
-    """Train K proxies together, each as `train_proxy` would alone; write and return their results.
-
-    `configs` must share a `group_key` (same settings but mixture and seed); each proxy resumes from the
-    checkpoint in its run folder, and all checkpoints must be at the same step (group runs by
-    `checkpoint_step`). `compile` (default: on CUDA) compiles the model body and the loss chunks.
-    """
-    if not configs or len(configs) != len(run_dirs):
-        raise ValueError(f"need one run folder per config, got {len(configs)} configs, {len(run_dirs)} folders")
-    if len({group_key(c) for c in configs}) != 1:
-        raise ValueError("configs of one group must share all training settings except mixture and seed")
-    run_dirs = [Path(d) for d in run_dirs]
-    for config, run_dir in zip(configs, run_dirs):
-        config.check_corpus(manifest, run_dir / CONFIG_NAME)
-    settings = configs[0].training
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    compile = device.type == "cuda" if compile is None else compile
-    tokens_per_step = settings.global_batch_size * settings.block_size
-    mode = resolve_wandb_mode(wandb_mode)
-
-    samplers = [MixtureSampler(manifest, c.train, settings.block_size, c.training.seed) for c in configs]
-    group = ProxyGroup(configs, manifest.tokenizer.vocab_size, samplers, device, compile, loss_chunk)
-    domains = list(dict.fromkeys(d for c in configs for d in c.valid))
-    valid = validation_sets(manifest, domains, settings.block_size, settings.eval_tokens)
-
-    paths = [d / CHECKPOINT_NAME for d in run_dirs]
-    states = [load_checkpoint(d, c) for d, c in zip(run_dirs, configs)]
-    steps = {0 if s is None else s["step"] for s in states}
-    if len(steps) > 1:
-        raise ValueError(f"checkpoints of one group must be at one step, found steps {sorted(steps)}")
-    step, seconds = steps.pop(), 0.0
-    train_logs: list[list] = [[] for _ in configs]
-    if step:
-        group.load_checkpoints(states)
-        seconds = max(s["seconds"] for s in states)
-        train_logs = [list(s.get("train_log", [])) for s in states]
-    del states
-
-    extra = {"non_embedding_parameters": group.non_embedding_parameters, "tokens_per_step": tokens_per_step,
-             "device": device.type, "group_size": len(configs)}
-    logs = []
-    for config, run_dir in zip(configs, run_dirs):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        logs.append(RunLog(config, run_dir, "off", None, extra, wandb_project, wandb_group))
-    histories = [log.history(step) for log in logs]
-    valid_losses = [{d: row[metric_name(d)] for row in h[-1:] for d in c.valid} for h, c in zip(histories, configs)]
-    results: list[RunResult | None] = [None] * len(configs)
-    started = time.perf_counter()
-
-    def elapsed() -> float:
-        return seconds + time.perf_counter() - started
-
-    def finish(k: int, error: str | None) -> None:
-        config = configs[k]
-        result = RunResult(
-            name=config.name, status="failed" if error else "finished", mixture=config.train,
-            valid_losses={} if error else valid_losses[k], step=step, tokens=step * tokens_per_step,
-            seconds=round(elapsed(), 3), error=error, settings={**dataclasses.asdict(config.training), **extra})
-        _replay_to_wandb(config, run_dirs[k], mode, extra, wandb_project, wandb_group, train_logs[k],
-                         logs[k].history(step), failed=error is not None)
-        save_result(result, run_dirs[k])
-        paths[k].unlink(missing_ok=True)
-        results[k] = result
-
-    def checkpoint() -> None:
-        live = [k for k in range(group.size) if group.alive[k]]
-        temps = []
-        for k in live:
-            temp = paths[k].with_name(f"{CHECKPOINT_NAME}.group")
-            _save_checkpoint(temp, {**group.proxy_checkpoint(k), "step": step, "seconds": elapsed(),
-                                    "wandb_id": None, "train_log": train_logs[k]})
-            temps.append((temp, paths[k]))
-        for temp, path in temps:  # all written before any replaces: the group's checkpoints stay in step
-            os.replace(temp, path)
-
-    bar = tqdm(total=settings.max_step, initial=step, desc=f"group of {group.size}", unit="step", leave=False,
-               disable=not progress, position=progress_position, dynamic_ncols=True)
-    try:
-        while step < settings.max_step and any(group.alive):
-            lr = learning_rate(step, settings)
-            alive = list(group.alive)
-            losses, norms = group.train_step(lr)
-            step += 1
-            for k in range(group.size):
-                if alive[k] and not group.alive[k]:
-                    bad = f"training loss is {losses[k]}" if not math.isfinite(losses[k]) \
-                        else f"gradient norm is {norms[k]}"
-                    finish(k, f"diverged: {bad} at step {step}")
-                elif group.alive[k]:
-                    train_logs[k].append((step, losses[k], lr))
-            bar.update()
-            at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step
-            if at_eval:
-                evaluated = group.evaluate(valid, settings.micro_batch_size)
-                for k, config in enumerate(configs):
-                    if not group.alive[k]:
-                        continue
-                    losses_k = {d: evaluated[k][d] for d in config.valid if d in evaluated[k]}
-                    bad = {d: v for d, v in losses_k.items() if not math.isfinite(v)}
-                    if bad:
-                        group.fail(k)
-                        finish(k, f"diverged: validation loss {bad} at step {step}")
-                        continue
-                    valid_losses[k] = losses_k
-                    logs[k].evaluation(evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), losses_k))
-            if step < settings.max_step and (at_eval or step % settings.save_step_interval == 0):
-                checkpoint()
-    finally:
-        bar.close()
-    for k in range(group.size):
-        if results[k] is None:
-            finish(k, None)
-    return [r for r in results if r is not None]

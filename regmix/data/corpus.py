@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.mixture import ConfigError, Mixture, read_json_in, write_atomic
+from regmix.files import ConfigError, read_json_in, write_atomic
+from regmix.mixture import Mixture
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "valid")

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from regmix.mixture import ConfigError
+from regmix.files import ConfigError
 
 MB = 1_000_000
 MIN_VALID_BYTES = 64_000
@@ -166,7 +166,7 @@ def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m regmix.default_corpus", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m regmix.data.default_corpus", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", type=Path, nargs="?", default=Path("data/default_corpus"),
                    help="folder to write train/ and valid/ into (default: %(default)s)")

@@ -1,0 +1,298 @@
+"""Run configs: RegMix's config YAML (`train:`, `valid:`, sampling and training settings) and the
+training settings, with one registry of named training presets.
+
+A config may also carry a `schedule:` that changes the mixture during the run:
+- piecewise: a list of stages, `[{until_step: 500, train: {train_a: 0.7, ...}}, {until_step: 1000, ...}]`;
+  stage i is in force until its step; `train:` is then the stages' step-weighted mean (written for you);
+- online: `{policy: <name>, ...policy settings}`, a policy of `regmix.online` that picks the next mixture
+  from what the run measures; `train:` is the mixture it starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from regmix.files import ConfigError, read_yaml, write_atomic
+from regmix.mixture import Mixture
+from regmix.schema import strip_train, strip_valid, train_key, valid_key
+
+
+def setting_field(default: Any, help: str) -> Any:
+    """A settings field with the help text its `--flag` shows (see add_settings_arguments)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainingSettings:
+    """Training settings of a run, named as in RegMix's config files (defaults: RegMix's 1M proxies)."""
+
+    model_name: str = setting_field("tinyllama_1M", "model preset (regmix.models)")
+    global_batch_size: int = setting_field(512, "sequences per optimizer step")
+    micro_batch_size: int = setting_field(16, "sequences per forward pass (gradient accumulation makes up the rest)")
+    max_step: int = setting_field(1000, "optimizer steps")
+    learning_rate: float = setting_field(4e-4, "peak learning rate (AdamW)")
+    min_lr: float = setting_field(4e-4, "final learning rate of the cosine schedule")
+    warmup_steps: int = setting_field(100, "linear warm-up steps")
+    lr_schedule: str = setting_field("constant", "after warm-up: constant (as published) or cosine")
+    eval_step_interval: int = setting_field(100, "steps between validation evaluations")
+    save_step_interval: int = setting_field(2000, "steps between checkpoints (also saved at each evaluation)")
+    block_size: int = setting_field(2048, "tokens per sequence")
+    eval_tokens: int = setting_field(1_048_576, "validation tokens per valid domain (fixed, so runs compare)")
+    seed: int = setting_field(42, "seed of the weights and the data order")
+    beta1: float = setting_field(0.9, "AdamW beta1 (TinyLlama's pre-training optimizer)")
+    beta2: float = setting_field(0.95, "AdamW beta2")
+    weight_decay: float = setting_field(0.1, "AdamW weight decay")
+    grad_clip: float = setting_field(1.0, "gradient norm clipped to this, per model")
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> TrainingSettings:
+        """A named preset (see PRESETS) with some fields overridden, as litgpt's Config.from_name."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; presets: {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def problems(self) -> list[str]:
+        """Every setting the trainer cannot work with, one line each."""
+        found = [f"{name} must be > 0, got {getattr(self, name)}" for name in
+                 ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
+                  "block_size", "eval_tokens", "grad_clip") if not getattr(self, name) > 0]
+        if self.micro_batch_size > 0 and self.global_batch_size % self.micro_batch_size:
+            found.append(f"global_batch_size {self.global_batch_size} is not a multiple of "
+                         f"micro_batch_size {self.micro_batch_size}")
+        if self.warmup_steps < 0 or not self.learning_rate > 0 or self.min_lr < 0:
+            found.append("learning_rate must be > 0, min_lr and warmup_steps >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            found.append(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.weight_decay < 0:
+            found.append("beta1 and beta2 must be in [0, 1), weight_decay >= 0")
+        return found
+
+    def validate(self, source: str | os.PathLike) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError(source, "; ".join(found))
+
+
+PRESETS: dict[str, TrainingSettings] = {
+    # RegMix's published proxies: tinyllama_1M, 1000 steps of 512 x 2048 tokens, constant LR.
+    "regmix_1m": TrainingSettings(),
+    # The CPU demo: tinyllama_demo, 200 steps of 16 x 128 tokens; trains in seconds on one core.
+    "demo": TrainingSettings(
+        model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=200,
+        learning_rate=3e-3, min_lr=3e-4, warmup_steps=20, lr_schedule="cosine", eval_step_interval=100,
+        save_step_interval=50, block_size=128, eval_tokens=16_384),
+    # The large run: TinyLlama-1.1B recipe at RegMix's 25B-token scale.
+    "large_1b": TrainingSettings(
+        model_name="tinyllama_1_1b", global_batch_size=512, micro_batch_size=8, max_step=25_000,
+        learning_rate=4e-4, min_lr=4e-5, warmup_steps=2_000, lr_schedule="cosine", eval_step_interval=1_000,
+        save_step_interval=1_000),
+    # The large run's path in seconds on a CPU: a tiny model, a few steps.
+    "smoke": TrainingSettings(
+        model_name="tinyllama_demo", global_batch_size=4, micro_batch_size=2, max_step=4, warmup_steps=1,
+        eval_step_interval=2, save_step_interval=2, block_size=64, eval_tokens=512, learning_rate=4e-4,
+        min_lr=4e-5, lr_schedule="cosine"),
+    # The transfer check's target model: the 60M preset, 1000 steps of 64 x 1024 tokens.
+    "transfer_60m": TrainingSettings(
+        model_name="tinyllama_60M", max_step=1000, global_batch_size=64, micro_batch_size=8, block_size=1024,
+        learning_rate=1e-3, min_lr=1e-4, lr_schedule="cosine", eval_step_interval=250),
+}
+
+
+def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, skip: Sequence[str] = (),
+                           only_given: str | None = None) -> None:
+    """One `--flag` per field of a settings dataclass, defaulting to `defaults`' values.
+
+    With `only_given` (where the defaults come from, in words), a flag left out is absent from the
+    parsed arguments, so `settings_from_args` overrides only what the command line gives.
+    """
+    for f in dataclasses.fields(defaults):
+        if f.name not in skip:
+            value = getattr(defaults, f.name)
+            shown = f"{only_given}, else {value}" if only_given else "%(default)s"
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value),
+                                default=argparse.SUPPRESS if only_given else value,
+                                help=f"{f.metadata.get('help', f.name)} (default: {shown})")
+
+
+def settings_from_args(defaults: Any, args: argparse.Namespace) -> Any:
+    """`defaults` with every field that `args` has (the flags of add_settings_arguments)."""
+    return dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)
+                                            if hasattr(args, f.name)})
+
+
+_TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}
+SAMPLING_KEYS = ("temperature", "min_strength", "max_strength", "minimum",
+                 "sample_multiplier", "maximum_usage")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a piecewise schedule: `mixture` is sampled until step `until_step`."""
+
+    until_step: int
+    mixture: Mixture
+
+
+@dataclass
+class RunConfig:
+    """One run: the training mixture (and its schedule), validation domains and settings of one config file.
+
+    `train` is the mixture asked for: static runs sample it throughout, piecewise runs on average
+    (the stages' step-weighted mean), online runs start from it.
+    """
+
+    name: str
+    train: Mixture
+    valid: tuple[str, ...]
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    sampling: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    stages: tuple[Stage, ...] = ()
+    policy: dict[str, Any] | None = None
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "train": {train_key(d): float(f"{w:.12g}") for d, w in zip(self.train.domains, self.train.weights)},
+            "valid": {valid_key(d): 1.0 for d in self.valid},
+        }
+        if self.stages:
+            data["schedule"] = [{"until_step": s.until_step,
+                                 "train": {train_key(d): float(f"{w:.12g}") for d, w in s.mixture.to_dict().items()}}
+                                for s in self.stages]
+        elif self.policy is not None:
+            data["schedule"] = dict(self.policy)
+        data.update(self.sampling)
+        data.update(dataclasses.asdict(self.training))
+        data.update(self.extra)
+        return data
+
+    def check_corpus(self, manifest: Any, source: str | os.PathLike) -> None:
+        """Raise if the config names domains the prepared corpus lacks (`manifest`: CorpusManifest)."""
+        empty = manifest.empty_domains("train")
+        self.train.check_domains(manifest.train_domains, source, empty)
+        for stage in self.stages:
+            stage.mixture.check_domains(manifest.train_domains, source, empty)
+        missing = [d for d in self.valid if d not in manifest.valid_domains]
+        if missing:
+            raise ConfigError(source, f"unknown valid domains {missing}; the corpus has {list(manifest.valid_domains)}")
+
+
+def _stages(raw: Any, source: str | os.PathLike, max_step: int) -> tuple[Stage, ...]:
+    stages, previous = [], 0
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or set(item) != {"until_step", "train"}:
+            raise ConfigError(source, f"schedule stage {i + 1} must be {{until_step: <step>, train: {{...}}}}")
+        until = item["until_step"]
+        if isinstance(until, bool) or not isinstance(until, int) or until <= previous:
+            raise ConfigError(source, f"schedule stage {i + 1}: until_step must be an integer above {previous}, "
+                                      f"got {until!r}")
+        if not isinstance(item["train"], dict):
+            raise ConfigError(source, f"schedule stage {i + 1}: 'train:' must map train_<domain> to a weight")
+        mixture = Mixture.from_dict({strip_train(str(k)): v for k, v in item["train"].items()}, source)
+        stages.append(Stage(until, mixture))
+        previous = until
+    if not stages:
+        raise ConfigError(source, "'schedule:' has no stages")
+    if previous < max_step:
+        raise ConfigError(source, f"the last schedule stage ends at step {previous}, before max_step {max_step}")
+    return tuple(stages)
+
+
+def stages_mean(stages: Sequence[Stage], max_step: int) -> Mixture:
+    """The mixture a piecewise schedule samples on average over `max_step` steps."""
+    domains = tuple(dict.fromkeys(d for s in stages for d in s.mixture.domains))
+    total, start = np.zeros(len(domains)), 0
+    for stage in stages:
+        steps = max(0, min(stage.until_step, max_step) - start)
+        total += steps * stage.mixture.vector(domains)
+        start = stage.until_step
+    return Mixture(domains, total / total.sum())
+
+
+def _schedule(data: dict, source: str | os.PathLike, training: TrainingSettings
+              ) -> tuple[tuple[Stage, ...], dict[str, Any] | None]:
+    raw = data.get("schedule")
+    if raw is None:
+        return (), None
+    if isinstance(raw, list):
+        return _stages(raw, source, training.max_step), None
+    if isinstance(raw, dict) and isinstance(raw.get("policy"), str):
+        return (), dict(raw)
+    raise ConfigError(source, "'schedule:' must be a list of {until_step, train} stages or {policy: <name>, ...}")
+
+
+def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
+                         defaults: TrainingSettings | None = None) -> RunConfig:
+    """A config from parsed YAML; training settings the file lacks come from `defaults` (RegMix's proxies)."""
+    defaults = defaults or TrainingSettings()
+    if not isinstance(data, dict):
+        raise ConfigError(source, "expected a mapping with 'train:' and 'valid:' sections")
+    settings, sampling, extra = {}, {}, {}
+    for key, value in data.items():
+        if key in ("train", "valid", "schedule"):
+            continue
+        if key in _TRAINING_FIELDS:
+            settings[key] = value
+        elif key in SAMPLING_KEYS:
+            sampling[key] = value
+        else:
+            extra[key] = value
+    for key, value in list(settings.items()):
+        kind = type(getattr(defaults, key))
+        try:
+            settings[key] = kind(value) if kind is not int else int(float(value))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(source, f"{key} must be a {kind.__name__}, got {value!r}") from None
+    training = dataclasses.replace(defaults, **settings)
+    training.validate(source)
+    stages, policy = _schedule(data, source, training)
+    train_raw = data.get("train")
+    if stages and train_raw is None:
+        train = stages_mean(stages, training.max_step)
+    else:
+        if train_raw is None:
+            raise ConfigError(source, "missing the 'train:' section")
+        if not isinstance(train_raw, dict) or not train_raw:
+            raise ConfigError(source, "the 'train:' section has no domains")
+        train = Mixture.from_dict({strip_train(str(k)): v for k, v in train_raw.items()}, source)
+        if stages and not train.close_to(stages_mean(stages, training.max_step), atol=1e-6):
+            raise ConfigError(source, "'train:' differs from the schedule's step-weighted mean; leave it out "
+                                      "and it is computed")
+    valid_raw = data.get("valid") or {}
+    if not isinstance(valid_raw, dict):
+        raise ConfigError(source, "the 'valid:' section must map valid_<domain> to a weight")
+    valid = tuple(strip_valid(str(k)) for k in valid_raw)
+    return RunConfig(name=name, train=train, valid=valid, training=training, sampling=sampling, extra=extra,
+                     stages=stages, policy=policy)
+
+
+def load_run_config(path: str | os.PathLike, defaults: TrainingSettings | None = None) -> RunConfig:
+    """Read one RegMix config file (ours or RegMix's own); the run name is the file's stem."""
+    path = Path(path)
+    return run_config_from_dict(read_yaml(path), path, path.stem, defaults)
+
+
+def save_run_config(config: RunConfig, path: str | os.PathLike) -> None:
+    write_atomic(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False))
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.stem))
+
+
+def run_config_paths(folder: str | os.PathLike) -> list[Path]:
+    """Config files of a sweep folder in natural order (n2 before n10)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(folder, "not a folder of config files")
+    paths = [p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")]
+    return sorted(paths, key=_natural_key)

@@ -1,0 +1,73 @@
+"""Reading and writing the project's files: one error type that names the file, atomic writes.
+
+Every input file problem becomes a `ConfigError` whose message starts with the file, and every file
+the project writes is written whole or not at all, so a crash never leaves half a result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad input file. The message starts with the file so the user knows what to fix."""
+
+    def __init__(self, source: str | os.PathLike, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML or JSON file, turning every failure into one ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot read: {exc}") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(path, f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+
+
+def read_json_in(path: str | os.PathLike, file_name: str, missing: str) -> tuple[Path, Any]:
+    """Parse a JSON file given by its path or by the folder holding it as `file_name`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    if not path.exists():
+        raise ConfigError(path, missing)
+    return path, read_yaml(path)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def replace_atomic(path: str | os.PathLike, write: Any) -> None:
+    """Call `write(temporary path)`, then rename it over `path`: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; others on a shared sweep read them too
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file via a temporary file and rename."""
+    replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

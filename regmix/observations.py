@@ -1,0 +1,136 @@
+"""Proxy runs as the regression side passes them around, and RegMix's two CSV files that hold them.
+
+`collect` builds `Observations`, `fit` learns from them and the fitted model keeps their domain and
+target order, so the order of the mixture columns is decided once, here. On disk they are RegMix's
+pair of CSVs, rows matched by index: `train_mixture_<scale>.csv` (index, train_<domain>...) and
+`train_<corpus>_loss_<scale>.csv` (index, metric/<domain>_val_loss...). In memory every name is bare;
+the spellings come from `regmix.schema`. Kept apart from it so the training side, which needs the
+names only, does not import pandas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from regmix.files import ConfigError, replace_atomic
+from regmix.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
+
+
+@dataclass(frozen=True, eq=False)
+class Observations:
+    """One row per proxy run: its mixture over `domains` and its losses on the valid domains `targets`."""
+
+    domains: tuple[str, ...]
+    targets: tuple[str, ...]
+    index: tuple[int | str, ...]
+    mixtures: np.ndarray  # (runs, domains)
+    losses: np.ndarray  # (runs, targets)
+
+    def __post_init__(self) -> None:
+        for field, names in (("domains", self.domains), ("targets", self.targets), ("index", self.index)):
+            repeated = sorted(str(n) for n, count in Counter(names).items() if count > 1)
+            if repeated:
+                raise ValueError(f"duplicate {field} {repeated}")
+            object.__setattr__(self, field, tuple(names))
+        for field, columns in (("mixtures", self.domains), ("losses", self.targets)):
+            values = np.array(getattr(self, field), dtype=np.float64)
+            if values.shape != (len(self.index), len(columns)):
+                raise ValueError(f"{field} has shape {values.shape}, expected {(len(self.index), len(columns))}")
+            values.setflags(write=False)
+            object.__setattr__(self, field, values)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def mixture_frame(self) -> pd.DataFrame:
+        """Mixtures with bare domain columns: scikit-learn then checks the domain order of every predict."""
+        return pd.DataFrame(self.mixtures, index=self._row_index(), columns=list(self.domains))
+
+    def loss_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.losses, index=self._row_index(), columns=list(self.targets))
+
+    def _row_index(self) -> pd.Index:
+        return pd.Index(list(self.index), name=INDEX_NAME)
+
+    def select(self, targets: Sequence[str]) -> Observations:
+        """The losses of `targets` only, in that order; each a valid domain or its loss column."""
+        chosen = [t if t in self.targets else as_valid_domain(t) for t in targets]
+        absent = [t for t in chosen if t not in self.targets]
+        if absent:
+            raise ValueError(f"targets {absent} were not observed; have {list(self.targets)}")
+        columns = [self.targets.index(t) for t in chosen]
+        return dataclasses.replace(self, targets=tuple(chosen), losses=self.losses[:, columns])
+
+    def on_domains(self, domains: Sequence[str]) -> Observations:
+        """Mixture columns in the order of `domains` (0 where these runs lack one), e.g. a model's order.
+
+        Weight on a domain not in `domains` is an error: dropping it would misread those runs.
+        """
+        lost = [d for j, d in enumerate(self.domains) if d not in domains and self.mixtures[:, j].any()]
+        if lost:
+            raise ValueError(f"runs have weight on domains {lost} that are not in {list(domains)}")
+        columns = [self.mixtures[:, self.domains.index(d)] if d in self.domains else np.zeros(len(self))
+                   for d in domains]
+        return dataclasses.replace(self, domains=tuple(domains),
+                                   mixtures=np.column_stack(columns) if columns else np.empty((len(self), 0)))
+
+    def save(self, mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> tuple[Path, Path]:
+        """Write RegMix's two CSVs (each whole or not at all)."""
+        tables = ((mixture_csv, self.mixture_frame().rename(columns=train_key)),
+                  (loss_csv, self.loss_frame().rename(columns=loss_column)))
+        for path, table in tables:
+            replace_atomic(path, table.to_csv)
+        return Path(mixture_csv), Path(loss_csv)
+
+
+def _read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """One CSV indexed by its `index` column, every other value a finite number."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, f"cannot read CSV: {exc}") from None
+    if INDEX_NAME not in table.columns:
+        raise ConfigError(path, f"no '{INDEX_NAME}' column (RegMix's CSV layout: {INDEX_NAME}, <columns>...)")
+    labels = table[INDEX_NAME]
+    if labels.duplicated().any():
+        raise ConfigError(path, f"duplicated index values {sorted(set(labels[labels.duplicated()]))}")
+    values = table.drop(columns=INDEX_NAME).apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(values.to_numpy(dtype=float))
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise ConfigError(path, f"{int(bad.sum())} values are not finite numbers, first in row "
+                                f"{labels.iloc[row]}, column {values.columns[col]!r}: "
+                                f"{table[values.columns[col]].iloc[row]!r}")
+    return values.set_index(pd.Index(labels, name=INDEX_NAME))
+
+
+def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Observations:
+    """RegMix's two CSVs as observations, rows in the mixture file's order, matched by index.
+
+    Rows present in only one file are an error naming both files: a silent inner join would hide
+    missing runs, and matching by position would pair mixtures with the wrong losses.
+    """
+    mixtures, losses = _read_table(mixture_csv), _read_table(loss_csv)
+    bad = [c for c in mixtures.columns if train_domain(c) is None]
+    if bad:
+        raise ConfigError(mixture_csv, f"columns {bad} are not {train_key('<domain>')}")
+    bad = [c for c in losses.columns if loss_domain(c) is None]
+    if bad:
+        raise ConfigError(loss_csv, f"columns {bad} are not {loss_column('<domain>')}")
+    only_m = mixtures.index.difference(losses.index)
+    only_l = losses.index.difference(mixtures.index)
+    if len(only_m) or len(only_l):
+        raise ConfigError(loss_csv, f"rows do not match {mixture_csv}: only in mixtures {list(only_m)[:10]}, "
+                                    f"only in losses {list(only_l)[:10]}")
+    domains = tuple(train_domain(c) for c in mixtures.columns)
+    targets = tuple(loss_domain(c) for c in losses.columns)
+    return Observations(domains, targets, tuple(mixtures.index), mixtures.to_numpy(),
+                        losses.loc[mixtures.index].to_numpy())

@@ -1,0 +1,40 @@
+"""Online mixing policies, by name: the `policy:` of a config's online `schedule:`.
+
+A new method is one module with an `OnlinePolicy` subclass and one line in POLICIES.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Mapping
+
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
+from regmix.online.highest_loss import HighestLoss
+from regmix.online.policy import OnlinePolicy
+
+POLICIES: dict[str, type[OnlinePolicy]] = {
+    "highest_loss": HighestLoss,
+}
+
+
+def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.PathLike) -> OnlinePolicy:
+    """The policy a schedule spec names (`{policy: name, interval: N, ...settings}`), settings checked."""
+    settings = {k: v for k, v in spec.items() if k not in ("policy", "interval")}
+    name = spec.get("policy")
+    if name not in POLICIES:
+        raise ConfigError(source, f"unknown online policy {name!r}; known: {sorted(POLICIES)}")
+    accepted = set(inspect.signature(POLICIES[name]).parameters) - {"initial"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise ConfigError(source, f"policy {name!r} has no settings {unknown}; it takes {sorted(accepted)}")
+    interval = spec.get("interval", 0)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+        raise ConfigError(source, f"schedule interval must be an integer >= 0, got {interval!r}")
+    try:
+        policy = POLICIES[name](initial, **settings)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"policy {name!r}: {exc}") from None
+    policy.interval = interval
+    return policy

@@ -1,0 +1,101 @@
+"""The one place that knows how things are named in files: domain keys, metric columns, file names.
+
+RegMix's files spell a domain three ways: `train_<domain>` in config YAML and the mixture CSV,
+`valid_<domain>` in config YAML, and `metric/<domain>_val_loss` in wandb and the loss CSV. In memory
+a domain is always its bare name; every conversion to and from those spellings is written here.
+"""
+
+from __future__ import annotations
+
+import re
+
+TRAIN_PREFIX = "train_"
+VALID_PREFIX = "valid_"
+STEP = "trainer/global_step"
+TRAIN_LOSS = "metric/train_loss"
+LEARNING_RATE = "trainer/lr"
+_LOSS = re.compile(r"^metric/(.+)_val_loss$")
+_ACHIEVED = re.compile(r"^achieved/(.+)$")
+_RUN = re.compile(r"n(\d+)")
+
+INDEX_NAME = "index"
+CONFIG_NAME = "config.yaml"
+RESULT_NAME = "result.json"
+HISTORY_NAME = "metrics.jsonl"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOCK_NAME = "lock"
+
+
+def train_key(domain: str) -> str:
+    """`train_<domain>`: a training domain's key in config YAML and in the mixture CSV."""
+    return TRAIN_PREFIX + domain
+
+
+def valid_key(domain: str) -> str:
+    """`valid_<domain>`: a validation domain's key in config YAML."""
+    return VALID_PREFIX + domain
+
+
+def strip_train(key: str) -> str:
+    """The bare domain of a `train_<domain>` key (a bare name is kept, as RegMix's readers do)."""
+    return key[len(TRAIN_PREFIX):] if key.startswith(TRAIN_PREFIX) else key
+
+
+def train_domain(key: str) -> str | None:
+    """The domain of a `train_<domain>` column, None for any other name (the mixture CSV is read strictly)."""
+    return key[len(TRAIN_PREFIX):] if key.startswith(TRAIN_PREFIX) and len(key) > len(TRAIN_PREFIX) else None
+
+
+def strip_valid(key: str) -> str:
+    return key[len(VALID_PREFIX):] if key.startswith(VALID_PREFIX) else key
+
+
+def loss_column(domain: str) -> str:
+    """`metric/<domain>_val_loss`: RegMix's wandb metric and loss-CSV column of a validation domain."""
+    return f"metric/{domain}_val_loss"
+
+
+def perplexity_column(domain: str) -> str:
+    return f"metric/{domain}_val_ppl"
+
+
+def loss_domain(column: str) -> str | None:
+    """The validation domain of a loss column, None for any other name."""
+    match = _LOSS.match(column)
+    return match.group(1) if match else None
+
+
+def as_valid_domain(name: str) -> str:
+    """A bare validation domain from a bare domain or its loss column (users may type either)."""
+    domain = loss_domain(name)
+    return name if domain is None else domain
+
+
+def achieved_column(domain: str) -> str:
+    """`achieved/<domain>`: the share of a domain in the sequences drawn so far (logged at evaluations)."""
+    return f"achieved/{domain}"
+
+
+def achieved_domain(column: str) -> str | None:
+    match = _ACHIEVED.match(column)
+    return match.group(1) if match else None
+
+
+def weight_column(domain: str) -> str:
+    """`mixture/<domain>`: the sampling weight in force at a step (logged for changing mixtures)."""
+    return f"mixture/{domain}"
+
+
+def run_index(name: str) -> int | str:
+    """RegMix's CSV row index of a run: i for config n<i>, the name itself otherwise."""
+    match = _RUN.fullmatch(name)
+    return int(match.group(1)) if match else name
+
+
+def mixture_csv_name(scale: str, split: str = "train") -> str:
+    """`train_mixture_<scale>.csv`; RegMix's published held-out runs use split `test`."""
+    return f"{split}_mixture_{scale}.csv"
+
+
+def loss_csv_name(corpus: str, scale: str, split: str = "train") -> str:
+    return f"{split}_{corpus}_loss_{scale}.csv"

@@ -1,0 +1,201 @@
+"""The training loop, the same for one proxy, K stacked proxies and the large Fabric run.
+
+Before every step each run's schedule names its mixture; the loop sets the learning rate, draws
+each run's micro-batches from its own sampler and has the engine step. A run whose loss or gradient
+turns NaN/inf fails alone. At the evaluation interval every live run is validated on every valid
+domain (NaN is a failure too), logged, and its schedule observes the losses. Checkpoints go to each
+run's folder at every evaluation and save interval (schema: regmix.train.checkpoint); a run resumes
+from one exactly. Every run folder, a proxy's or the large run's, holds config.yaml (the config as
+trained), metrics.jsonl, checkpoint.pt while training and result.json at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.data.corpus import CorpusManifest
+from regmix.data.sampler import MixtureSampler, validation_sets
+from regmix.mixture import Mixture, mixture_of_counts
+from regmix.results import RunResult, evaluation_row, save_result
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, loss_column
+from regmix.train.checkpoint import CHECKPOINT_FORMAT, check_resumable, run_identity
+from regmix.train.engine import Engine
+from regmix.train.runlog import RunLog
+from regmix.train.schedule import MixtureSchedule, make_schedule
+
+
+def learning_rate(step: int, settings: TrainingSettings) -> float:
+    """Linear warm-up to learning_rate, then constant (as RegMix) or cosine decay to min_lr."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / (settings.warmup_steps + 1)
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    progress = (step - settings.warmup_steps) / max(1, settings.max_step - settings.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return settings.min_lr + cosine * (settings.learning_rate - settings.min_lr)
+
+
+def group_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can train together: all settings but the seed agree."""
+    settings = dataclasses.asdict(config.training)
+    settings.pop("seed")
+    return tuple(sorted(settings.items()))
+
+
+@dataclass
+class Run:
+    """One model's run: its config, folder, data, schedule and log, and what it has measured."""
+
+    config: RunConfig
+    run_dir: Path
+    sampler: MixtureSampler
+    schedule: MixtureSchedule
+    log: RunLog
+    valid_losses: dict[str, float] = field(default_factory=dict)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    result: RunResult | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def achieved(self) -> Mixture | None:
+        domains = tuple(dict.fromkeys(self.config.train.domains + tuple(
+            d for s in self.config.stages for d in s.mixture.domains)))
+        return mixture_of_counts(self.sampler.counts, domains)
+
+    def follow_schedule(self, step: int) -> None:
+        """Sample the schedule's mixture from this step on; record it when it changed."""
+        mixture = self.schedule.mixture(step, self.sampler.counts)
+        if mixture is not self.sampler.mixture:
+            self.sampler.set_weights(mixture)
+        if self.schedule.changes and not (self.trajectory and Mixture.from_dict(self.trajectory[-1]["mixture"])
+                                          .close_to(mixture)):
+            self.trajectory.append({"step": step, "mixture": mixture.to_dict()})
+
+
+def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs: Sequence[Path], *,
+          sources: Sequence[str | Path] | None = None, wandb_mode: str = "auto", wandb_project: str = "regmix",
+          wandb_group: str | None = None, bar: Any = None, keep_checkpoint: bool = False,
+          extra: dict[str, Any] | None = None) -> list[RunResult]:
+    """Train run k of `configs` with model k of `engine` into `run_dirs[k]`, resuming from checkpoints.
+
+    Returns the results (on the main process; other Fabric ranks get []). `sources` name the config
+    files in errors; `keep_checkpoint` keeps the final checkpoint (the large run's trained model).
+    """
+    if len({group_key(c) for c in configs}) != 1:
+        raise ValueError("configs trained together must share all training settings except the seed")
+    if not len(configs) == len(run_dirs) == engine.size:
+        raise ValueError(f"{len(configs)} configs, {len(run_dirs)} run folders, {engine.size} models")
+    sources = list(sources or [Path(d) / "config.yaml" for d in run_dirs])
+    for config, source in zip(configs, sources):
+        config.check_corpus(manifest, source)
+    settings = configs[0].training
+    tokens_per_step = settings.global_batch_size * settings.block_size
+    extra = {"non_embedding_parameters": engine.non_embedding_parameters, "tokens_per_step": tokens_per_step,
+             "device": engine.device.type, **(extra or {})}
+    runs = []
+    for config, run_dir, source in zip(configs, run_dirs, sources):
+        schedule = make_schedule(config, source)
+        runs.append(Run(config, Path(run_dir), MixtureSampler(manifest, schedule.current, settings.block_size,
+                                                               config.training.seed), schedule,
+                        RunLog(config, Path(run_dir), wandb_mode, extra, wandb_project, wandb_group,
+                               live=engine.size == 1, enabled=engine.is_main)))
+    states = [check_resumable(run.checkpoint, run.config) for run in runs]
+    steps = {0 if s is None else int(s["step"]) for s in states}
+    if len(steps) > 1:
+        raise ValueError(f"checkpoints of runs trained together must be at one step, found {sorted(steps)}")
+    step, seconds = steps.pop(), max([float(s["seconds"]) for s in states if s] or [0.0])
+    if step:
+        engine.load([run.checkpoint for run in runs])
+    for run, state in zip(runs, states):
+        if engine.is_main:
+            save_run_config(run.config, run.run_dir / CONFIG_NAME)
+        if state:
+            run.sampler.load_state_dict(state["sampler"])
+            run.schedule.load_state_dict(state["schedule"])
+            run.trajectory = list(state["trajectory"])
+        history = run.log.start(state and {**state["log"], "step": step})
+        run.valid_losses = {d: row[loss_column(d)] for row in history[-1:] for d in run.config.valid
+                            if loss_column(d) in row}
+    del states
+    valid = validation_sets(manifest, list(dict.fromkeys(d for c in configs for d in c.valid)), settings.block_size,
+                            settings.eval_tokens)
+    accumulation = settings.global_batch_size // (settings.micro_batch_size * engine.world_size)
+    part = (engine.rank, engine.world_size)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return seconds + time.perf_counter() - started
+
+    def draw() -> torch.Tensor:
+        return torch.stack([run.sampler.next_batch(settings.micro_batch_size, part) for run in runs])
+
+    def finish(k: int, error: str | None) -> None:
+        run = runs[k]
+        run.result = RunResult(
+            name=run.config.name, status="failed" if error else "finished", requested=run.config.train,
+            valid_losses={} if error else run.valid_losses, step=step, tokens=step * tokens_per_step,
+            seconds=round(elapsed(), 3), error=error, settings={**dataclasses.asdict(run.config.training), **extra},
+            achieved=run.achieved(), trajectory=run.trajectory)
+        if engine.is_main:
+            run.log.finish(failed=error is not None)
+            save_result(run.result, run.run_dir)
+            if not keep_checkpoint:
+                run.checkpoint.unlink(missing_ok=True)
+
+    def checkpoint() -> None:
+        live = [k for k, run in enumerate(runs) if run.result is None]
+        engine.save([runs[k].checkpoint for k in live], [{
+            "format": CHECKPOINT_FORMAT, "run": run_identity(runs[k].config), "step": step, "seconds": elapsed(),
+            "sampler": runs[k].sampler.state_dict(), "schedule": runs[k].schedule.state_dict(),
+            "trajectory": runs[k].trajectory, "log": runs[k].log.state(step)} for k in live])
+
+    while step < settings.max_step and any(engine.alive):
+        for k, run in enumerate(runs):
+            if engine.alive[k]:
+                run.follow_schedule(step)
+        lr = learning_rate(step, settings)
+        alive = list(engine.alive)
+        losses, norms = engine.step(lr, draw, accumulation)
+        step += 1
+        for k, run in enumerate(runs):
+            if alive[k] and not engine.alive[k]:
+                bad = f"training loss is {losses[k]}" if not math.isfinite(losses[k]) \
+                    else f"gradient norm is {norms[k]}"
+                finish(k, f"diverged: {bad} at step {step}")
+            elif engine.alive[k]:
+                run.log.train(step, losses[k], lr)
+        if bar is not None:
+            bar.update()
+        at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step
+        if at_eval:
+            evaluated = engine.evaluate(valid, settings.micro_batch_size)
+            for k, run in enumerate(runs):
+                if not engine.alive[k]:
+                    continue
+                measured = {d: evaluated[k][d] for d in run.config.valid if d in evaluated[k]}
+                bad = {d: v for d, v in measured.items() if not math.isfinite(v)}
+                if bad:
+                    engine.fail(k)
+                    finish(k, f"diverged: validation loss {bad} at step {step}")
+                    continue
+                run.valid_losses = measured
+                weights = run.sampler.mixture if run.schedule.changes else None
+                run.log.evaluation(evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), measured,
+                                                  run.achieved(), weights))
+                run.schedule.observe(step, measured, run.sampler.counts)
+        if (at_eval or step % settings.save_step_interval == 0) and (step < settings.max_step or keep_checkpoint):
+            checkpoint()
+    for k, run in enumerate(runs):
+        if run.result is None:
+            finish(k, None)
+    return [run.result for run in runs if run.result is not None] if engine.is_main else []

@@ -1,0 +1,132 @@
+"""Where a run's metrics go: metrics.jsonl always, wandb (online or offline files) unless off.
+
+wandb gets RegMix's metric names (`metric/<domain>_val_loss`). A run logs to wandb as it trains
+(`live`), or, where one process trains K runs at once (wandb allows one run per process at a time),
+keeps its train-loss rows in the checkpoint and replays its history as its own wandb run at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from regmix.config import RunConfig
+from regmix.files import write_atomic
+from regmix.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS
+from regmix.wandb_runs import wait_until_complete
+
+WANDB_MODES = ("auto", "online", "offline", "off")
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """`auto`: WANDB_MODE if set, else online with a wandb login (API key or netrc), else offline."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode must be one of {WANDB_MODES}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("disabled", "off"):
+        return "off"
+    if env in ("offline", "dryrun", "online", "run"):
+        return "online" if env in ("online", "run") else "offline"
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    try:
+        return "online" if netrc.netrc(os.environ.get("NETRC")).authenticators(host) else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+class RunLog:
+    """A run's metrics.jsonl and wandb run. `enabled=False` (other Fabric ranks) logs nothing."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, mode: str, extra: dict[str, Any], project: str,
+                 group: str | None, live: bool = True, enabled: bool = True):
+        self.config, self.run_dir, self.extra = config, run_dir, extra
+        self.mode = resolve_wandb_mode(mode) if enabled else "off"
+        self.project, self.group, self.live, self.enabled = project, group, live, enabled
+        self.history_path = run_dir / HISTORY_NAME
+        self.wandb: Any = None
+        self.run_id: str | None = None
+        self.train_rows: list[list[float]] = []  # [step, loss, lr] not yet in wandb (deferred logging)
+
+    def start(self, saved: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Open wandb (resuming its run id from a checkpoint's `log`); the evaluations kept so far."""
+        if saved:
+            self.run_id, self.train_rows = saved.get("wandb_id"), [list(r) for r in saved.get("train_rows", [])]
+        if self.live and self.mode != "off":
+            self._open()
+        return self._history(int(saved["step"]) if saved else 0)
+
+    def _open(self) -> None:
+        import wandb
+
+        settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
+                                  disable_git=True, x_save_requirements=False)
+        self.wandb = wandb.init(project=self.project, group=self.group, name=self.config.name, id=self.run_id,
+                                resume="allow", dir=self.run_dir, mode=self.mode,
+                                config={**self.config.to_yaml_dict(), **self.extra}, reinit="finish_previous",
+                                settings=settings)
+        self.run_id = self.wandb.id
+        self.wandb.define_metric(STEP)
+        self.wandb.define_metric("metric/*", step_metric=STEP)
+
+    def _history(self, up_to_step: int) -> list[dict[str, Any]]:
+        """Evaluations logged so far, dropping any logged after the checkpoint we resume from."""
+        if not self.enabled or not self.history_path.exists():
+            return []
+        lines = [line for line in self.history_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut off by a crash while appending
+                break
+        kept = [r for r in rows if r[STEP] <= up_to_step]
+        if len(kept) != len(lines):
+            write_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def state(self, step: int) -> dict[str, Any]:
+        """What the checkpoint keeps of the log."""
+        return {"wandb_id": self.run_id, "train_rows": [r for r in self.train_rows if r[0] <= step]}
+
+    def train(self, step: int, loss: float, lr: float) -> None:
+        if self.wandb is not None:
+            self.wandb.log({STEP: step, TRAIN_LOSS: loss, LEARNING_RATE: lr})
+        elif self.mode != "off":
+            self.train_rows.append([step, loss, lr])
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.history_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(row)
+
+    def finish(self, failed: bool) -> None:
+        if self.mode == "off":
+            return
+        if self.wandb is None:
+            self._replay()
+        sync_file, offline = self.wandb.settings.sync_file, self.wandb.settings.mode == "offline"
+        self.wandb.finish(exit_code=1 if failed else 0)
+        if offline:
+            wait_until_complete(sync_file)
+
+    def _replay(self) -> None:
+        """Send a deferred run's train rows and evaluations to a wandb run of its own, in step order."""
+        self._open()
+        evaluations = {row[STEP]: row for row in self._history(10**18)}
+        for step, loss, lr in self.train_rows:
+            self.wandb.log({STEP: step, TRAIN_LOSS: loss, LEARNING_RATE: lr})
+            if step in evaluations:
+                self.wandb.log(evaluations.pop(step))
+        for row in evaluations.values():
+            self.wandb.log(row)

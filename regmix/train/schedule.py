@@ -1,0 +1,83 @@
+"""Mixture schedules: which mixture the loop samples before every step.
+
+- static: the config's mixture throughout (RegMix);
+- piecewise: the config's stages, each until its step;
+- online: an `OnlinePolicy` (regmix.online) asked every `interval` steps and after each evaluation.
+A schedule's state is saved in the run's checkpoint, so a resumed run samples what the uninterrupted
+run would have.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from regmix.config import RunConfig, Stage
+from regmix.mixture import Mixture
+from regmix.online import make_policy
+from regmix.online.policy import OnlinePolicy
+
+
+class MixtureSchedule:
+    """Static: the same mixture for every step. Subclasses change it during the run."""
+
+    changes = False
+
+    def __init__(self, mixture: Mixture):
+        self.current = mixture
+
+    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
+        """The mixture for the step about to be trained (`step` steps are done)."""
+        return self.current
+
+    def observe(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]) -> None:
+        """After the evaluation at `step`: what an online schedule learns from."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current.to_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.current = Mixture.from_dict(state["current"])
+
+
+class PiecewiseSchedule(MixtureSchedule):
+    changes = True
+
+    def __init__(self, stages: tuple[Stage, ...]):
+        super().__init__(stages[0].mixture)
+        self.stages = stages
+
+    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
+        self.current = next((s.mixture for s in self.stages if step < s.until_step), self.stages[-1].mixture)
+        return self.current
+
+
+class OnlineSchedule(MixtureSchedule):
+    changes = True
+
+    def __init__(self, policy: OnlinePolicy):
+        super().__init__(policy.initial)
+        self.policy = policy
+
+    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
+        if self.policy.interval and step and step % self.policy.interval == 0:
+            self.current = self.policy.on_interval(step, counts) or self.current
+        return self.current
+
+    def observe(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]) -> None:
+        self.current = self.policy.on_evaluation(step, valid_losses, counts) or self.current
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.policy.load_state_dict(state["policy"])
+
+
+def make_schedule(config: RunConfig, source: str | os.PathLike) -> MixtureSchedule:
+    if config.stages:
+        return PiecewiseSchedule(config.stages)
+    if config.policy is not None:
+        return OnlineSchedule(make_policy(config.policy, config.train, source))
+    return MixtureSchedule(config.train)
