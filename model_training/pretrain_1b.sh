@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train TinyLlama-1.1B on a mixture, as RegMix's final run:
 #   model_training/pretrain_1b.sh optimal_mixture            # a name below mixture_config/, or a path
-#   model_training/pretrain_1b.sh optimal_mixture --corpus data/mycorpus --max-step 25000
+#   model_training/pretrain_1b.sh optimal_mixture --corpus data/mycorpus --max-step 30000  # flags override the file
 #   model_training/pretrain_1b.sh --smoke                    # tiny model, 4 steps, CPU: checks the path
 # One node: all its GPUs, one process each, FSDP. GPUS=4 limits the GPUs used.
 # Several nodes: run this script on every node with

@@ -67,15 +67,18 @@ def _chunk_loss_and_grads(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     """Summed cross-entropy of one token chunk per proxy, and its gradients scaled by `scale` (K,).
 
     The logits are formed in the matmul dtype and reduced in fp32; softmax - onehot is the gradient
-    of the logits, so the chunk's logits never need to be stored for a backward pass.
+    of the logits, computed in place in the logits' buffer, so the chunk's logits are never stored for
+    a backward pass and no second (K, chunk, vocab) tensor is made.
     """
     logits = torch.bmm(hidden, weight.transpose(1, 2)).float()  # (K, c, V)
     lse = torch.logsumexp(logits, dim=-1)
-    losses = (lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    index = targets.unsqueeze(-1)
+    losses = (lse - logits.gather(-1, index).squeeze(-1)).sum(-1)
     if not with_grads:
         return losses, None, None
-    onehot = torch.arange(logits.size(-1), device=logits.device) == targets.unsqueeze(-1)
-    grad_logits = ((torch.exp(logits - lse.unsqueeze(-1)) - onehot.float()) * scale.view(-1, 1, 1)).to(hidden.dtype)
+    grad_logits = logits.sub_(lse.unsqueeze(-1)).exp_()
+    grad_logits.scatter_add_(-1, index, torch.full(index.shape, -1.0, device=logits.device))
+    grad_logits = grad_logits.mul_(scale.view(-1, 1, 1)).to(hidden.dtype)
     return losses, torch.bmm(grad_logits, weight), torch.bmm(grad_logits.transpose(1, 2), hidden)
 
 
