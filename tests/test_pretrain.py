@@ -114,3 +114,15 @@ def test_refuses_a_checkpoint_of_another_mixture(tiny_corpus, tmp_path):
     with pytest.raises(SystemExit) as error:
         main([str(second), *common, "--max-step", "6"])
     assert "another mixture" in str(error.value) and CHECKPOINT_NAME in str(error.value)
+
+
+def test_a_nan_loss_ends_the_large_run_as_failed(tiny_corpus, tmp_path, monkeypatch):
+    from regmix.train import fabric
+
+    monkeypatch.setattr(fabric, "next_token_loss", lambda model, batch: model(batch[:, :-1]).sum() * float("nan"))
+    path = tmp_path / "m.yaml"
+    save_run_config(RunConfig("m", tiny_corpus.token_distribution(), tiny_corpus.valid_domains,
+                              TrainingSettings(max_step=5, **SMALL)), path)
+    result = main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "run"),
+                   "--wandb", "off"])
+    assert result.status == "failed" and result.step == 1 and "diverged: training loss is nan" in result.error

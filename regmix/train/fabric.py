@@ -62,7 +62,8 @@ class FabricEngine(SingleEngine):
         return total
 
     def clip(self) -> float:
-        return float(self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.settings.grad_clip))
+        return float(self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.settings.grad_clip,
+                                                error_if_nonfinite=False))
 
     def mean_loss(self, total: torch.Tensor, accumulation: int) -> float:
         """The mean over processes, so every process sees one loss (and fails together)."""
