@@ -23,6 +23,7 @@ import yaml
 
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
+from regmix.online import make_policy
 from regmix.schema import strip_train, strip_valid, train_key, valid_key
 
 
@@ -267,6 +268,8 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
         if stages and not train.close_to(stages_mean(stages, training.max_step), atol=1e-6):
             raise ConfigError(source, "'train:' differs from the schedule's step-weighted mean; leave it out "
                                       "and it is computed")
+    if policy is not None:
+        make_policy(policy, train, source)  # a bad policy fails its own config, before any group trains
     valid_raw = data.get("valid") or {}
     if not isinstance(valid_raw, dict):
         raise ConfigError(source, "the 'valid:' section must map valid_<domain> to a weight")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,79 @@ def test_a_damaged_checkpoint_is_one_error(tiny_corpus, tmp_path):
     with pytest.raises(ConfigError, match="unreadable checkpoint") as error:
         train_proxies([config()], tiny_corpus, [tmp_path / "run"], wandb_mode="off")
     assert CHECKPOINT_NAME in str(error.value)
+
+
+def test_nan_validation_loss_fails_the_run_without_a_crash(tiny_corpus, tmp_path, monkeypatch):
+    from regmix.train.engine import SingleEngine
+
+    monkeypatch.setattr(SingleEngine, "evaluate", lambda self, valid, size: [{d: math.nan for d in valid}])
+    result = train_proxies([config()], tiny_corpus, [tmp_path / "run"], wandb_mode="off")[0]
+    assert result.status == "failed" and "validation loss" in result.error and result.step == 5
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_resume_past_a_shrunk_max_step_evaluates_before_finishing(tiny_corpus, tmp_path, monkeypatch):
+    from regmix.train import loop
+
+    original = loop.learning_rate
+
+    def stop_at_four(step, settings):
+        if step == 4:
+            raise KeyboardInterrupt
+        return original(step, settings)
+
+    monkeypatch.setattr(loop, "learning_rate", stop_at_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_proxies([config()], tiny_corpus, [tmp_path / "run"], wandb_mode="off")  # checkpoint at step 3
+    monkeypatch.setattr(loop, "learning_rate", original)
+    shorter = dataclasses.replace(config(), training=TrainingSettings(**{**SETTINGS, "max_step": 2}))
+    result = train_proxies([shorter], tiny_corpus, [tmp_path / "run"], wandb_mode="off")[0]
+    assert result.ok and result.step == 3 and set(result.valid_losses) == set(VALID)
+
+
+class _Elsewhere:
+    """A policy that sends the run to a domain the corpus lacks."""
+
+    def __init__(self, initial):
+        self.initial, self.interval = initial, 2
+
+    def on_interval(self, step, counts):
+        return Mixture.from_dict({"nowhere": 1.0})
+
+    def on_evaluation(self, step, losses, counts):
+        return None
+
+    def state_dict(self):
+        return {}
+
+
+def test_a_policy_mixture_outside_the_corpus_is_one_error_naming_the_config(tiny_corpus, tmp_path, monkeypatch):
+    from regmix.train import schedule
+
+    monkeypatch.setattr(schedule, "make_policy", lambda spec, initial, source: _Elsewhere(initial))
+    with pytest.raises(ConfigError, match=r"exp.yaml \(policy _Elsewhere at step 2\): unknown domains \['nowhere'\]"):
+        train_proxies([dataclasses.replace(config(), policy={"policy": "highest_loss"})], tiny_corpus,
+                      [tmp_path / "x"], sources=["exp.yaml"], wandb_mode="off")
+
+
+def test_a_bad_policy_is_refused_when_its_config_is_read(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text("train: {train_a: 1.0}\nschedule: {policy: highest_loss, rate: 5}\n")
+    with pytest.raises(ConfigError, match="o.yaml: policy 'highest_loss': rate must be in"):
+        load_run_config(path)
+
+
+def test_sweep_does_not_reuse_a_result_of_another_schedule(tiny_corpus, tmp_path):
+    from regmix.train.sweep import train_sweep
+
+    path = tmp_path / "configs" / "p.yaml"
+    save_run_config(piecewise(), path)
+    assert [e.status for e in train_sweep([path], tiny_corpus, tmp_path / "runs", wandb_mode="off",
+                                          progress=False, report=lambda line: None)] == ["finished"]
+    first, second = piecewise().stages
+    swapped = Stage(4, second.mixture), Stage(10, first.mixture)
+    save_run_config(dataclasses.replace(piecewise(), stages=swapped, train=Mixture(
+        ("gamma", "delta", "alpha", "beta"), [0.2, 0.2, 0.54, 0.06])), path)
+    entry = train_sweep([path], tiny_corpus, tmp_path / "runs", wandb_mode="off", progress=False,
+                        report=lambda line: None)[0]
+    assert entry.status == "failed" and "another schedule" in entry.detail

@@ -156,3 +156,29 @@ def test_group_refuses_mismatched_settings(tiny_corpus, tmp_path):
     configs[2].training.learning_rate = 1e-3
     with pytest.raises(ValueError, match="share all training settings"):
         train_group(configs, tiny_corpus, [tmp_path / c.name for c in configs])
+
+
+def test_a_failed_proxy_leaves_the_others_checkpoints_their_own(tiny_corpus, single_runs, tmp_path, monkeypatch):
+    """Proxy 0 diverges at step 1, the group is stopped at step 4 and resumed: 1 and 2 match their lone runs."""
+    original = stacked.StackedEngine.step
+    calls = []
+
+    def poisoned_then_stopped(self, lr, draw, accumulation):
+        calls.append(lr)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        if self.alive[0]:
+            with torch.no_grad():
+                self.model.param("lm_head.weight")[0].fill_(math.nan)
+        return original(self, lr, draw, accumulation)
+
+    monkeypatch.setattr(stacked.StackedEngine, "step", poisoned_then_stopped)
+    configs = make_configs()
+    run_dirs = [tmp_path / c.name for c in configs]
+    with pytest.raises(KeyboardInterrupt):
+        train_group(configs, tiny_corpus, run_dirs)
+    monkeypatch.setattr(stacked.StackedEngine, "step", original)
+    assert load_result(run_dirs[0]).status == "failed"
+    survivors = train_group(configs[1:], tiny_corpus, run_dirs[1:])
+    for k, result in zip((1, 2), survivors):
+        assert result.valid_losses == pytest.approx(single_runs[k][0].valid_losses, rel=TOLERANCE)

@@ -31,18 +31,23 @@ CHECKPOINT_FORMAT = 2
 CHANGEABLE = ("max_step", "eval_step_interval", "save_step_interval")
 
 
-def run_identity(config: RunConfig) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed by `config`."""
+def run_identity(config: RunConfig, manifest: Any = None) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed by `config` on the corpus of `manifest`."""
     settings = {k: v for k, v in dataclasses.asdict(config.training).items() if k not in CHANGEABLE}
     schedule = config.to_yaml_dict().get("schedule")
-    return {"requested": config.train.to_dict(), "schedule": schedule, "valid": list(config.valid),
-            "settings": settings}
+    identity = {"requested": config.train.to_dict(), "schedule": schedule, "valid": list(config.valid),
+                "settings": settings}
+    if manifest is not None:
+        identity["tokenizer"] = manifest.tokenizer.sha256
+    return identity
 
 
-def differences(saved: dict[str, Any], config: RunConfig) -> list[str]:
-    """What differs between a checkpoint's identity and `config`'s, in words (empty: resumable)."""
-    wanted = run_identity(config)
+def differences(saved: dict[str, Any], config: RunConfig, manifest: Any = None) -> list[str]:
+    """What differs between a run's saved identity and `config`'s, in words (empty: the same run)."""
+    wanted = run_identity(config, manifest)
     found = []
+    if saved.get("tokenizer", wanted.get("tokenizer")) != wanted.get("tokenizer"):
+        found.append("another corpus tokenizer")
     requested = saved.get("requested", {})
     domains = set(requested) | set(wanted["requested"])
     if any(abs(requested.get(d, 0.0) - wanted["requested"].get(d, 0.0)) > 1e-9 for d in domains):
@@ -69,12 +74,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_resumable(path: Path, config: RunConfig) -> dict[str, Any] | None:
+def check_resumable(path: Path, config: RunConfig, manifest: Any = None) -> dict[str, Any] | None:
     """The checkpoint at `path` (None without one), refused if it belongs to another run than `config`."""
     if not path.exists():
         return None
     state = read_checkpoint(path)
-    found = differences(state["run"], config)
+    found = differences(state["run"], config, manifest)
     if found:
         raise ConfigError(path, f"was trained with {' and '.join(found)} than {config.name}'s config holds now "
                                 f"(configs written again?); move {path.parent} away to train it anew")

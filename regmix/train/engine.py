@@ -20,6 +20,7 @@ import torch
 from regmix.config import TrainingSettings
 from regmix.files import replace_atomic
 from regmix.models import build_model, non_embedding_parameters
+from regmix.train.checkpoint import read_checkpoint
 
 Draw = Callable[[], torch.Tensor]  # the next micro-batch: (K, batch, block_size + 1) token ids on the CPU
 
@@ -130,16 +131,12 @@ class Engine(ABC):
         self.alive[k] = False
 
     @abstractmethod
-    def save(self, paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
-        """Write checkpoint k (`states[k]` plus model k's weights and optimizer state) to `paths[k]`."""
+    def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
+        """Write `states[i]` plus model `models[i]`'s weights and optimizer state to `paths[i]`."""
 
     @abstractmethod
     def load(self, paths: Sequence[Path]) -> None:
         """Restore every model's weights and optimizer state from its checkpoint."""
-
-    def load_state(self, path: Path) -> dict[str, Any]:
-        """A checkpoint as a plain dict of tensors and values (never runs code from the file)."""
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 class SingleEngine(Engine):
@@ -186,10 +183,10 @@ class SingleEngine(Engine):
     def evaluate(self, valid: dict[str, torch.Tensor], batch_size: int) -> list[dict[str, float]]:
         return [evaluate_model(self.model, valid, batch_size, self.device)]
 
-    def save(self, paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
+    def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
         save_states(paths, [{**states[0], "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}])
 
     def load(self, paths: Sequence[Path]) -> None:
-        state = self.load_state(paths[0])
+        state = read_checkpoint(paths[0])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

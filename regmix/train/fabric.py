@@ -69,7 +69,7 @@ class FabricEngine(SingleEngine):
         """The mean over processes, so every process sees one loss (and fails together)."""
         return self.fabric.all_reduce(total / accumulation, reduce_op="mean").item()
 
-    def save(self, paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
+    def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
         """Save next to the path, then rename: a crash while saving (FSDP writes in place) keeps the last one."""
         temp = paths[0].with_name(f".{paths[0].name}.tmp")
         self.fabric.save(temp, {**states[0], "model": self.model, "optimizer": self.optimizer})

@@ -25,7 +25,7 @@ from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler, validation_sets
 from regmix.mixture import Mixture, mixture_of_counts
 from regmix.results import RunResult, evaluation_row, save_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, loss_column
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
 from regmix.train.checkpoint import CHECKPOINT_FORMAT, check_resumable, run_identity
 from regmix.train.engine import Engine
 from regmix.train.runlog import RunLog
@@ -69,7 +69,7 @@ class Run:
 
     def achieved(self) -> Mixture | None:
         domains = tuple(dict.fromkeys(self.config.train.domains + tuple(
-            d for s in self.config.stages for d in s.mixture.domains)))
+            d for s in self.config.stages for d in s.mixture.domains) + tuple(self.sampler.counts)))
         return mixture_of_counts(self.sampler.counts, domains)
 
     def follow_schedule(self, step: int) -> None:
@@ -92,7 +92,8 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
     files in errors; `keep_checkpoint` keeps the final checkpoint (the large run's trained model).
     """
     if len({group_key(c) for c in configs}) != 1:
-        raise ValueError("configs trained together must share all training settings except the seed")
+        raise ValueError(f"configs trained together must share all training settings except the seed: "
+                         f"{[str(s) for s in (sources or [c.name for c in configs])]}")
     if not len(configs) == len(run_dirs) == engine.size:
         raise ValueError(f"{len(configs)} configs, {len(run_dirs)} run folders, {engine.size} models")
     sources = list(sources or [Path(d) / "config.yaml" for d in run_dirs])
@@ -104,18 +105,20 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
              "device": engine.device.type, **(extra or {})}
     runs = []
     for config, run_dir, source in zip(configs, run_dirs, sources):
-        schedule = make_schedule(config, source)
+        schedule = make_schedule(config, source, manifest)
         runs.append(Run(config, Path(run_dir), MixtureSampler(manifest, schedule.current, settings.block_size,
                                                                config.training.seed), schedule,
                         RunLog(config, Path(run_dir), wandb_mode, extra, wandb_project, wandb_group,
                                live=engine.size == 1, enabled=engine.is_main)))
-    states = [check_resumable(run.checkpoint, run.config) for run in runs]
+    states = [check_resumable(run.checkpoint, run.config, manifest) for run in runs]
     steps = {0 if s is None else int(s["step"]) for s in states}
     if len(steps) > 1:
-        raise ValueError(f"checkpoints of runs trained together must be at one step, found {sorted(steps)}")
+        raise ValueError(f"checkpoints of runs trained together must be at one step, found {sorted(steps)} in "
+                         f"{[str(run.checkpoint) for run in runs]}")
     step, seconds = steps.pop(), max([float(s["seconds"]) for s in states if s] or [0.0])
     if step:
         engine.load([run.checkpoint for run in runs])
+    evaluated_at: set[int] = set()
     for run, state in zip(runs, states):
         if engine.is_main:
             save_run_config(run.config, run.run_dir / CONFIG_NAME)
@@ -124,6 +127,7 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
             run.schedule.load_state_dict(state["schedule"])
             run.trajectory = list(state["trajectory"])
         history = run.log.start(state and {**state["log"], "step": step})
+        evaluated_at.update(row[STEP] for row in history[-1:])
         run.valid_losses = {d: row[loss_column(d)] for row in history[-1:] for d in run.config.valid
                             if loss_column(d) in row}
     del states
@@ -154,11 +158,33 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
 
     def checkpoint() -> None:
         live = [k for k, run in enumerate(runs) if run.result is None]
-        engine.save([runs[k].checkpoint for k in live], [{
-            "format": CHECKPOINT_FORMAT, "run": run_identity(runs[k].config), "step": step, "seconds": elapsed(),
+        if not live:
+            return
+        engine.save(live, [runs[k].checkpoint for k in live], [{
+            "format": CHECKPOINT_FORMAT, "run": run_identity(runs[k].config, manifest), "step": step,
+            "seconds": elapsed(),
             "sampler": runs[k].sampler.state_dict(), "schedule": runs[k].schedule.state_dict(),
             "trajectory": runs[k].trajectory, "log": runs[k].log.state(step)} for k in live])
 
+    def evaluate(train_losses: Sequence[float]) -> None:
+        evaluated = engine.evaluate(valid, settings.micro_batch_size)
+        for k, run in enumerate(runs):
+            if not engine.alive[k]:
+                continue
+            measured = {d: evaluated[k][d] for d in run.config.valid if d in evaluated[k]}
+            bad = {d: v for d, v in measured.items() if not math.isfinite(v)}
+            if bad:
+                engine.fail(k)
+                finish(k, f"diverged: validation loss {bad} at step {step}")
+                continue
+            run.valid_losses = measured
+            weights = run.sampler.mixture if run.schedule.changes else None
+            run.log.evaluation(evaluation_row(step, step * tokens_per_step, train_losses[k], elapsed(), measured,
+                                              run.achieved(), weights))
+            run.schedule.observe(step, measured, run.sampler.counts)
+
+    if step >= settings.max_step and step not in evaluated_at:  # resumed past a max_step that shrank
+        evaluate([math.nan] * len(runs))
     while step < settings.max_step and any(engine.alive):
         for k, run in enumerate(runs):
             if engine.alive[k]:
@@ -177,22 +203,8 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
         if bar is not None:
             bar.update()
         at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step
-        if at_eval:
-            evaluated = engine.evaluate(valid, settings.micro_batch_size)
-            for k, run in enumerate(runs):
-                if not engine.alive[k]:
-                    continue
-                measured = {d: evaluated[k][d] for d in run.config.valid if d in evaluated[k]}
-                bad = {d: v for d, v in measured.items() if not math.isfinite(v)}
-                if bad:
-                    engine.fail(k)
-                    finish(k, f"diverged: validation loss {bad} at step {step}")
-                    continue
-                run.valid_losses = measured
-                weights = run.sampler.mixture if run.schedule.changes else None
-                run.log.evaluation(evaluation_row(step, step * tokens_per_step, losses[k], elapsed(), measured,
-                                                  run.achieved(), weights))
-                run.schedule.observe(step, measured, run.sampler.counts)
+        if at_eval and any(engine.alive):
+            evaluate(losses)
         if (at_eval or step % settings.save_step_interval == 0) and (step < settings.max_step or keep_checkpoint):
             checkpoint()
     for k, run in enumerate(runs):

@@ -53,19 +53,29 @@ class PiecewiseSchedule(MixtureSchedule):
 
 
 class OnlineSchedule(MixtureSchedule):
+    """A policy's mixtures, each checked against the corpus before it is sampled."""
+
     changes = True
 
-    def __init__(self, policy: OnlinePolicy):
+    def __init__(self, policy: OnlinePolicy, manifest: Any, source: str | os.PathLike):
         super().__init__(policy.initial)
-        self.policy = policy
+        self.policy, self.manifest, self.source = policy, manifest, source
+
+    def _checked(self, mixture: Mixture | None, step: int) -> Mixture:
+        if mixture is None:
+            return self.current
+        where = f"{self.source} (policy {self.policy.__class__.__name__} at step {step})"
+        checked = Mixture.from_dict(mixture.to_dict(), where)
+        checked.check_domains(self.manifest.train_domains, where, self.manifest.empty_domains("train"))
+        return checked
 
     def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
         if self.policy.interval and step and step % self.policy.interval == 0:
-            self.current = self.policy.on_interval(step, counts) or self.current
+            self.current = self._checked(self.policy.on_interval(step, counts), step)
         return self.current
 
     def observe(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]) -> None:
-        self.current = self.policy.on_evaluation(step, valid_losses, counts) or self.current
+        self.current = self._checked(self.policy.on_evaluation(step, valid_losses, counts), step)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "policy": self.policy.state_dict()}
@@ -75,9 +85,9 @@ class OnlineSchedule(MixtureSchedule):
         self.policy.load_state_dict(state["policy"])
 
 
-def make_schedule(config: RunConfig, source: str | os.PathLike) -> MixtureSchedule:
+def make_schedule(config: RunConfig, source: str | os.PathLike, manifest: Any) -> MixtureSchedule:
     if config.stages:
         return PiecewiseSchedule(config.stages)
     if config.policy is not None:
-        return OnlineSchedule(make_policy(config.policy, config.train, source))
+        return OnlineSchedule(make_policy(config.policy, config.train, source), manifest, source)
     return MixtureSchedule(config.train)

@@ -29,6 +29,7 @@ from litgpt.model import apply_rope
 
 from regmix.config import TrainingSettings
 from regmix.models import build_model, non_embedding_parameters
+from regmix.train.checkpoint import read_checkpoint
 from regmix.train.engine import Draw, Engine, adamw, autocast, save_states
 
 DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the loss
@@ -277,11 +278,11 @@ class StackedEngine(Engine):
             totals[domain] = [t / len(windows) for t in total.tolist()]
         return [{d: v[k] for d, v in totals.items()} for k in range(self.size)]
 
-    def save(self, paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
-        """Proxy k's litgpt state_dict and optimizer state (the single engine's layout) into checkpoint k."""
+    def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
+        """Proxy k's litgpt state_dict and optimizer state (the single engine's layout) into its checkpoint."""
         full = self.optimizer.state_dict()
         checkpoints = []
-        for k, state in enumerate(states):
+        for k, state in zip(models, states):
             optimizer = {i: {key: (v[k].clone() if key != "step" else v.clone()) for key, v in s.items()}
                          for i, s in full["state"].items()}
             checkpoints.append({**state, "model": self.model.proxy_state(k),
@@ -289,7 +290,7 @@ class StackedEngine(Engine):
         save_states(paths, checkpoints)
 
     def load(self, paths: Sequence[Path]) -> None:
-        states = [self.load_state(path) for path in paths]
+        states = [read_checkpoint(path) for path in paths]
         for k, state in enumerate(states):
             self.model.load_proxy_state(k, state["model"])
         per_proxy = [s["optimizer"] for s in states]

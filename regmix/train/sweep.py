@@ -27,8 +27,8 @@ from regmix.config import RunConfig, load_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.files import ConfigError
 from regmix.results import RunResult, load_result
-from regmix.schema import CHECKPOINT_NAME, LOCK_NAME, RESULT_NAME
-from regmix.train.checkpoint import check_resumable, checkpoint_step
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME
+from regmix.train.checkpoint import check_resumable, checkpoint_step, differences, run_identity
 from regmix.train.engine import SingleEngine, resolve_device
 from regmix.train.locks import acquire_lock, lock_holder, release_lock
 from regmix.train.loop import group_key, train
@@ -81,21 +81,27 @@ class SweepOptions:
 
 
 def finished_entry(path: Path, output: Path) -> SweepEntry | None:
-    """The entry of a config whose run has a result: skipped, or failed if that result is another run's."""
-    result_path = output / path.stem / RESULT_NAME
+    """The entry of a config whose run has a result: skipped, or failed if that result is another run's.
+
+    Another run: another requested mixture, schedule, valid domains or settings (max_step included)
+    than the config holds now, read from the result and the config.yaml the run was trained with.
+    """
+    run_dir = output / path.stem
+    result_path = run_dir / RESULT_NAME
     if not result_path.exists():
         return None
     try:
         result, config = load_result(result_path), load_run_config(path)
+        trained = run_dir / CONFIG_NAME
+        saved = run_identity(load_run_config(trained)) if trained.exists() else {"valid": list(config.valid)}
     except ConfigError as exc:
         return SweepEntry(path.stem, "failed", str(exc))
-    wanted = dataclasses.asdict(config.training)
-    changed = sorted(k for k, v in wanted.items() if k in result.settings and result.settings[k] != v)
-    if not result.requested.close_to(config.train) or changed:
-        what = f"other settings ({', '.join(changed)})" if changed else "another mixture"
-        return SweepEntry(path.stem, "failed", f"{result_path}: a run with {what} than {path} holds now "
-                                               f"(configs written again?); move {result_path.parent} away "
-                                               "to train it anew")
+    found = differences({**saved, "requested": result.requested.to_dict(), "settings": result.settings}, config)
+    if result.settings.get("max_step", config.training.max_step) != config.training.max_step:
+        found.append("other settings (max_step)")
+    if found:
+        return SweepEntry(path.stem, "failed", f"{result_path}: a run with {' and '.join(found)} than {path} holds "
+                                               f"now (configs written again?); move {run_dir} away to train it anew")
     return SweepEntry(path.stem, "skipped", "result.json exists")
 
 
@@ -122,7 +128,7 @@ def claim(path: Path, manifest: CorpusManifest, output: Path) -> Claim | SweepEn
     try:
         entry = finished_entry(path, output)  # another worker may have finished it since
         if entry is None:
-            check_resumable(run_dir / CHECKPOINT_NAME, config)
+            check_resumable(run_dir / CHECKPOINT_NAME, config, manifest)
             return Claim(path, config, run_dir, fd)
     except ConfigError as exc:
         entry = SweepEntry(path.stem, "failed", str(exc))
