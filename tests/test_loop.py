@@ -49,6 +49,23 @@ def online() -> RunConfig:
                              training=TrainingSettings(**{**SETTINGS, "eval_step_interval": 2}))
 
 
+def stopped_at(monkeypatch, stop: int, train_it) -> None:
+    """Run `train_it` with the loop interrupted when it reaches step `stop` (the last checkpoint stays)."""
+    from regmix.train import loop
+
+    original = loop.learning_rate
+
+    def stop_there(step, settings):
+        if step == stop:
+            raise KeyboardInterrupt
+        return original(step, settings)
+
+    monkeypatch.setattr(loop, "learning_rate", stop_there)
+    with pytest.raises(KeyboardInterrupt):
+        train_it()
+    monkeypatch.setattr(loop, "learning_rate", original)
+
+
 def test_static_run_gives_the_losses_of_the_trainer_before_the_single_loop(tiny_corpus, tmp_path):
     """Golden values: the same config trained by the pre-refactor `train_proxy` (commit 8e218dc)."""
     result = train_proxies([config()], tiny_corpus, [tmp_path / "g"], wandb_mode="off")[0]
@@ -157,19 +174,7 @@ def test_online_policy_moves_weight_to_the_worst_domain(tiny_corpus, tmp_path):
 
 
 def test_resume_refuses_another_schedule(tiny_corpus, tmp_path, monkeypatch):
-    from regmix.train import loop
-
-    original = loop.learning_rate
-
-    def stop_after_six(step, settings):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(step, settings)
-
-    monkeypatch.setattr(loop, "learning_rate", stop_after_six)
-    with pytest.raises(KeyboardInterrupt):
-        train_proxies([piecewise()], tiny_corpus, [tmp_path / "run"], wandb_mode="off")
-    monkeypatch.setattr(loop, "learning_rate", original)
+    stopped_at(monkeypatch, 6, lambda: train_proxies([piecewise()], tiny_corpus, [tmp_path / "run"], wandb_mode="off"))
     last = Stage(10, Mixture.from_dict({"delta": 1.0}))
     changed = dataclasses.replace(piecewise(), stages=(piecewise().stages[0], last))
     with pytest.raises(ConfigError, match="another schedule"):
@@ -198,19 +203,8 @@ def test_nan_validation_loss_fails_the_run_without_a_crash(tiny_corpus, tmp_path
 
 
 def test_resume_past_a_shrunk_max_step_evaluates_before_finishing(tiny_corpus, tmp_path, monkeypatch):
-    from regmix.train import loop
-
-    original = loop.learning_rate
-
-    def stop_at_four(step, settings):
-        if step == 4:
-            raise KeyboardInterrupt
-        return original(step, settings)
-
-    monkeypatch.setattr(loop, "learning_rate", stop_at_four)
-    with pytest.raises(KeyboardInterrupt):
-        train_proxies([config()], tiny_corpus, [tmp_path / "run"], wandb_mode="off")  # checkpoint at step 3
-    monkeypatch.setattr(loop, "learning_rate", original)
+    # the last checkpoint is at step 3
+    stopped_at(monkeypatch, 4, lambda: train_proxies([config()], tiny_corpus, [tmp_path / "run"], wandb_mode="off"))
     shorter = dataclasses.replace(config(), training=TrainingSettings(**{**SETTINGS, "max_step": 2}))
     result = train_proxies([shorter], tiny_corpus, [tmp_path / "run"], wandb_mode="off")[0]
     assert result.ok and result.step == 3 and set(result.valid_losses) == set(VALID)
