@@ -75,10 +75,12 @@ class Run:
     def follow_schedule(self, step: int) -> None:
         """Sample the schedule's mixture from this step on; record it when it changed."""
         mixture = self.schedule.mixture(step, self.sampler.counts)
-        if mixture is not self.sampler.mixture:
+        if mixture is self.sampler.mixture:
+            changed = False
+        else:
+            changed = not mixture.close_to(self.sampler.mixture)
             self.sampler.set_weights(mixture)
-        if self.schedule.changes and not (self.trajectory and Mixture.from_dict(self.trajectory[-1]["mixture"])
-                                          .close_to(mixture)):
+        if self.schedule.changes and (changed or not self.trajectory):
             self.trajectory.append({"step": step, "mixture": mixture.to_dict()})
 
 
