@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
@@ -235,24 +235,32 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
         seconds=time.perf_counter() - start)
 
 
+def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,
+                       large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
+                       **extra: Any) -> RunConfig:
+    """RegMix config for the large run (`optimal_mixture.yaml`), whatever method found the mixture.
+
+    The prediction and how it was made go in extra keys; the objective is written by loss column,
+    the name the runs log it under.
+    """
+    valid = tuple(d for d, w in objective.items() if w > 0)
+    extra = {"predicted_loss": round(predicted, 6),
+             "predicted_loss_spread": None if spread is None else round(spread, 6),
+             "objective": {loss_column(d): float(objective[d]) for d in valid}, **extra}
+    return RunConfig("optimal_mixture", mixture, valid,
+                     TrainingSettings.from_name("large_1b", model_name=large_model), settings.as_config(), extra)
+
+
 def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[str, float],
                    large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings()
                    ) -> RunConfig:
-    """RegMix config for the large run; the prediction and how it was made go in extra keys.
-
-    The objective is written by loss column, the name the runs log it under.
-    """
+    """The large run's config of a simulation."""
     target = objective_weights(model, objective)
-    valid = tuple(model.targets[j] for j in np.flatnonzero(target))
-    extra = {
-        "predicted_loss": round(result.predicted_loss, 6),
-        "predicted_loss_spread": None if result.spread is None else round(result.spread, 6),
-        "objective": {loss_column(d): float(target[model.targets.index(d)]) for d in valid},
-        "regressor": model.name, "num_candidates": result.candidates, "top_k": len(result.top_scores),
-        "top_k_loss_range": [round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
-    }
-    return RunConfig("optimal_mixture", result.mixture, valid,
-                     TrainingSettings.from_name("large_1b", model_name=large_model), settings.as_config(), extra)
+    return optimal_run_config(
+        result.mixture, {d: float(w) for d, w in zip(model.targets, target) if w > 0}, result.predicted_loss,
+        result.spread, large_model, settings, regressor=model.name, num_candidates=result.candidates,
+        top_k=len(result.top_scores),
+        top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)])
 
 
 def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:

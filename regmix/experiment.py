@@ -1,0 +1,200 @@
+"""An experiment: every setting of a mixture search, read from one YAML, and the steps all methods share.
+
+Sections (all optional, the defaults are the embedded demo): `name`, `method` (regmix, or a search
+method of `regmix.search`), `target` (valid domains to minimise), `corpus`, `synthesis`, `proxy`
+(training settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path) and `search` (the
+sequential methods). `regmix.pipeline` and `regmix.search` both start from `prepare_experiment_corpus`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from regmix.config import TrainingSettings
+from regmix.data.corpus import CorpusManifest
+from regmix.data.default_corpus import build_default_corpus
+from regmix.data.prepare import prepare
+from regmix.files import ConfigError, read_yaml
+from regmix.mixture import Mixture
+from regmix.synthesize import SynthesisSettings
+
+
+@dataclass
+class CorpusSettings:
+    """Where the corpus is and how to tokenize it; `source: null` is the embedded default corpus."""
+
+    source: str | None = None
+    prepared: str = "data/default"
+    tokenizer: str | None = None
+    vocab_size: int = 2048
+
+
+@dataclass
+class SweepSettings:
+    num_configs: int = 48
+    workers: int = 0
+    device: str | None = None
+    wandb: str = "auto"
+
+
+@dataclass
+class FitSettings:
+    regressors: list[str] = field(default_factory=lambda: ["linear", "lightgbm", "ensemble"])
+    folds: int = 5
+
+
+@dataclass
+class SimulationSettings:
+    candidates: int = 1_000_000
+    top_k: int = 128
+    refine: int = 0
+    large_model: str = "tinyllama_1_1b"
+
+
+@dataclass
+class SearchSettings:
+    """A sequential search (`method:` other than regmix): rounds of `batch` proxies up to `budget` runs.
+
+    `budget` counts every run, those started from included; `batch` 0 is the sweep's group size on
+    CUDA (a GPU trains the batch at once) and the number of workers on CPU. `start_from`: a run folder
+    (a RegMix sweep's `proxies/`) or `[mixture CSV, loss CSV]` whose runs the search starts with.
+    `bounds`: {domain: [lower, upper]}; `settings`: the method's own (e.g. bo: initial, design).
+    """
+
+    budget: int = 24
+    batch: int = 0
+    seed: int = 0
+    start_from: str | list[str] | None = None
+    bounds: dict[str, list] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    """Every setting of a pipeline run. `target`: valid domain weights; None = all valid domains equally."""
+
+    name: str = "default"
+    method: str = "regmix"
+    target: dict[str, float] | None = None
+    corpus: CorpusSettings = field(default_factory=CorpusSettings)
+    synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
+    proxy: TrainingSettings = field(default_factory=lambda: TrainingSettings.from_name("demo"))
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+    simulation: SimulationSettings = field(default_factory=SimulationSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    source: str = "<default experiment>"
+
+    @property
+    def _method_folder(self) -> str:
+        return "" if self.method == "regmix" else f"search_{self.method}"
+
+    @property
+    def runs(self) -> Path:
+        """Run folder: runs/<name>/ for RegMix, runs/<name>/search_<method>/ for a search."""
+        return Path("runs") / self.name / self._method_folder
+
+    @property
+    def configs(self) -> Path:
+        return Path("mixture_config") / self.name / self._method_folder / "config_proxy"
+
+    @property
+    def optimal(self) -> Path:
+        return Path("mixture_config") / self.name / self._method_folder / "optimal_mixture.yaml"
+
+
+def _section(base: Any, data: Any, source: Path, name: str) -> Any:
+    """`base` with the keys of one YAML section applied; unknown keys and bad types name the file."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"'{name}:' must be a mapping")
+    known = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(source, f"unknown keys {unknown} in '{name}:'; known: {sorted(known)}")
+    values = {}
+    for key, value in data.items():
+        default = getattr(base, key)
+        if isinstance(default, list) and isinstance(value, str):
+            value = [value]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None:
+            try:
+                value = type(default)(value)
+            except (TypeError, ValueError):
+                raise ConfigError(source, f"'{name}.{key}' must be a {type(default).__name__}, got {value!r}") from None
+        values[key] = value
+    return dataclasses.replace(base, **values)
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read an experiment YAML; every section is optional and starts from the demo defaults."""
+    path = Path(path)
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "expected a mapping of experiment settings")
+    experiment = Experiment(source=str(path))
+    top = ("name", "method", "target", "source")
+    sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in top]
+    unknown = sorted(set(data) - set(sections) - set(top[:-1]))
+    if unknown:
+        raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
+    experiment.name = str(data.get("name", experiment.name))
+    experiment.method = str(data.get("method", experiment.method))
+    experiment.target = _target(data.get("target"), path)
+    for key in sections:
+        if key in data:
+            setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
+    experiment.proxy.validate(path)
+    experiment.synthesis.validate(path)
+    return experiment
+
+
+def _target(value: Any, source: Path) -> dict[str, float] | None:
+    """`target:` as valid-domain weights: a domain, a list of domains (equal weights) or {domain: weight}."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        value = {v: 1.0 for v in value}
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"'target:' must be a valid domain, a list of them or {{domain: weight}}, "
+                                  f"got {value!r}")
+    try:
+        return Mixture.from_dict(value, source, normalize=True).to_dict()
+    except ConfigError as exc:
+        raise ConfigError(source, f"'target:' {exc.problem}") from None
+
+
+def experiment_objective(experiment: Experiment, manifest: CorpusManifest, corpus: Path) -> dict[str, float]:
+    """The validation loss to minimise; checked against the corpus before any proxy trains."""
+    objective = experiment.target or {d: 1.0 for d in manifest.valid_domains}
+    empty = sorted(set(objective) & set(manifest.empty_domains("valid")))
+    if empty:
+        raise ConfigError(corpus / "valid", f"target domains {empty} have no validation tokens (empty files?)")
+    unknown = sorted(set(objective) - set(manifest.valid_domains))
+    if unknown:
+        raise ConfigError(experiment.source, f"target domains {unknown} are not valid domains of the corpus "
+                                             f"{sorted(manifest.valid_domains)}")
+    return objective
+
+
+def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print
+                              ) -> tuple[CorpusManifest, dict[str, float]]:
+    """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
+    corpus = experiment.corpus
+    source = Path(corpus.source) if corpus.source else Path(corpus.prepared) / "raw"
+    if corpus.source is None and not (source / "train").is_dir():
+        report("[corpus] building the embedded default corpus")
+        build_default_corpus(source)
+    report("[prepare] tokenizing (incremental)")
+    manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True)
+    objective = experiment_objective(experiment, manifest, source)
+    for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
+        if manifest.empty_domains(split):
+            report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "
+                   f"{source / split} (empty files?): {consequence}")
+    return manifest, objective

@@ -1,0 +1,74 @@
+"""python -m regmix.search: a sequential mixture search (bo, turbo, random, regmix) with real proxy runs.
+
+Rounds of ask -> train the batch (the sweep machinery) -> tell, until `--budget` proxy runs, then
+optimal_mixture.yaml, the runs as RegMix CSVs and convergence.png in the experiment's search_<method>/
+folders. Resumable: run the same command again after an interruption. Settings come from the
+experiment YAML (`method:` and the `search:` section, see regmix/experiment.py); flags override it.
+
+    python -m regmix.search --method bo --budget 16               # the embedded demo corpus
+    python -m regmix.search --config exp.yaml --method turbo --start-from runs/exp/proxies
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from regmix.experiment import Experiment, load_experiment
+from regmix.files import ConfigError
+from regmix.search import PROPOSERS
+from regmix.search.run import run_search
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m regmix.search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
+    p.add_argument("--method", choices=sorted(PROPOSERS), help="search method (default: the experiment's "
+                   "`method:`, else bo)")
+    p.add_argument("--budget", type=int, help="proxy runs in all, those started from included")
+    p.add_argument("--batch", type=int, help="proxies per round (default: a GPU's group, or one per CPU worker)")
+    p.add_argument("--seed", type=int, help="seed of the search")
+    p.add_argument("--start-from", nargs="+", metavar="PATH",
+                   help="existing runs to start from: a run folder (e.g. runs/default/proxies) or "
+                        "MIXTURE_CSV LOSS_CSV")
+    p.add_argument("--setting", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="method settings, e.g. initial=8 design=sobol num_restarts=4 (JSON values)")
+    return p
+
+
+def _settings(items: Sequence[str]) -> dict[str, Any]:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("command line", f"--setting {item!r} is not KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
+    try:
+        experiment = load_experiment(args.config) if args.config else Experiment()
+        method = args.method or (experiment.method if experiment.method != "regmix" or args.config else "bo")
+        start = args.start_from
+        overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
+                                       ("start_from", start[0] if start and len(start) == 1 else start))
+                     if v is not None}
+        settings = {**experiment.search.settings, **_settings(args.setting)}
+        experiment = dataclasses.replace(experiment, method=method,
+                                         search=dataclasses.replace(experiment.search, **overrides, settings=settings))
+        return run_search(experiment)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""`regmix`: RegMix as a proposer. Random batches from the synthesis prior, then the fitted regressor
+(`regmix.fit`) and the simulation (`regmix.simulate`) turn all observations into one mixture.
+
+The same code as the pipeline's fit and simulate stages; the search only feeds them its observations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from regmix.fit import BEST, fit
+from regmix.observations import Observations
+from regmix.search.proposer import Recommendation
+from regmix.search.random import RandomProposer
+from regmix.search.space import Objective, SearchSpace
+from regmix.simulate import simulate
+from regmix.synthesize import SynthesisSettings
+
+MIN_RUNS = 4
+
+
+class RegMixProposer(RandomProposer):
+    name = "regmix"
+
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0,
+                 synthesis: SynthesisSettings = SynthesisSettings(), regressor: str = BEST,
+                 candidates: int = 1_000_000, top_k: int = 128, threads: int = 2):
+        super().__init__(space, objective, seed, synthesis)
+        self.regressor, self.candidates, self.top_k, self.threads = regressor, candidates, top_k, threads
+
+    def observations(self) -> Observations:
+        targets = tuple(self.objective.weights)
+        losses = np.array([[record[t] for t in targets] for record in self.losses]).reshape(len(self), len(targets))
+        return Observations(self.space.domains, targets, tuple(range(len(self))), self.mixtures, losses)
+
+    def recommend(self) -> Recommendation:
+        if len(self) < MIN_RUNS:
+            raise ValueError(f"regmix needs at least {MIN_RUNS} observed runs to fit, has {len(self)}")
+        model = fit(self.observations(), [self.regressor], folds=1, num_threads=self.threads)
+        result = simulate(model, self.space.mixture(self.space.prior), dict(self.objective.weights),
+                          self.candidates, min(self.top_k, self.candidates), self.synthesis, seed=self.seed,
+                          threads=self.threads, progress=False)
+        weights = self.space.project(result.mixture.vector(self.space.domains))[0]
+        predicted = float(model.predict(weights[None, :])[0] @ np.array(
+            [self.objective.weights[t] for t in model.targets]))
+        return Recommendation(self.space.mixture(weights), predicted, result.spread,
+                              f"{model.name} regressor, mean of the top {len(result.top_scores)} of "
+                              f"{result.candidates} simulated mixtures")

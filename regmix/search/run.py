@@ -1,0 +1,409 @@
+"""A sequential mixture search with real proxy runs: ask -> train the batch -> tell, until a budget of runs.
+
+Every proxy is trained by the sweep machinery (`regmix.train.sweep`: the one training loop, many
+proxies at once on a GPU, resumable runs). The search keeps one state file, `search.json` in its run
+folder, with the proposer's state and every trial, each a small state machine
+
+    proposed -> training -> trained -> recorded      (any of the first three -> failed)
+
+and writes it atomically after every change: a search killed at any moment continues where it
+stopped, with the proposals it had drawn and without training a finished run again. It can start from
+existing runs (a RegMix sweep's run folder or CSVs), which count in the budget. Outputs, in the
+experiment's `search_<method>/` folders: optimal_mixture.yaml (as the RegMix path writes it), the runs
+in RegMix's CSV layout (for `regmix.fit`), convergence.png, and a wandb run of the search's progress
+next to one wandb run per trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from regmix.config import RunConfig, save_run_config
+from regmix.data.corpus import CorpusManifest
+from regmix.experiment import Experiment, prepare_experiment_corpus
+from regmix.files import ConfigError, read_yaml, write_atomic
+from regmix.mixture import Mixture
+from regmix.observations import Observations, read_csvs
+from regmix.results import load_result
+from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index
+from regmix.search import make_proposer
+from regmix.search.proposer import Proposer, Recommendation
+from regmix.search.space import Objective, SearchSpace
+from regmix.simulate import optimal_run_config, plot_mixtures
+from regmix.train.engine import resolve_device
+from regmix.train.runlog import resolve_wandb_mode
+from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
+
+STATE_NAME = "search.json"
+STATE_VERSION = 1
+EDGES = {"proposed": ("training", "failed"), "training": ("trained", "failed"), "trained": ("recorded", "failed"),
+         "recorded": (), "failed": ()}
+
+
+@dataclass
+class Trial:
+    """One proxy run of the search; `losses` by valid domain, `achieved` the shares it drew."""
+
+    name: str
+    requested: dict[str, float]
+    round: int
+    status: str = "proposed"
+    achieved: dict[str, float] | None = None
+    losses: dict[str, float] | None = None
+    source: str = "search"  # or the file it was imported from
+    error: str | None = None
+    history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
+
+    def mark(self, status: str, **values: Any) -> None:
+        """Move along one edge of the state machine (no-op if already there); illegal edges are bugs."""
+        if status == self.status:
+            return
+        if status not in EDGES[self.status]:
+            raise RuntimeError(f"trial {self.name}: no transition {self.status} -> {status}")
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.status = status
+        self.history.append([status, round(time.time(), 3)])
+
+    @property
+    def pending(self) -> bool:
+        return self.status in ("proposed", "training", "trained")
+
+
+class SearchLog:
+    """The search's own wandb run: objective, best so far and the recommendation, per recorded run."""
+
+    def __init__(self, folder: Path, name: str, mode: str, group: str):
+        self.folder, self.name, self.mode, self.group = folder, name, resolve_wandb_mode(mode), group
+        self.run: Any = None
+
+    def log(self, rows: Sequence[dict[str, float]], run_id: str | None) -> str | None:
+        if self.mode == "off" or not rows:
+            return run_id
+        import wandb
+
+        if self.run is None:
+            settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
+                                      disable_git=True, x_save_requirements=False)
+            self.run = wandb.init(project="regmix", group=self.group, name=self.name, id=run_id, resume="allow",
+                                  dir=self.folder, mode=self.mode, reinit="finish_previous", settings=settings)
+            self.run.define_metric("search/runs")
+            self.run.define_metric("search/*", step_metric="search/runs")
+        for row in rows:
+            self.run.log(row)
+        return self.run.id
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class Search:
+    """The state file of one search: settings, trials and the proposer, saved after every change."""
+
+    def __init__(self, path: Path, proposer: Proposer, identity: dict[str, Any]):
+        self.path, self.proposer, self.identity = path, proposer, identity
+        self.trials: list[Trial] = []
+        self.rounds: list[dict[str, Any]] = []  # per finished round: runs, recommendation
+        self.wandb_id: str | None = None
+        self.logged = 0  # recorded trials already in the wandb run
+
+    def save(self) -> None:
+        write_atomic(self.path, json.dumps({
+            "version": STATE_VERSION, "identity": self.identity, "trials": [dataclasses.asdict(t) for t in self.trials],
+            "rounds": self.rounds, "proposer": self.proposer.state_dict(), "wandb_id": self.wandb_id,
+            "logged": self.logged}, indent=1))
+
+    def load(self) -> None:
+        """Restore from the state file; another method, space, objective or proxy setting is refused."""
+        data = read_yaml(self.path)
+        try:
+            if data.get("version") != STATE_VERSION:
+                raise ConfigError(self.path, f"search state version {data.get('version')!r}, this regmix reads "
+                                             f"{STATE_VERSION}")
+            changed = sorted(k for k in set(data["identity"]) | set(self.identity)
+                             if data["identity"].get(k) != self.identity.get(k))
+            if changed:
+                raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now; "
+                                             f"use a new experiment name, or delete {self.path.parent} to start over")
+            self.trials = [Trial(**t) for t in data["trials"]]
+            self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
+            self.proposer.load_state_dict(data["proposer"])
+        except ConfigError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(self.path, f"unreadable search state: {exc}") from None
+
+    def next_names(self, n: int) -> list[str]:
+        used = [run_index(t.name) for t in self.trials]
+        start = max([i for i in used if isinstance(i, int)], default=0) + 1
+        return [f"n{i}" for i in range(start, start + n)]
+
+    def recorded(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "recorded"]
+
+
+def imported_runs(start_from: str | Sequence[str], domains: Sequence[str], objective: Objective
+                  ) -> list[tuple[str, Mixture, dict[str, float], str]]:
+    """(name, achieved mixture, valid losses, source) of the finished runs of a run folder or a CSV pair."""
+    if isinstance(start_from, (list, tuple)):
+        if len(start_from) != 2:
+            raise ConfigError("search.start_from", f"expected [mixture CSV, loss CSV], got {start_from!r}")
+        observations = read_csvs(*start_from)
+        runs = [(f"n{i}" if isinstance(i, int) else str(i), Mixture(observations.domains, row),
+                 dict(zip(observations.targets, losses)), str(start_from[1]))
+                for i, row, losses in zip(observations.index, observations.mixtures, observations.losses)]
+    else:
+        folder = Path(start_from)
+        if not folder.is_dir():
+            raise ConfigError(folder, "no such run folder (give a sweep's proxies/ folder or [mixture CSV, loss CSV])")
+        results = [(p, load_result(p)) for p in sorted(folder.glob(f"*/{RESULT_NAME}"))]
+        runs = [(r.name, r.mixture, r.valid_losses, str(p)) for p, r in results if r.ok]
+        if not runs:
+            raise ConfigError(folder, f"no finished run (<run>/{RESULT_NAME}) to start from")
+    for name, mixture, losses, source in runs:
+        try:
+            mixture.vector(domains)
+            objective.value(losses)
+        except ValueError as exc:
+            raise ConfigError(source, f"run {name} cannot join this search: {exc}") from None
+    return runs
+
+
+def plot_convergence(search: Search, path: Path) -> Path:
+    """Best objective so far against runs, each run's objective, and the recommendation per round."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = search.recorded()
+    values = np.array([search.proposer.objective.value(t.losses or {}) for t in trials])
+    x = np.arange(1, len(values) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    imported = np.array([t.source != "search" for t in trials])
+    ax.scatter(x[imported], values[imported], s=10, color="grey", label="started from")
+    ax.scatter(x[~imported], values[~imported], s=12, color="tab:blue", label="proposed runs")
+    ax.step(x, np.minimum.accumulate(values), where="post", color="tab:blue", label="best observed so far")
+    if search.rounds:
+        runs = [r["runs"] for r in search.rounds]
+        predicted = np.array([r["predicted"] for r in search.rounds])
+        spread = np.array([r["uncertainty"] or 0.0 for r in search.rounds])
+        ax.errorbar(runs, predicted, yerr=spread, fmt="o-", color="tab:red", capsize=3,
+                    label="recommended (predicted +- uncertainty)")
+    ax.set_xlabel("proxy runs")
+    ax.set_ylabel("objective (weighted validation loss)")
+    ax.set_title(f"{search.proposer.name} search")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _identity(experiment: Experiment, space: SearchSpace, objective: Objective, batch: int) -> dict[str, Any]:
+    return {"method": experiment.method, "seed": experiment.search.seed, "settings": experiment.search.settings,
+            "objective": dict(objective.weights), "domains": list(space.domains), "batch": batch,
+            "lower": space.lower.round(12).tolist(), "upper": space.upper.round(12).tolist(),
+            "proxy": dataclasses.asdict(experiment.proxy), "synthesis": dataclasses.asdict(experiment.synthesis),
+            "start_from": experiment.search.start_from}
+
+
+def batch_size(experiment: Experiment) -> int:
+    """`search.batch`, or what trains at once: a GPU's proxy group, or one proxy per CPU worker."""
+    if experiment.search.batch:
+        return experiment.search.batch
+    if resolve_device(experiment.sweep.device).type == "cuda":
+        return CUDA_GROUP_SIZE
+    return experiment.sweep.workers or os.cpu_count() or 1
+
+
+def run_search(experiment: Experiment, report: Callable[[str], None] = print,
+               train: Callable[..., Any] = train_sweep) -> dict[str, Any]:
+    """Run (or resume) the search of `experiment` to its budget; the summary printed at the end."""
+    started = time.perf_counter()
+    settings = experiment.search
+    if settings.budget < 1 or settings.batch < 0:
+        raise ConfigError(experiment.source, "search.budget must be >= 1 and search.batch >= 0")
+    manifest, objective_weights = prepare_experiment_corpus(experiment, report)
+    natural = manifest.token_distribution()
+    space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, settings.bounds, experiment.source)
+    objective = Objective(objective_weights)
+    batch = batch_size(experiment)
+    proposer = make_proposer(experiment.method, space, objective, settings.seed,
+                             {"synthesis": experiment.synthesis, **settings.settings}, experiment.source)
+    runs = experiment.runs
+    search = Search(runs / STATE_NAME, proposer, _identity(experiment, space, objective, batch))
+    if search.path.exists():
+        search.load()
+        report(f"[search] resuming {search.path}: {len(search.recorded())} runs recorded")
+    elif settings.start_from:
+        start = imported_runs(settings.start_from, space.domains, objective)
+        for name, mixture, losses, source in start:
+            trial = Trial(name, mixture.to_dict(), 0, "recorded", mixture.to_dict(), dict(losses), source)
+            search.trials.append(trial)
+        proposer.tell([m for _, m, _, _ in start], [losses for _, _, losses, _ in start])
+        search.save()
+        report(f"[search] starting from {len(start)} runs of {settings.start_from}")
+    log = SearchLog(runs, f"search-{experiment.method}", experiment.sweep.wandb, experiment.name)
+    try:
+        while True:
+            pending = [t for t in search.trials if t.pending]
+            if not pending:
+                if len(search.trials) >= settings.budget:
+                    break
+                n = min(batch, settings.budget - len(search.trials))
+                mixtures = proposer.ask(n)
+                round_id = max((t.round for t in search.trials), default=0) + 1
+                search.trials += [Trial(name, m.to_dict(), round_id) for name, m in zip(search.next_names(n), mixtures)]
+                search.save()
+                pending = search.trials[-n:]
+            report(f"[search] round {pending[0].round}: training {len(pending)} proxies "
+                   f"({len(search.trials)} of {settings.budget} runs)")
+            _train_round(search, pending, experiment, manifest, train, report)
+            _record(search, pending)
+            recommendation = proposer.recommend()
+            search.rounds.append({"runs": len(search.recorded()), "predicted": recommendation.predicted,
+                                  "uncertainty": recommendation.uncertainty,
+                                  "mixture": recommendation.mixture.to_dict()})
+            search.save()
+            _log_progress(search, log)
+            report(f"[search] {len(search.recorded())} runs: best observed {min(_values(search)):.4f}, recommended "
+                   f"{_describe(recommendation)}")
+    finally:
+        log.close()
+    return _finish(search, experiment, natural, objective, time.perf_counter() - started, report)
+
+
+def _train_round(search: Search, trials: Sequence[Trial], experiment: Experiment, manifest: CorpusManifest,
+                 train: Callable[..., Any], report: Callable[[str], None]) -> None:
+    """Write the trials' configs, train them with the sweep (resuming any checkpoint), read their results."""
+    paths = []
+    for trial in trials:
+        if trial.status == "proposed":
+            config = RunConfig(trial.name, Mixture.from_dict(trial.requested, normalize=True), manifest.valid_domains,
+                               experiment.proxy, experiment.synthesis.as_config(),
+                               {"search_method": experiment.method, "search_round": trial.round})
+            save_run_config(config, experiment.configs / f"{trial.name}.yaml")
+            trial.mark("training")
+            search.save()
+        if trial.status == "training":
+            paths.append(experiment.configs / f"{trial.name}.yaml")
+    if paths:
+        train(paths, manifest, experiment.runs / "proxies", workers=experiment.sweep.workers,
+              device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report)
+    for trial in trials:
+        if trial.status != "training":
+            continue
+        path = experiment.runs / "proxies" / trial.name / RESULT_NAME
+        if not path.exists():
+            trial.mark("failed", error=f"no {path} after training (see the sweep's report)")
+            continue
+        result = load_result(path)
+        if not result.ok:
+            trial.mark("failed", error=result.error or f"status {result.status}")
+        else:
+            trial.mark("trained", achieved=result.mixture.to_dict(), losses=dict(result.valid_losses))
+        search.save()
+
+
+def _record(search: Search, trials: Sequence[Trial]) -> None:
+    """Tell the proposer the trained trials; trial states and proposer state land in one write."""
+    trained = [t for t in trials if t.status == "trained"]
+    search.proposer.tell([Mixture.from_dict(t.achieved or t.requested, normalize=True) for t in trained],
+                         [t.losses or {} for t in trained])
+    for trial in trained:
+        trial.mark("recorded")
+    search.save()
+
+
+def _values(search: Search) -> list[float]:
+    return [search.proposer.objective.value(t.losses or {}) for t in search.recorded()]
+
+
+def _describe(recommendation: Recommendation) -> str:
+    spread = "" if recommendation.uncertainty is None else f" +- {recommendation.uncertainty:.4f}"
+    return f"{recommendation.predicted:.4f}{spread} ({recommendation.basis})"
+
+
+def _log_progress(search: Search, log: SearchLog) -> None:
+    values = _values(search)
+    rows = [{"search/runs": i + 1, "search/objective": v, "search/best_observed": min(values[:i + 1])}
+            for i, v in enumerate(values) if i >= search.logged]
+    if rows and search.rounds:
+        rows[-1] |= {"search/recommended_predicted": search.rounds[-1]["predicted"]}
+    search.wandb_id = log.log(rows, search.wandb_id)
+    search.logged = len(values)
+    search.save()
+
+
+def _finish(search: Search, experiment: Experiment, natural: Mixture, objective: Objective, seconds: float,
+            report: Callable[[str], None]) -> dict[str, Any]:
+    """Write optimal_mixture.yaml, the CSVs and the plots; the summary."""
+    recorded = search.recorded()
+    if not recorded:
+        raise ConfigError(search.path, "no proxy run of the search finished: nothing to recommend "
+                                       "(see the failed trials in this file)")
+    recommendation = search.proposer.recommend()
+    config = optimal_run_config(recommendation.mixture, dict(objective.weights), recommendation.predicted,
+                                recommendation.uncertainty, experiment.simulation.large_model, experiment.synthesis,
+                                search_method=experiment.method, search_runs=len(recorded),
+                                recommended_by=recommendation.basis)
+    save_run_config(config, experiment.optimal)
+    runs = experiment.runs
+    csvs = _observations(recorded, natural.domains).save(runs / mixture_csv_name("proxy"),
+                                                          runs / loss_csv_name("corpus", "proxy"))
+    plots = [plot_convergence(search, runs / "convergence.png"),
+             plot_mixtures(natural, recommendation.mixture, runs / "optimal_vs_natural.png")]
+    values = _values(search)
+    summary = {
+        "method": experiment.method, "objective": dict(objective.weights), "runs": len(recorded),
+        "failed": sum(t.status == "failed" for t in search.trials),
+        "started_from": sum(t.source != "search" for t in recorded),
+        "best_observed": min(values), "predicted_loss": recommendation.predicted,
+        "predicted_loss_spread": recommendation.uncertainty, "recommended_by": recommendation.basis,
+        "natural": natural.to_dict(), "optimal": recommendation.mixture.to_dict(),
+        "files": {"optimal_mixture": str(experiment.optimal), "state": str(search.path),
+                  "csv": [str(p) for p in csvs], "plots": [str(p) for p in plots], "runs": str(runs / "proxies")},
+        "seconds": round(seconds, 1),
+    }
+    write_atomic(runs / "report.json", json.dumps(summary, indent=1))
+    report(format_search_report(summary))
+    return summary
+
+
+def _observations(trials: Sequence[Trial], domains: Sequence[str]) -> Observations:
+    """The recorded runs in RegMix's layout: achieved mixtures over the corpus' domains, every valid loss."""
+    targets = tuple(dict.fromkeys(d for t in trials for d in t.losses or {}))
+    losses = np.array([[(t.losses or {}).get(d, np.nan) for d in targets] for t in trials])
+    mixtures = np.stack([Mixture.from_dict(t.achieved or t.requested, normalize=True).vector(domains) for t in trials])
+    return Observations(tuple(domains), targets, tuple(run_index(t.name) for t in trials), mixtures, losses)
+
+
+def format_search_report(summary: Mapping[str, Any]) -> str:
+    spread = summary["predicted_loss_spread"]
+    lines = ["", f"== {summary['method']} search report ==",
+             f"target:        {', '.join(f'{k} x{v:g}' for k, v in summary['objective'].items())}",
+             f"runs:          {summary['runs']} recorded ({summary['started_from']} started from, "
+             f"{summary['failed']} failed)",
+             f"best observed: {summary['best_observed']:.4f}",
+             f"recommended:   predicted {summary['predicted_loss']:.4f}"
+             + ("" if spread is None else f" +- {spread:.4f}") + f" ({summary['recommended_by']})",
+             f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
+    for domain, weight in summary["natural"].items():
+        lines.append(f"{domain:<24}{weight:>10.3f}{summary['optimal'].get(domain, 0.0):>10.3f}")
+    files = summary["files"]
+    lines += [f"optimal mixture: {files['optimal_mixture']}  (train it: model_training/pretrain_1b.sh "
+              f"{files['optimal_mixture']})",
+              f"runs (CSV):      {', '.join(files['csv'])}",
+              f"plots:           {', '.join(files['plots'])}",
+              f"finished in {summary['seconds']}s"]
+    return "\n".join(lines)

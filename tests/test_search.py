@@ -1,0 +1,169 @@
+"""Mixture search: every proposer on the simplex and within bounds, exact resume, BO and TuRBO beat random on a
+synthetic objective, and the search driver with real proxy runs (interrupted, resumed, started from runs)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_pipeline import EXPERIMENT, write_corpus
+
+from regmix.config import load_run_config
+from regmix.experiment import load_experiment
+from regmix.files import ConfigError
+from regmix.mixture import Mixture
+from regmix.observations import read_csvs
+from regmix.pipeline import run_pipeline
+from regmix.search import PROPOSERS, make_proposer
+from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, replay
+from regmix.search.run import STATE_NAME, run_search
+from regmix.search.space import Objective, SearchSpace
+from regmix.train.sweep import train_sweep
+
+FAST = {"bo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
+        "turbo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
+        "regmix": {"candidates": 20000, "top_k": 16, "regressor": "linear"}, "random": {}}
+
+
+def fast(method: str, **extra) -> dict:
+    return {**FAST[method], **extra}
+
+
+def bounded_problem(dim: int = 17) -> tuple[PowerLawObjective, SearchSpace]:
+    """The synthetic objective on a space with binding lower and upper bounds."""
+    problem = PowerLawObjective(dim, seed=3, noise=0.01)
+    lower, upper = np.zeros(dim), np.full(dim, 0.3)
+    lower[0], upper[1], upper[2] = 0.05, 0.02, 0.0  # domain 2 is pinned at 0
+    return problem, SearchSpace(problem.domains, problem.prior, lower, upper)
+
+
+@pytest.mark.parametrize("method", sorted(PROPOSERS))
+def test_every_proposal_is_on_the_simplex_and_within_bounds(method):
+    problem, space = bounded_problem()
+    proposer = make_proposer(method, space, problem.objective(), seed=1, settings=fast(method))
+    for _ in range(3):  # bo/turbo: the initial design (18 runs), then two acquisition batches
+        mixtures = proposer.ask(6 if len(proposer) >= 18 else 18)
+        rows = space.vectors(mixtures)
+        assert space.contains(rows).all(), rows[~space.contains(rows)]
+        assert [m.domains for m in mixtures] == [problem.domains] * len(mixtures)
+        proposer.tell(mixtures, problem(rows))
+    best = proposer.recommend()
+    assert space.contains(best.mixture.vector(space.domains)).all() and np.isfinite(best.predicted)
+
+
+@pytest.mark.parametrize("method", sorted(PROPOSERS))
+def test_a_restored_proposer_asks_for_the_same_mixtures(method):
+    problem = PowerLawObjective(5, seed=0, noise=0.01)
+    proposer = make_proposer(method, problem.space(), problem.objective(), seed=4, settings=fast(method, **(
+        {"initial": 6} if method in ("bo", "turbo") else {})))
+    replay(proposer, problem, [12], batch=3)
+    saved = json.loads(json.dumps(proposer.state_dict()))  # the search writes it as JSON
+    restored = make_proposer(method, problem.space(), problem.objective(), seed=0, settings=fast(method))
+    restored.load_state_dict(saved)
+    asked, again = proposer.ask(3), restored.ask(3)
+    np.testing.assert_allclose([m.weights for m in asked], [m.weights for m in again], atol=1e-9)
+
+
+def test_bo_and_turbo_beat_random_on_the_synthetic_objective():
+    problem = PowerLawObjective(5, seed=0, noise=0.01)
+    space = problem.space()
+    _, optimum = minimize_on_space(problem.value, space, np.vstack([space.prior, np.full(5, 0.2)]))
+    regrets: dict[str, list[float]] = {}
+    for method in ("random", "bo", "turbo"):
+        for seed in range(3):
+            proposer = make_proposer(method, space, problem.objective(), seed=seed, settings=fast(method))
+            [(_, best)] = replay(proposer, problem, [20], batch=4)
+            regrets.setdefault(method, []).append(regret(best.mixture, problem.value, space, optimum))
+    means = {m: float(np.mean(r)) for m, r in regrets.items()}
+    assert means["bo"] < means["random"] and means["turbo"] < means["random"], regrets
+
+
+def test_bad_spaces_and_settings_are_one_error_naming_the_file():
+    natural = Mixture(("a", "b"), np.array([0.9, 0.1]))
+    with pytest.raises(ConfigError, match=r"exp.yaml: upper bounds .* sum to 0.6 < 1"):
+        SearchSpace.around(natural, 1.0, {"a": [0, 0.5]}, "exp.yaml")
+    with pytest.raises(ConfigError, match="exp.yaml: bounds name domain 'c'"):
+        SearchSpace.around(natural, 15.0, {"c": [0, 0.5]}, "exp.yaml")
+    space, objective = SearchSpace.around(natural), Objective({"a": 1.0})
+    with pytest.raises(ConfigError, match=r"exp.yaml: method 'bo' has no settings \['restarts'\]"):
+        make_proposer("bo", space, objective, settings={"restarts": 3}, source="exp.yaml")
+    with pytest.raises(ConfigError, match="exp.yaml: unknown search method 'cma'"):
+        make_proposer("cma", space, objective, source="exp.yaml")
+
+
+SEARCH = "method: bo\nsearch: {budget: 6, batch: 3, settings: {initial: 3, num_restarts: 3, raw_samples: 64}}\n"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    write_corpus(tmp_path / "src")
+    (tmp_path / "tiny.yaml").write_text(EXPERIMENT + SEARCH)
+    return tmp_path
+
+
+def test_search_end_to_end_from_the_pipeline(workdir):
+    summary = run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    folder = Path("runs/tiny/search_bo")
+    assert summary["runs"] == 6 and summary["failed"] == 0 and summary["method"] == "bo"
+    optimal = load_run_config("mixture_config/tiny/search_bo/optimal_mixture.yaml")
+    assert optimal.valid == ("prose",) and optimal.train.weights.sum() == pytest.approx(1.0)
+    assert optimal.extra["search_method"] == "bo" and optimal.extra["predicted_loss"] == pytest.approx(
+        summary["predicted_loss"], abs=1e-6)
+    runs = read_csvs(folder / "train_mixture_proxy.csv", folder / "train_corpus_loss_proxy.csv")
+    assert runs.index == (1, 2, 3, 4, 5, 6) and runs.targets == ("code", "legal", "prose")
+    assert (folder / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+    state = json.loads((folder / STATE_NAME).read_text())
+    assert [t["status"] for t in state["trials"]] == ["recorded"] * 6
+    assert [t["round"] for t in state["trials"]] == [1, 1, 1, 2, 2, 2]
+
+
+def test_a_search_killed_between_ask_and_tell_resumes_with_its_proposals(workdir):
+    calls: list[list[str]] = []
+
+    def killed_in_round_two(paths, *args, **kwargs):
+        calls.append([Path(p).stem for p in paths])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_sweep(paths, *args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
+    state = json.loads(Path("runs/tiny/search_bo", STATE_NAME).read_text())
+    proposed = {t["name"]: t["requested"] for t in state["trials"] if t["status"] == "training"}
+    assert sorted(proposed) == ["n4", "n5", "n6"]
+
+    calls.clear()
+    run_search(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
+    assert calls == [["n4", "n5", "n6"]]  # round 1 is not trained again, round 2 is not re-drawn
+    for name, requested in proposed.items():
+        trained = load_run_config(Path("runs/tiny/search_bo/proxies", name, "config.yaml"))
+        np.testing.assert_allclose(trained.train.vector(list(requested)), list(requested.values()), atol=1e-9)
+
+
+def test_a_search_starts_from_existing_runs_and_skips_them(workdir):
+    run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    trained: list[str] = []
+
+    def counting(paths, *args, **kwargs):
+        trained.extend(Path(p).stem for p in paths)
+        return train_sweep(paths, *args, **kwargs)
+
+    for name, start in (("from_runs", "runs/tiny/search_bo/proxies"),
+                        ("from_csv", ["runs/tiny/search_bo/train_mixture_proxy.csv",
+                                      "runs/tiny/search_bo/train_corpus_loss_proxy.csv"])):
+        Path(f"{name}.yaml").write_text(EXPERIMENT.replace("name: tiny", f"name: {name}") + SEARCH.replace(
+            "budget: 6", f"budget: 8, start_from: {json.dumps(start)}"))
+        trained.clear()
+        summary = run_search(load_experiment(f"{name}.yaml"), report=lambda line: None, train=counting)
+        assert trained == ["n7", "n8"] and summary["runs"] == 8 and summary["started_from"] == 6
+
+
+def test_a_changed_search_is_refused_on_resume(workdir):
+    run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    Path("tiny.yaml").write_text(EXPERIMENT + SEARCH.replace("initial: 3", "initial: 4"))
+    with pytest.raises(ConfigError, match=r"search.json: a search with other settings than the experiment"):
+        run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    Path("tiny.yaml").write_text(EXPERIMENT + SEARCH.replace("budget: 6", "budget: 9"))  # a larger budget continues
+    assert run_search(load_experiment("tiny.yaml"), report=lambda line: None)["runs"] == 9
