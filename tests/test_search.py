@@ -19,6 +19,7 @@ from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, 
 from regmix.search.run import STATE_NAME, run_search
 from regmix.search.space import Objective, SearchSpace
 from regmix.train.sweep import train_sweep
+from regmix.wandb_runs import read_offline_run
 
 FAST = {"bo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
         "turbo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
@@ -104,6 +105,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def test_search_end_to_end_from_the_pipeline(workdir):
+    Path("tiny.yaml").write_text(EXPERIMENT.replace('wandb: "off"', "wandb: offline") + SEARCH)
     summary = run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
     folder = Path("runs/tiny/search_bo")
     assert summary["runs"] == 6 and summary["failed"] == 0 and summary["method"] == "bo"
@@ -117,6 +119,10 @@ def test_search_end_to_end_from_the_pipeline(workdir):
     state = json.loads((folder / STATE_NAME).read_text())
     assert [t["status"] for t in state["trials"]] == ["recorded"] * 6
     assert [t["round"] for t in state["trials"]] == [1, 1, 1, 2, 2, 2]
+    progress = [read_offline_run(p) for p in sorted(folder.glob("wandb/offline-run-*/*.wandb"))]
+    assert {run.name for run in progress} == {"search-bo"}  # one run, resumed each round
+    assert [row["search/runs"] for run in progress for row in run.history] == [1, 2, 3, 4, 5, 6]
+    assert len(list(folder.glob("proxies/n*/wandb/offline-run-*/*.wandb"))) == 6  # and one per trial
 
 
 def test_a_search_killed_between_ask_and_tell_resumes_with_its_proposals(workdir):

@@ -79,32 +79,30 @@ class Trial:
 
 
 class SearchLog:
-    """The search's own wandb run: objective, best so far and the recommendation, per recorded run."""
+    """The search's own wandb run: objective, best so far and the recommendation, per recorded run.
+
+    Opened and finished around each round's rows (resuming its id): the trials' own wandb runs are
+    opened in between, and wandb keeps one run per process.
+    """
 
     def __init__(self, folder: Path, name: str, mode: str, group: str):
         self.folder, self.name, self.mode, self.group = folder, name, resolve_wandb_mode(mode), group
-        self.run: Any = None
 
     def log(self, rows: Sequence[dict[str, float]], run_id: str | None) -> str | None:
         if self.mode == "off" or not rows:
             return run_id
         import wandb
 
-        if self.run is None:
-            settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
-                                      disable_git=True, x_save_requirements=False)
-            self.run = wandb.init(project="regmix", group=self.group, name=self.name, id=run_id, resume="allow",
-                                  dir=self.folder, mode=self.mode, reinit="finish_previous", settings=settings)
-            self.run.define_metric("search/runs")
-            self.run.define_metric("search/*", step_metric="search/runs")
+        settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
+                                  disable_git=True, x_save_requirements=False)
+        run = wandb.init(project="regmix", group=self.group, name=self.name, id=run_id, resume="allow",
+                         dir=self.folder, mode=self.mode, reinit="finish_previous", settings=settings)
+        run.define_metric("search/runs")
+        run.define_metric("search/*", step_metric="search/runs")
         for row in rows:
-            self.run.log(row)
-        return self.run.id
-
-    def close(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
+            run.log(row)
+        run.finish()
+        return run.id
 
 
 class Search:
@@ -190,7 +188,8 @@ def plot_convergence(search: Search, path: Path) -> Path:
     x = np.arange(1, len(values) + 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     imported = np.array([t.source != "search" for t in trials])
-    ax.scatter(x[imported], values[imported], s=10, color="grey", label="started from")
+    if imported.any():
+        ax.scatter(x[imported], values[imported], s=10, color="grey", label="started from")
     ax.scatter(x[~imported], values[~imported], s=12, color="tab:blue", label="proposed runs")
     ax.step(x, np.minimum.accumulate(values), where="post", color="tab:blue", label="best observed so far")
     if search.rounds:
@@ -254,32 +253,31 @@ def run_search(experiment: Experiment, report: Callable[[str], None] = print,
         search.save()
         report(f"[search] starting from {len(start)} runs of {settings.start_from}")
     log = SearchLog(runs, f"search-{experiment.method}", experiment.sweep.wandb, experiment.name)
-    try:
-        while True:
-            pending = [t for t in search.trials if t.pending]
-            if not pending:
-                if len(search.trials) >= settings.budget:
-                    break
-                n = min(batch, settings.budget - len(search.trials))
-                mixtures = proposer.ask(n)
-                round_id = max((t.round for t in search.trials), default=0) + 1
-                search.trials += [Trial(name, m.to_dict(), round_id) for name, m in zip(search.next_names(n), mixtures)]
-                search.save()
-                pending = search.trials[-n:]
-            report(f"[search] round {pending[0].round}: training {len(pending)} proxies "
-                   f"({len(search.trials)} of {settings.budget} runs)")
-            _train_round(search, pending, experiment, manifest, train, report)
-            _record(search, pending)
-            recommendation = proposer.recommend()
-            search.rounds.append({"runs": len(search.recorded()), "predicted": recommendation.predicted,
-                                  "uncertainty": recommendation.uncertainty,
-                                  "mixture": recommendation.mixture.to_dict()})
+    while True:
+        pending = [t for t in search.trials if t.pending]
+        if not pending:
+            if len(search.trials) >= settings.budget:
+                break
+            n = min(batch, settings.budget - len(search.trials))
+            mixtures = proposer.ask(n)
+            round_id = max((t.round for t in search.trials), default=0) + 1
+            search.trials += [Trial(name, m.to_dict(), round_id) for name, m in zip(search.next_names(n), mixtures)]
             search.save()
-            _log_progress(search, log)
-            report(f"[search] {len(search.recorded())} runs: best observed {min(_values(search)):.4f}, recommended "
-                   f"{_describe(recommendation)}")
-    finally:
-        log.close()
+            pending = search.trials[-n:]
+        report(f"[search] round {pending[0].round}: training {len(pending)} proxies "
+               f"({len(search.trials)} of {settings.budget} runs)")
+        _train_round(search, pending, experiment, manifest, train, report)
+        _record(search, pending)
+        if not search.recorded():
+            continue  # every run so far failed (the sweep said why); the budget still bounds the search
+        recommendation = proposer.recommend()
+        search.rounds.append({"runs": len(search.recorded()), "predicted": recommendation.predicted,
+                              "uncertainty": recommendation.uncertainty,
+                              "mixture": recommendation.mixture.to_dict()})
+        search.save()
+        _log_progress(search, log)
+        report(f"[search] {len(search.recorded())} runs: best observed {min(_values(search)):.4f}, recommended "
+               f"{_describe(recommendation)}")
     return _finish(search, experiment, natural, objective, time.perf_counter() - started, report)
 
 

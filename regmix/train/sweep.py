@@ -232,6 +232,9 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
         with context.Pool(workers, initializer=_init_worker, initargs=(slots, options, threads, gpus)) as pool:
             for chunk_entries in pool.imap_unordered(functools.partial(_pool_task, manifest=manifest), chunks):
                 record(chunk_entries)
+            pool.close()  # let the workers exit on their own: terminating them leaks their semaphores
+            pool.join()
+        slots.close()
     bar.close()
     report(summarize(entries, time.perf_counter() - started))
     return entries
