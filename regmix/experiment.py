@@ -20,6 +20,7 @@ from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
 from regmix.files import ConfigError, read_yaml
 from regmix.mixture import Mixture
+from regmix.search import PROPOSERS
 from regmix.synthesize import SynthesisSettings
 
 
@@ -143,6 +144,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
     experiment.name = str(data.get("name", experiment.name))
     experiment.method = str(data.get("method", experiment.method))
+    if experiment.method not in PROPOSERS:
+        raise ConfigError(path, f"unknown method {experiment.method!r}; known: {sorted(PROPOSERS)}")
     experiment.target = _target(data.get("target"), path)
     for key in sections:
         if key in data:

@@ -82,6 +82,8 @@ BAD_EXPERIMENTS = [
     ("sweep: {num_configs: many}\n", "'sweep.num_configs' must be a int"),
     ("target: {prose: .nan, code: 0.5}\n", r"bad.yaml: 'target:' weight of domain 'prose' is NaN"),
     ("target: 3\n", "'target:' must be a valid domain"),
+    ("method: cma\n", r"bad.yaml: unknown method 'cma'; known: \['bo', 'random', 'regmix', 'turbo'\]"),
+    ("search: {budgett: 3}\n", r"bad.yaml: unknown keys \['budgett'\] in 'search:'"),
 ]
 
 

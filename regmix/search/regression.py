@@ -34,8 +34,8 @@ class RegMixProposer(RandomProposer):
         return Observations(self.space.domains, targets, tuple(range(len(self))), self.mixtures, losses)
 
     def recommend(self) -> Recommendation:
-        if len(self) < MIN_RUNS:
-            raise ValueError(f"regmix needs at least {MIN_RUNS} observed runs to fit, has {len(self)}")
+        if len(self) < MIN_RUNS:  # too few to fit (early rounds of a search): what random search would hand over
+            return self.best_observed()
         model = fit(self.observations(), [self.regressor], folds=1, num_threads=self.threads)
         result = simulate(model, self.space.mixture(self.space.prior), dict(self.objective.weights),
                           self.candidates, min(self.top_k, self.candidates), self.synthesis, seed=self.seed,
