@@ -23,7 +23,6 @@ import yaml
 
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
-from regmix.online import make_policy
 from regmix.schema import strip_train, strip_valid, train_key, valid_key
 
 
@@ -269,6 +268,8 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
             raise ConfigError(source, "'train:' differs from the schedule's step-weighted mean; leave it out "
                                       "and it is computed")
     if policy is not None:
+        from regmix.online import make_policy  # policies use this module's settings helpers
+
         make_policy(policy, train, source)  # a bad policy fails its own config, before any group trains
     valid_raw = data.get("valid") or {}
     if not isinstance(valid_raw, dict):

@@ -15,6 +15,7 @@ import torch
 from regmix.config import RunConfig, Stage, TrainingSettings, load_run_config, save_run_config
 from regmix.files import ConfigError
 from regmix.mixture import Mixture
+from regmix.online.policy import OnlinePolicy
 from regmix.results import load_result
 from regmix.schema import CHECKPOINT_NAME, HISTORY_NAME
 from regmix.train.sweep import train_proxies
@@ -139,7 +140,12 @@ train_proxies([load_run_config(config)], load_manifest(corpus), [run_dir], wandb
 """
 
 
-@pytest.mark.parametrize("make", [piecewise, online], ids=["piecewise", "online"])
+def aioli() -> RunConfig:
+    policy = {"policy": "aioli", "update_steps": 6, "lp_steps": 1, "sweeps": 1, "one_hot_factor": 0.7, "eta": 2.0}
+    return dataclasses.replace(config("a"), policy=policy)
+
+
+@pytest.mark.parametrize("make", [piecewise, online, aioli], ids=["piecewise", "online", "aioli"])
 def test_changing_schedule_killed_and_resumed_matches_the_uninterrupted_run(tiny_corpus, tmp_path, make):
     path = tmp_path / "config.yaml"
     save_run_config(make(), path)
@@ -210,20 +216,13 @@ def test_resume_past_a_shrunk_max_step_evaluates_before_finishing(tiny_corpus, t
     assert result.ok and result.step == 3 and set(result.valid_losses) == set(VALID)
 
 
-class _Elsewhere:
+class _Elsewhere(OnlinePolicy):
     """A policy that sends the run to a domain the corpus lacks."""
 
-    def __init__(self, initial):
-        self.initial, self.interval = initial, 2
+    interval = 2
 
-    def on_interval(self, step, counts):
+    def on_interval(self, step, counts, measure):
         return Mixture.from_dict({"nowhere": 1.0})
-
-    def on_evaluation(self, step, losses, counts):
-        return None
-
-    def state_dict(self):
-        return {}
 
 
 def test_a_policy_mixture_outside_the_corpus_is_one_error_naming_the_config(tiny_corpus, tmp_path, monkeypatch):

@@ -6,8 +6,11 @@ sequence picks its domain by the mixture weights, then a uniformly random window
 tokens in that stream, as RegMix mixes its packed per-domain datasets.
 
 Micro-batch k is drawn with a generator seeded by (seed, sequences drawn so far), so the sampler's whole
-state is two integers, the current weights and the counts drawn per domain: resuming from them repeats
-and skips nothing, also when the weights change during the run (`set_weights`).
+state is two integers, the current weights, the counts drawn per domain and any exact plan: resuming
+from them repeats and skips nothing, also when the weights change during the run (`set_weights`).
+An exact plan (`set_weights(mixture, exact=n)`) draws the next n sequences with exactly the
+largest-remainder counts of the mixture, in random order (online methods that probe one domain for
+a few steps need exact counts, not a multinomial draw).
 """
 
 from __future__ import annotations
@@ -63,13 +66,30 @@ class MixtureSampler:
         self.drawn = 0
         self.streams: dict[str, TokenStream] = {}
         self.counts: dict[str, int] = {}
+        self.plan: dict[str, int] = {}  # sequences still to draw per domain under an exact plan
         self.set_weights(mixture)
 
-    def set_weights(self, mixture: Mixture) -> None:
+    def set_weights(self, mixture: Mixture, exact: int = 0) -> None:
+        """Sample `mixture` from the next batch on; `exact` > 0: the next `exact` sequences have exactly
+        its largest-remainder counts (then sampling by weight resumes)."""
         self.mixture = mixture
         self.domains = mixture.active()
         weights = np.array([mixture[d] for d in self.domains])
         self.cumulative = np.cumsum(weights / weights.sum())
+        self.plan = exact_counts(mixture, exact) if exact > 0 else {}
+
+    def _picks(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Domain index (into self.domains) of each of the next `count` sequences."""
+        planned = np.repeat([self.domains.index(d) for d in self.plan], list(self.plan.values()))
+        planned = rng.permutation(planned)[:count]
+        for index, taken in zip(*np.unique(planned, return_counts=True)):
+            domain = self.domains[index]
+            self.plan[domain] -= int(taken)
+            if not self.plan[domain]:
+                del self.plan[domain]
+        rest = np.minimum(np.searchsorted(self.cumulative, rng.random(count - len(planned)), side="right"),
+                          len(self.domains) - 1)
+        return np.concatenate([planned, rest]).astype(np.int64)
 
     def _stream(self, domain: str) -> TokenStream:
         if domain not in self.streams:
@@ -84,8 +104,7 @@ class MixtureSampler:
         """
         rank, world = part
         rng = np.random.default_rng([self.seed, self.drawn])
-        picks = np.minimum(np.searchsorted(self.cumulative, rng.random(size * world), side="right"),
-                           len(self.domains) - 1)
+        picks = self._picks(rng, size * world)
         length = self.block_size + 1
         batch = np.empty((size, length), dtype=np.int64)
         for index in np.unique(picks):
@@ -102,12 +121,22 @@ class MixtureSampler:
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "drawn": self.drawn, "weights": self.mixture.to_dict(),
-                "counts": dict(self.counts)}
+                "counts": dict(self.counts), "plan": dict(self.plan)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.drawn = int(state["seed"]), int(state["drawn"])
         self.counts = dict(state["counts"])
         self.set_weights(Mixture.from_dict(state["weights"]))
+        self.plan = {d: int(n) for d, n in state.get("plan", {}).items()}
+
+
+def exact_counts(mixture: Mixture, total: int) -> dict[str, int]:
+    """Sequences per active domain summing to `total`, proportional to the weights (largest remainder)."""
+    domains = mixture.active()
+    shares = np.array([mixture[d] for d in domains]) / sum(mixture[d] for d in domains) * total
+    counts = np.floor(shares).astype(np.int64)
+    counts[np.argsort(-(shares - counts), kind="stable")[:total - int(counts.sum())]] += 1
+    return {d: int(n) for d, n in zip(domains, counts) if n}
 
 
 def validation_windows(manifest: CorpusManifest, domain: str, block_size: int, eval_tokens: int) -> torch.Tensor:

@@ -1,20 +1,23 @@
 """Online mixing policies, by name: the `policy:` of a config's online `schedule:`.
 
-A new method is one module with an `OnlinePolicy` subclass and one line in POLICIES.
+A new method is one module with an `OnlinePolicy` subclass (and its `Settings` dataclass) and one
+line in POLICIES.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from typing import Any, Mapping
 
 from regmix.files import ConfigError
 from regmix.mixture import Mixture
+from regmix.online.aioli import Aioli
 from regmix.online.highest_loss import HighestLoss
 from regmix.online.policy import OnlinePolicy
 
 POLICIES: dict[str, type[OnlinePolicy]] = {
+    "aioli": Aioli,
     "highest_loss": HighestLoss,
 }
 
@@ -25,7 +28,7 @@ def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.Path
     name = spec.get("policy")
     if name not in POLICIES:
         raise ConfigError(source, f"unknown online policy {name!r}; known: {sorted(POLICIES)}")
-    accepted = set(inspect.signature(POLICIES[name]).parameters) - {"initial"}
+    accepted = {f.name for f in dataclasses.fields(POLICIES[name].Settings)}
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(source, f"policy {name!r} has no settings {unknown}; it takes {sorted(accepted)}")
@@ -33,8 +36,12 @@ def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.Path
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
         raise ConfigError(source, f"schedule interval must be an integer >= 0, got {interval!r}")
     try:
-        policy = POLICIES[name](initial, **settings)
+        policy = POLICIES[name](initial, POLICIES[name].Settings(**settings))
     except (TypeError, ValueError) as exc:
         raise ConfigError(source, f"policy {name!r}: {exc}") from None
-    policy.interval = interval
+    if "interval" in spec:
+        if policy.interval and interval != policy.interval:
+            raise ConfigError(source, f"policy {name!r} sets its own interval ({policy.interval} steps); "
+                                      "leave `interval:` out")
+        policy.interval = interval
     return policy

@@ -7,20 +7,30 @@ from all domains. Its only state is the mixture it last chose.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
+from regmix.config import setting_field
 from regmix.mixture import Mixture
 from regmix.online.policy import OnlinePolicy
 
 
+@dataclass(frozen=True)
+class HighestLossSettings:
+    rate: float = setting_field(0.2, "share of the mixture moved to the worst domain after each evaluation")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate <= 1:
+            raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+
+
 class HighestLoss(OnlinePolicy):
-    def __init__(self, initial: Mixture, rate: float = 0.2):
-        if not 0 < rate <= 1:
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
-        super().__init__(initial)
-        self.rate = rate
+    Settings = HighestLossSettings
+
+    def __init__(self, initial: Mixture, settings: HighestLossSettings | None = None):
+        super().__init__(initial, settings)
         self.current = initial
 
     def on_evaluation(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]
@@ -30,7 +40,8 @@ class HighestLoss(OnlinePolicy):
             return None
         worst = max(trainable, key=trainable.__getitem__)
         target = np.array([d == worst for d in self.current.domains], dtype=float)
-        self.current = Mixture(self.current.domains, (1 - self.rate) * self.current.weights + self.rate * target)
+        rate = self.settings.rate
+        self.current = Mixture(self.current.domains, (1 - rate) * self.current.weights + rate * target)
         return self.current
 
     def state_dict(self) -> dict[str, Any]:

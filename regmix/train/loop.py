@@ -24,6 +24,7 @@ from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler, validation_sets
 from regmix.mixture import Mixture, mixture_of_counts
+from regmix.online.policy import Measure
 from regmix.results import RunResult, evaluation_row, save_result
 from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
 from regmix.train.checkpoint import CHECKPOINT_FORMAT, check_resumable, run_identity
@@ -72,14 +73,13 @@ class Run:
             d for s in self.config.stages for d in s.mixture.domains) + tuple(self.sampler.counts)))
         return mixture_of_counts(self.sampler.counts, domains)
 
-    def follow_schedule(self, step: int) -> None:
-        """Sample the schedule's mixture from this step on; record it when it changed."""
-        mixture = self.schedule.mixture(step, self.sampler.counts)
-        if mixture is self.sampler.mixture:
-            changed = False
-        else:
-            changed = not mixture.close_to(self.sampler.mixture)
-            self.sampler.set_weights(mixture)
+    def follow_schedule(self, step: int, measure: Measure, sequences_per_step: int) -> None:
+        """Sample the schedule's mixture from this step on (exactly, where it plans); record it when it changed."""
+        mixture = self.schedule.mixture(step, self.sampler.counts, measure)
+        changed = mixture is not self.sampler.mixture and not mixture.close_to(self.sampler.mixture)
+        planned = self.schedule.plan_steps(step)
+        if planned or mixture is not self.sampler.mixture:
+            self.sampler.set_weights(mixture, exact=planned * sequences_per_step)
         if self.schedule.changes and (changed or not self.trajectory):
             self.trajectory.append({"step": step, "mixture": mixture.to_dict()})
 
@@ -187,10 +187,15 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
 
     if step >= settings.max_step and step not in evaluated_at:  # resumed past a max_step that shrank
         evaluate([math.nan] * len(runs))
+    def measure(k: int) -> Measure:
+        """Run k's validation losses now, for a policy that probes (not logged: the evaluations are)."""
+        return lambda: {d: v for d, v in engine.evaluate(valid, settings.micro_batch_size)[k].items()
+                        if d in runs[k].config.valid}
+
     while step < settings.max_step and any(engine.alive):
         for k, run in enumerate(runs):
             if engine.alive[k]:
-                run.follow_schedule(step)
+                run.follow_schedule(step, measure(k), settings.global_batch_size)
         lr = learning_rate(step, settings)
         alive = list(engine.alive)
         losses, norms = engine.step(lr, draw, accumulation)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from regmix.config import RunConfig, Stage
 from regmix.mixture import Mixture
 from regmix.online import make_policy
-from regmix.online.policy import OnlinePolicy
+from regmix.online.policy import Measure, OnlinePolicy
 
 
 class MixtureSchedule:
@@ -26,9 +26,13 @@ class MixtureSchedule:
     def __init__(self, mixture: Mixture):
         self.current = mixture
 
-    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
-        """The mixture for the step about to be trained (`step` steps are done)."""
+    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
+        """The mixture for the step about to be trained (`step` steps are done); `measure` validates now."""
         return self.current
+
+    def plan_steps(self, step: int) -> int:
+        """Steps from `step` on whose sequences must have exactly the mixture's counts (0: sample by weight)."""
+        return 0
 
     def observe(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]) -> None:
         """After the evaluation at `step`: what an online schedule learns from."""
@@ -47,7 +51,7 @@ class PiecewiseSchedule(MixtureSchedule):
         super().__init__(stages[0].mixture)
         self.stages = stages
 
-    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
+    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
         self.current = next((s.mixture for s in self.stages if step < s.until_step), self.stages[-1].mixture)
         return self.current
 
@@ -69,10 +73,18 @@ class OnlineSchedule(MixtureSchedule):
         checked.check_domains(self.manifest.train_domains, where, self.manifest.empty_domains("train"))
         return checked
 
-    def mixture(self, step: int, counts: Mapping[str, int]) -> Mixture:
-        if self.policy.interval and step and step % self.policy.interval == 0:
-            self.current = self._checked(self.policy.on_interval(step, counts), step)
+    def _due(self, step: int) -> bool:
+        return bool(self.policy.interval) and step % self.policy.interval == 0
+
+    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
+        if self._due(step) and (step or self.policy.exact_counts):
+            if measure is None:
+                raise RuntimeError("an online schedule needs the loop's measure function")
+            self.current = self._checked(self.policy.on_interval(step, counts, measure), step)
         return self.current
+
+    def plan_steps(self, step: int) -> int:
+        return self.policy.interval if self.policy.exact_counts and self._due(step) else 0
 
     def observe(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]) -> None:
         self.current = self._checked(self.policy.on_evaluation(step, valid_losses, counts), step)
