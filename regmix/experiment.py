@@ -91,21 +91,30 @@ class Experiment:
     source: str = "<default experiment>"
 
     @property
-    def _method_folder(self) -> str:
-        return "" if self.method == "regmix" else f"search_{self.method}"
-
-    @property
     def runs(self) -> Path:
-        """Run folder: runs/<name>/ for RegMix, runs/<name>/search_<method>/ for a search."""
-        return Path("runs") / self.name / self._method_folder
+        """The RegMix pipeline's run folder; a search of method m uses runs/<name>/search_<m>/."""
+        return Path("runs") / self.name
 
     @property
     def configs(self) -> Path:
-        return Path("mixture_config") / self.name / self._method_folder / "config_proxy"
+        return Path("mixture_config") / self.name / "config_proxy"
 
     @property
     def optimal(self) -> Path:
-        return Path("mixture_config") / self.name / self._method_folder / "optimal_mixture.yaml"
+        return Path("mixture_config") / self.name / "optimal_mixture.yaml"
+
+    @property
+    def search_runs(self) -> Path:
+        """A search's own folders, apart from the pipeline's, whatever its method (regmix included)."""
+        return self.runs / f"search_{self.method}"
+
+    @property
+    def search_configs(self) -> Path:
+        return self.configs.parent / f"search_{self.method}" / "config_proxy"
+
+    @property
+    def search_optimal(self) -> Path:
+        return self.search_configs.parent / "optimal_mixture.yaml"
 
 
 def _section(base: Any, data: Any, source: Path, name: str) -> Any:
@@ -150,6 +159,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     for key in sections:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
+    _check_search(experiment.search, path)
     experiment.proxy.validate(path)
     experiment.synthesis.validate(path)
     return experiment
@@ -183,6 +193,24 @@ def experiment_objective(experiment: Experiment, manifest: CorpusManifest, corpu
         raise ConfigError(experiment.source, f"target domains {unknown} are not valid domains of the corpus "
                                              f"{sorted(manifest.valid_domains)}")
     return objective
+
+
+def _check_search(search: SearchSettings, source: Path) -> None:
+    """The `search:` section's shapes, before anything trains."""
+    start = search.start_from
+    checks = [(search.budget >= 1, "'search.budget' must be >= 1"),
+              (search.batch >= 0, "'search.batch' must be >= 0"),
+              (search.bounds is None or isinstance(search.bounds, dict),
+               "'search.bounds' must map a domain to [lower, upper]"),
+              (isinstance(search.settings, dict), "'search.settings' must be a mapping of the method's settings"),
+              (not isinstance(search.settings, dict) or "synthesis" not in search.settings,
+               "'search.settings' cannot hold synthesis: the experiment's synthesis: section is the prior"),
+              (start is None or isinstance(start, str)
+               or (isinstance(start, list) and len(start) == 2 and all(isinstance(p, str) for p in start)),
+               "'search.start_from' must be a run folder or [mixture CSV, loss CSV]")]
+    for ok, problem in checks:
+        if not ok:
+            raise ConfigError(source, problem)
 
 
 def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print

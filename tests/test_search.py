@@ -173,3 +173,33 @@ def test_a_changed_search_is_refused_on_resume(workdir):
         run_search(load_experiment("tiny.yaml"), report=lambda line: None)
     Path("tiny.yaml").write_text(EXPERIMENT + SEARCH.replace("budget: 6", "budget: 9"))  # a larger budget continues
     assert run_search(load_experiment("tiny.yaml"), report=lambda line: None)["runs"] == 9
+
+
+@pytest.mark.parametrize("method", ["random", "bo"])
+def test_a_recommendation_stays_in_the_space_when_the_best_run_lies_outside(method):
+    problem = PowerLawObjective(4, seed=0)
+    optimum, _ = minimize_on_space(problem.value, problem.space(), np.full((1, 4), 0.25))
+    space = SearchSpace(problem.domains, problem.prior, np.zeros(4), np.where(np.arange(4) == optimum.argmax(),
+                                                                               optimum.max() / 2, 1.0))
+    proposer = make_proposer(method, space, problem.objective(), settings=fast(method))
+    outside = [space.mixture(optimum)]  # e.g. a run started from, before these bounds
+    proposer.tell(outside, problem(optimum))
+    replay(proposer, problem, [6], batch=3)
+    assert space.contains(proposer.recommend().mixture.vector(space.domains)).all()
+
+
+def test_the_regmix_method_as_a_search_keeps_out_of_the_pipelines_folders(workdir):
+    Path("tiny.yaml").write_text(EXPERIMENT)
+    run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    before = Path("mixture_config/tiny/optimal_mixture.yaml").read_text()
+    experiment = load_experiment("tiny.yaml")
+    experiment.method, experiment.search.budget, experiment.search.batch = "regmix", 4, 4
+    summary = run_search(experiment, report=lambda line: None)
+    assert summary["files"]["optimal_mixture"] == "mixture_config/tiny/search_regmix/optimal_mixture.yaml"
+    assert Path("mixture_config/tiny/optimal_mixture.yaml").read_text() == before
+    assert len(read_csvs("runs/tiny/train_mixture_proxy.csv", "runs/tiny/train_corpus_loss_proxy.csv")) == 8
+
+    other = EXPERIMENT.replace("max_step: 6", "max_step: 4").replace("name: tiny", "name: other")
+    Path("other.yaml").write_text(other + SEARCH.replace("budget: 6", 'budget: 9, start_from: "runs/tiny/proxies"'))
+    with pytest.raises(ConfigError, match=r"result.json: trained with other settings .* max_step 6 \(the search: 4\)"):
+        run_search(load_experiment("other.yaml"), report=lambda line: None)

@@ -33,7 +33,7 @@ def proposer_settings(name: str) -> set[str]:
     for cls in PROPOSERS[name].__mro__:
         if "__init__" in vars(cls):
             accepted |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
-    return accepted - {"space", "objective", "seed"}
+    return accepted - {"space", "objective", "seed", "synthesis"}  # synthesis: the experiment's own section
 
 
 def make_proposer(name: str, space: SearchSpace, objective: Objective, seed: int = 0,
@@ -43,7 +43,7 @@ def make_proposer(name: str, space: SearchSpace, objective: Objective, seed: int
         accepted = proposer_settings(name)
     except ValueError as exc:
         raise ConfigError(source, str(exc)) from None
-    unknown = sorted(set(settings or {}) - accepted)
+    unknown = sorted(set(settings or {}) - accepted - {"synthesis"})
     if unknown:
         raise ConfigError(source, f"method {name!r} has no settings {unknown}; it takes {sorted(accepted)}")
     try:

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
     p.add_argument("--method", choices=sorted(PROPOSERS), help="search method (default: the experiment's "
-                   "`method:`, else bo)")
+                   "`method:` unless that is regmix, else bo; --method regmix runs RegMix as a search, in its "
+                   "own search_regmix/ folders)")
     p.add_argument("--budget", type=int, help="proxy runs in all, those started from included")
     p.add_argument("--batch", type=int, help="proxies per round (default: a GPU's group, or one per CPU worker)")
     p.add_argument("--seed", type=int, help="seed of the search")
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     try:
         experiment = load_experiment(args.config) if args.config else Experiment()
-        method = args.method or (experiment.method if experiment.method != "regmix" or args.config else "bo")
+        method = args.method or (experiment.method if experiment.method != "regmix" else "bo")
         start = args.start_from
         overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
                                        ("start_from", start[0] if start and len(start) == 1 else start))

@@ -84,8 +84,12 @@ class BOProposer(RandomProposer):
         super().__init__(space, objective, seed, synthesis)
         if design not in DESIGNS:
             raise ValueError(f"design must be one of {DESIGNS}, not {design!r}")
-        if initial < 0 or eps <= 0 or num_restarts < 1 or raw_samples < 1 or mc_samples < 1:
-            raise ValueError("initial must be >= 0; eps, num_restarts, raw_samples and mc_samples > 0")
+        counts = {"initial": initial, "num_restarts": num_restarts, "raw_samples": raw_samples,
+                  "mc_samples": mc_samples}
+        bad = [k for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < (k != "initial")]
+        if bad or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"{', '.join(bad) or 'eps'}: initial must be an integer >= 0, num_restarts, raw_samples "
+                             "and mc_samples integers >= 1, eps a number > 0")
         self.initial, self.design, self.eps = initial, design, eps
         self.num_restarts, self.raw_samples, self.mc_samples = num_restarts, raw_samples, mc_samples
 
@@ -96,8 +100,9 @@ class BOProposer(RandomProposer):
         return self.initial
 
     def ask(self, n: int) -> list[Mixture]:
+        """Design points until the initial design is complete (a batch may stop short at it), then BO."""
         if len(self) < self.initial_size(n):
-            rows = self.design_points(n)
+            rows = self.design_points(min(n, self.initial - len(self)))
         else:
             rows = self.acquire(n, self.mixtures, self.values, self.space.lower, self.space.upper)
         return [self.space.mixture(row) for row in rows]
@@ -179,7 +184,7 @@ class BOProposer(RandomProposer):
         torch.manual_seed(self.seed)
         try:
             model = fit_surrogate(self.mixtures, self.values, self.eps)
-            observed = torch.tensor(self.mixtures, dtype=DTYPE)
+            observed = torch.tensor(self.mixtures[self.inside()], dtype=DTYPE)
             with torch.no_grad():
                 mean = model.posterior(observed).mean.squeeze(-1)
             top = observed[torch.topk(mean, min(8, len(mean))).indices].numpy()

@@ -75,11 +75,16 @@ class Proposer(ABC):
     def recommend(self) -> Recommendation:
         """The mixture to train at scale, from the observations so far."""
 
+    def inside(self) -> np.ndarray:
+        """Which observations lie in the space (runs started from may not: an achieved mixture, new bounds)."""
+        inside = self.space.contains(self.mixtures, atol=1e-4)
+        return inside if inside.any() else np.ones(len(self), dtype=bool)
+
     def best_observed(self) -> Recommendation:
-        """The observation with the lowest objective (what plain random search hands over)."""
+        """The observation inside the space with the lowest objective (what plain random search hands over)."""
         if not len(self):
             raise ValueError("nothing observed yet: tell() some runs first")
-        best = int(np.argmin(self.values))
+        best = int(np.argmin(np.where(self.inside(), self.values, np.inf)))
         return Recommendation(self.space.mixture(self.mixtures[best]), float(self.values[best]), None,
                               "best observed run")
 

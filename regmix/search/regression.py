@@ -6,9 +6,11 @@ The same code as the pipeline's fit and simulate stages; the search only feeds t
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
-from regmix.fit import BEST, fit
+from regmix.fit import BEST, REGRESSORS, fit
 from regmix.observations import Observations
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
@@ -23,10 +25,17 @@ class RegMixProposer(RandomProposer):
     name = "regmix"
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0,
-                 synthesis: SynthesisSettings = SynthesisSettings(), regressor: str = BEST,
-                 candidates: int = 1_000_000, top_k: int = 128, threads: int = 2):
+                 synthesis: SynthesisSettings = SynthesisSettings(), regressor: str | Sequence[str] = BEST,
+                 folds: int = 1, candidates: int = 1_000_000, top_k: int = 128, threads: int = 2):
         super().__init__(space, objective, seed, synthesis)
-        self.regressor, self.candidates, self.top_k, self.threads = regressor, candidates, top_k, threads
+        self.regressors = [regressor] if isinstance(regressor, str) else list(regressor)
+        unknown = [r for r in self.regressors if r not in REGRESSORS]
+        if unknown or not self.regressors:
+            raise ValueError(f"unknown regressors {unknown}; choose from {REGRESSORS}")
+        if not (isinstance(folds, int) and folds >= 1 and isinstance(candidates, int) and isinstance(top_k, int)
+                and candidates >= top_k >= 1):
+            raise ValueError("need integers folds >= 1 and candidates >= top_k >= 1")
+        self.folds, self.candidates, self.top_k, self.threads = folds, candidates, top_k, threads
 
     def observations(self) -> Observations:
         targets = tuple(self.objective.weights)
@@ -36,7 +45,8 @@ class RegMixProposer(RandomProposer):
     def recommend(self) -> Recommendation:
         if len(self) < MIN_RUNS:  # too few to fit (early rounds of a search): what random search would hand over
             return self.best_observed()
-        model = fit(self.observations(), [self.regressor], folds=1, num_threads=self.threads)
+        folds = self.folds if len(self) >= 2 * self.folds else 1  # CV picks among several regressors
+        model = fit(self.observations(), self.regressors, folds=folds, num_threads=self.threads)
         result = simulate(model, self.space.mixture(self.space.prior), dict(self.objective.weights),
                           self.candidates, min(self.top_k, self.candidates), self.synthesis, seed=self.seed,
                           threads=self.threads, progress=False)

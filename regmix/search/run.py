@@ -26,9 +26,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from regmix.config import RunConfig, save_run_config
+from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.data.corpus import CorpusManifest
-from regmix.experiment import Experiment, prepare_experiment_corpus
+from regmix.experiment import Experiment, _check_search, prepare_experiment_corpus
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
 from regmix.observations import Observations, read_csvs
@@ -61,6 +61,10 @@ class Trial:
     source: str = "search"  # or the file it was imported from
     error: str | None = None
     history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
+
+    def __post_init__(self) -> None:
+        if self.status not in EDGES:
+            raise ValueError(f"trial {self.name}: unknown status {self.status!r}")
 
     def mark(self, status: str, **values: Any) -> None:
         """Move along one edge of the state machine (no-op if already there); illegal edges are bugs."""
@@ -105,6 +109,11 @@ class SearchLog:
         return run.id
 
 
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Search:
     """The state file of one search: settings, trials and the proposer, saved after every change."""
 
@@ -128,11 +137,13 @@ class Search:
             if data.get("version") != STATE_VERSION:
                 raise ConfigError(self.path, f"search state version {data.get('version')!r}, this regmix reads "
                                              f"{STATE_VERSION}")
-            changed = sorted(k for k in set(data["identity"]) | set(self.identity)
-                             if data["identity"].get(k) != self.identity.get(k))
+            old = data["identity"]
+            changed = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
             if changed:
-                raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now; "
-                                             f"use a new experiment name, or delete {self.path.parent} to start over")
+                shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(self.identity.get(k))}" for k in changed)
+                raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now "
+                                             f"({shown}); use a new experiment name, or delete {self.path.parent} "
+                                             "to start over")
             self.trials = [Trial(**t) for t in data["trials"]]
             self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
             self.proposer.load_state_dict(data["proposer"])
@@ -150,31 +161,54 @@ class Search:
         return [t for t in self.trials if t.status == "recorded"]
 
 
-def imported_runs(start_from: str | Sequence[str], domains: Sequence[str], objective: Objective
-                  ) -> list[tuple[str, Mixture, dict[str, float], str]]:
-    """(name, achieved mixture, valid losses, source) of the finished runs of a run folder or a CSV pair."""
-    if isinstance(start_from, (list, tuple)):
-        if len(start_from) != 2:
-            raise ConfigError("search.start_from", f"expected [mixture CSV, loss CSV], got {start_from!r}")
-        observations = read_csvs(*start_from)
+COMPARABLE = ("model_name", "max_step", "block_size", "global_batch_size", "learning_rate", "lr_schedule",
+              "eval_tokens")  # settings a run must share with the search's proxies for its loss to compare
+
+
+def imported_runs(start_from: str | Sequence[str], domains: Sequence[str], objective: Objective,
+                  proxy: TrainingSettings) -> list[tuple[str, Mixture, dict[str, float], str]]:
+    """(name, achieved mixture, valid losses, source) of the finished runs of a run folder or a CSV pair.
+
+    Runs of a folder must have been trained with the proxy settings of the search (COMPARABLE); CSVs
+    carry no settings, so their runs are taken as they are.
+    """
+    if not isinstance(start_from, str):
+        mixture_csv, loss_csv = start_from
+        observations = read_csvs(mixture_csv, loss_csv)
         runs = [(f"n{i}" if isinstance(i, int) else str(i), Mixture(observations.domains, row),
-                 dict(zip(observations.targets, losses)), str(start_from[1]))
+                 dict(zip(observations.targets, losses)), str(mixture_csv))
                 for i, row, losses in zip(observations.index, observations.mixtures, observations.losses)]
+        sources = [(str(mixture_csv), str(loss_csv))] * len(runs)
     else:
         folder = Path(start_from)
         if not folder.is_dir():
             raise ConfigError(folder, "no such run folder (give a sweep's proxies/ folder or [mixture CSV, loss CSV])")
         results = [(p, load_result(p)) for p in sorted(folder.glob(f"*/{RESULT_NAME}"))]
+        wanted = dataclasses.asdict(proxy)
+        for path, result in results:
+            other = [f"{k} {result.settings[k]!r} (the search: {wanted[k]!r})" for k in COMPARABLE
+                     if k in result.settings and result.settings[k] != wanted[k]]
+            if other:
+                raise ConfigError(path, f"trained with other settings than the search's proxies: {', '.join(other)}; "
+                                        "its loss does not compare")
         runs = [(r.name, r.mixture, r.valid_losses, str(p)) for p, r in results if r.ok]
+        sources = [(source, source) for *_, source in runs]
         if not runs:
             raise ConfigError(folder, f"no finished run (<run>/{RESULT_NAME}) to start from")
-    for name, mixture, losses, source in runs:
-        try:
-            mixture.vector(domains)
-            objective.value(losses)
-        except ValueError as exc:
-            raise ConfigError(source, f"run {name} cannot join this search: {exc}") from None
+    for (name, mixture, losses, _), (mixture_source, loss_source) in zip(runs, sources):
+        for source, problem in ((mixture_source, _problem(mixture.vector, domains)),
+                                (loss_source, _problem(objective.value, losses))):
+            if problem:
+                raise ConfigError(source, f"run {name} cannot join this search: {problem}")
     return runs
+
+
+def _problem(check: Callable[[Any], Any], value: Any) -> str | None:
+    try:
+        check(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def plot_convergence(search: Search, path: Path) -> Path:
@@ -208,12 +242,22 @@ def plot_convergence(search: Search, path: Path) -> Path:
     return path
 
 
-def _identity(experiment: Experiment, space: SearchSpace, objective: Objective, batch: int) -> dict[str, Any]:
+def _identity(experiment: Experiment, space: SearchSpace, objective: Objective) -> dict[str, Any]:
     return {"method": experiment.method, "seed": experiment.search.seed, "settings": experiment.search.settings,
-            "objective": dict(objective.weights), "domains": list(space.domains), "batch": batch,
+            "objective": dict(objective.weights), "domains": list(space.domains),
+            "batch": experiment.search.batch,
             "lower": space.lower.round(12).tolist(), "upper": space.upper.round(12).tolist(),
             "proxy": dataclasses.asdict(experiment.proxy), "synthesis": dataclasses.asdict(experiment.synthesis),
             "start_from": experiment.search.start_from}
+
+
+def _pipeline_settings(experiment: Experiment) -> dict[str, Any]:
+    """What a method shares with the pipeline: the synthesis prior, and for regmix the fit and simulation."""
+    shared: dict[str, Any] = {"synthesis": experiment.synthesis}
+    if experiment.method == "regmix":
+        shared |= {"regressor": list(experiment.fit.regressors), "folds": experiment.fit.folds,
+                   "candidates": experiment.simulation.candidates, "top_k": experiment.simulation.top_k}
+    return shared
 
 
 def batch_size(experiment: Experiment) -> int:
@@ -230,22 +274,21 @@ def run_search(experiment: Experiment, report: Callable[[str], None] = print,
     """Run (or resume) the search of `experiment` to its budget; the summary printed at the end."""
     started = time.perf_counter()
     settings = experiment.search
-    if settings.budget < 1 or settings.batch < 0:
-        raise ConfigError(experiment.source, "search.budget must be >= 1 and search.batch >= 0")
+    _check_search(settings, experiment.source)
     manifest, objective_weights = prepare_experiment_corpus(experiment, report)
     natural = manifest.token_distribution()
     space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, settings.bounds, experiment.source)
     objective = Objective(objective_weights)
     batch = batch_size(experiment)
     proposer = make_proposer(experiment.method, space, objective, settings.seed,
-                             {"synthesis": experiment.synthesis, **settings.settings}, experiment.source)
-    runs = experiment.runs
-    search = Search(runs / STATE_NAME, proposer, _identity(experiment, space, objective, batch))
+                             {**_pipeline_settings(experiment), **settings.settings}, experiment.source)
+    runs = experiment.search_runs
+    search = Search(runs / STATE_NAME, proposer, _identity(experiment, space, objective))
     if search.path.exists():
         search.load()
         report(f"[search] resuming {search.path}: {len(search.recorded())} runs recorded")
     elif settings.start_from:
-        start = imported_runs(settings.start_from, space.domains, objective)
+        start = imported_runs(settings.start_from, space.domains, objective, experiment.proxy)
         for name, mixture, losses, source in start:
             trial = Trial(name, mixture.to_dict(), 0, "recorded", mixture.to_dict(), dict(losses), source)
             search.trials.append(trial)
@@ -258,12 +301,15 @@ def run_search(experiment: Experiment, report: Callable[[str], None] = print,
         if not pending:
             if len(search.trials) >= settings.budget:
                 break
-            n = min(batch, settings.budget - len(search.trials))
-            mixtures = proposer.ask(n)
+            try:
+                mixtures = proposer.ask(min(batch, settings.budget - len(search.trials)))
+            except ValueError as exc:
+                raise ConfigError(search.path, f"the {proposer.name} search cannot propose: {exc}") from None
             round_id = max((t.round for t in search.trials), default=0) + 1
-            search.trials += [Trial(name, m.to_dict(), round_id) for name, m in zip(search.next_names(n), mixtures)]
+            names = search.next_names(len(mixtures))
+            search.trials += [Trial(name, m.to_dict(), round_id) for name, m in zip(names, mixtures)]
             search.save()
-            pending = search.trials[-n:]
+            pending = search.trials[-len(mixtures):]
         report(f"[search] round {pending[0].round}: training {len(pending)} proxies "
                f"({len(search.trials)} of {settings.budget} runs)")
         _train_round(search, pending, experiment, manifest, train, report)
@@ -290,27 +336,38 @@ def _train_round(search: Search, trials: Sequence[Trial], experiment: Experiment
             config = RunConfig(trial.name, Mixture.from_dict(trial.requested, normalize=True), manifest.valid_domains,
                                experiment.proxy, experiment.synthesis.as_config(),
                                {"search_method": experiment.method, "search_round": trial.round})
-            save_run_config(config, experiment.configs / f"{trial.name}.yaml")
+            save_run_config(config, experiment.search_configs / f"{trial.name}.yaml")
             trial.mark("training")
             search.save()
         if trial.status == "training":
-            paths.append(experiment.configs / f"{trial.name}.yaml")
-    if paths:
-        train(paths, manifest, experiment.runs / "proxies", workers=experiment.sweep.workers,
-              device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report)
+            paths.append(experiment.search_configs / f"{trial.name}.yaml")
+    entries = train(paths, manifest, experiment.search_runs / "proxies", workers=experiment.sweep.workers,
+                     device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report) if paths else []
+    failed = {e.name: e.detail for e in entries if e.status == "failed"}
     for trial in trials:
-        if trial.status != "training":
-            continue
-        path = experiment.runs / "proxies" / trial.name / RESULT_NAME
-        if not path.exists():
-            trial.mark("failed", error=f"no {path} after training (see the sweep's report)")
-            continue
-        result = load_result(path)
-        if not result.ok:
-            trial.mark("failed", error=result.error or f"status {result.status}")
-        else:
-            trial.mark("trained", achieved=result.mixture.to_dict(), losses=dict(result.valid_losses))
-        search.save()
+        if trial.status == "training":
+            status, values = _outcome(trial, experiment.search_runs / "proxies" / trial.name / RESULT_NAME,
+                                      failed.get(trial.name), search.proposer.objective)
+            trial.mark(status, **values)
+            search.save()
+
+
+def _outcome(trial: Trial, path: Path, failure: str | None, objective: Objective) -> tuple[str, dict[str, Any]]:
+    """The trial's next status and values from its sweep entry and result: only its own finished run counts."""
+    if failure is not None:
+        return "failed", {"error": failure}
+    if not path.exists():
+        return "failed", {"error": f"no {path} after training (see the sweep's report)"}
+    result = load_result(path)
+    if not result.ok:
+        return "failed", {"error": result.error or f"status {result.status}"}
+    if not result.requested.close_to(Mixture.from_dict(trial.requested, normalize=True), atol=1e-6):
+        return "failed", {"error": f"{path} is the result of another mixture than this trial's"}
+    try:
+        objective.value(result.valid_losses)
+    except ValueError as exc:
+        return "failed", {"error": f"{path}: {exc}"}
+    return "trained", {"achieved": result.mixture.to_dict(), "losses": dict(result.valid_losses)}
 
 
 def _record(search: Search, trials: Sequence[Trial]) -> None:
@@ -355,8 +412,8 @@ def _finish(search: Search, experiment: Experiment, natural: Mixture, objective:
                                 recommendation.uncertainty, experiment.simulation.large_model, experiment.synthesis,
                                 search_method=experiment.method, search_runs=len(recorded),
                                 recommended_by=recommendation.basis)
-    save_run_config(config, experiment.optimal)
-    runs = experiment.runs
+    save_run_config(config, experiment.search_optimal)
+    runs = experiment.search_runs
     csvs = _observations(recorded, natural.domains).save(runs / mixture_csv_name("proxy"),
                                                           runs / loss_csv_name("corpus", "proxy"))
     plots = [plot_convergence(search, runs / "convergence.png"),
@@ -369,7 +426,7 @@ def _finish(search: Search, experiment: Experiment, natural: Mixture, objective:
         "best_observed": min(values), "predicted_loss": recommendation.predicted,
         "predicted_loss_spread": recommendation.uncertainty, "recommended_by": recommendation.basis,
         "natural": natural.to_dict(), "optimal": recommendation.mixture.to_dict(),
-        "files": {"optimal_mixture": str(experiment.optimal), "state": str(search.path),
+        "files": {"optimal_mixture": str(experiment.search_optimal), "state": str(search.path),
                   "csv": [str(p) for p in csvs], "plots": [str(p) for p in plots], "runs": str(runs / "proxies")},
         "seconds": round(seconds, 1),
     }

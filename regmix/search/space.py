@@ -59,6 +59,8 @@ class SearchSpace:
                 lo, hi = (None if v is None else float(v) for v in pair)
             except (TypeError, ValueError):
                 raise ConfigError(source, f"bounds of {domain!r} must be numbers, got {pair!r}") from None
+            if any(v is not None and not 0 <= v <= 1 for v in (lo, hi)):
+                raise ConfigError(source, f"bounds of {domain!r} must lie in [0, 1], got {pair!r}")
             lower[j] = lower[j] if lo is None else max(lower[j], lo)
             upper[j] = upper[j] if hi is None else min(upper[j], hi)
         space = cls(natural.domains, prior, lower, upper)
@@ -69,9 +71,11 @@ class SearchSpace:
 
     def problem(self) -> str | None:
         """Why no mixture fits these bounds, or None."""
-        bad = [d for d, lo, hi in zip(self.domains, self.lower, self.upper) if not 0 <= lo <= hi]
+        bad = [f"{d} [{lo:.4g}, {hi:.4g}]" for d, lo, hi in zip(self.domains, self.lower, self.upper)
+               if not 0 <= lo <= hi]
         if bad:
-            return f"bounds of {bad} are empty or negative"
+            return (f"bounds {', '.join(bad)} are empty: a lower bound above the upper one, or above the usage cap "
+                    "(natural share x maximum_usage)")
         if self.lower.sum() > 1 + TOLERANCE:
             return f"lower bounds sum to {self.lower.sum():.4g} > 1"
         if self.upper.sum() < 1 - TOLERANCE:

@@ -68,7 +68,7 @@ class TurboProposer(BOProposer):
         start = self.region.epoch_start
         self.region_batch = len(self) - start >= self.initial_size(n)
         if not self.region_batch:
-            rows = self.design_points(n)
+            rows = self.design_points(min(n, start + self.initial - len(self)))
         else:
             if not self.region.failure_tolerance:
                 self.region.failure_tolerance = math.ceil(max(4 / n, self.space.dim / n))
