@@ -25,7 +25,7 @@ from regmix.fit import fit, load_model
 from regmix.observations import read_csvs
 from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.search.run import run_search
-from regmix.simulate import optimal_config, plot_mixtures, simulate
+from regmix.simulate import mixture_report, optimal_config, plot_mixtures, simulate
 from regmix.synthesize import plot_weights, synthesize, write_configs
 from regmix.train.sweep import train_sweep
 
@@ -157,14 +157,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"proxies:       {summary['proxies']} ({summary['proxies_failed']} failed)",
         f"regressor:     {summary['regressor']}, CV Spearman {spearman:.3f}",
         f"predicted:     {summary['predicted_loss']} (spread {summary['predicted_loss_spread'] or 'n/a'})",
-        f"{'domain':<24}{'natural':>10}{'optimal':>10}",
     ]
-    for domain, weight in summary["natural"].items():
-        lines.append(f"{domain:<24}{weight:>10.3f}{summary['optimal'].get(domain, 0.0):>10.3f}")
     files = summary["files"]
-    lines += [f"optimal mixture: {files['optimal_mixture']}  (train it: model_training/pretrain_1b.sh "
-              f"{files['optimal_mixture']})",
-              f"plots:           {', '.join(files['plots'])}",
+    lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
+    lines += [f"plots:           {', '.join(files['plots'])}",
               f"runs:            {files['runs']}",
               f"finished in {summary['seconds']}s"]
     return "\n".join(lines)

@@ -263,6 +263,13 @@ def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[st
         top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)])
 
 
+def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str) -> list[str]:
+    """Report lines: natural and optimal weight per domain, and how to train the optimum at scale."""
+    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
+    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" for d, w in natural.items()]
+    return lines + [f"optimal mixture: {optimal_path}  (train it: model_training/pretrain_1b.sh {optimal_path})"]
+
+
 def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:
     """Bars of the natural and the optimal weight per domain."""
     import matplotlib

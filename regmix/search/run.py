@@ -37,7 +37,7 @@ from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_inde
 from regmix.search import make_proposer
 from regmix.search.proposer import Proposer, Recommendation
 from regmix.search.space import Objective, SearchSpace
-from regmix.simulate import optimal_run_config, plot_mixtures
+from regmix.simulate import mixture_report, optimal_run_config, plot_mixtures
 from regmix.train.engine import resolve_device
 from regmix.train.runlog import resolve_wandb_mode
 from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
@@ -451,14 +451,10 @@ def format_search_report(summary: Mapping[str, Any]) -> str:
              f"{summary['failed']} failed)",
              f"best observed: {summary['best_observed']:.4f}",
              f"recommended:   predicted {summary['predicted_loss']:.4f}"
-             + ("" if spread is None else f" +- {spread:.4f}") + f" ({summary['recommended_by']})",
-             f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
-    for domain, weight in summary["natural"].items():
-        lines.append(f"{domain:<24}{weight:>10.3f}{summary['optimal'].get(domain, 0.0):>10.3f}")
+             + ("" if spread is None else f" +- {spread:.4f}") + f" ({summary['recommended_by']})"]
     files = summary["files"]
-    lines += [f"optimal mixture: {files['optimal_mixture']}  (train it: model_training/pretrain_1b.sh "
-              f"{files['optimal_mixture']})",
-              f"runs (CSV):      {', '.join(files['csv'])}",
+    lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
+    lines += [f"runs (CSV):      {', '.join(files['csv'])}",
               f"plots:           {', '.join(files['plots'])}",
               f"finished in {summary['seconds']}s"]
     return "\n".join(lines)
