@@ -159,7 +159,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     for key in sections:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
-    _check_search(experiment.search, path)
+    check_search_settings(experiment.search, path)
     experiment.proxy.validate(path)
     experiment.synthesis.validate(path)
     return experiment
@@ -195,7 +195,7 @@ def experiment_objective(experiment: Experiment, manifest: CorpusManifest, corpu
     return objective
 
 
-def _check_search(search: SearchSettings, source: Path) -> None:
+def check_search_settings(search: SearchSettings, source: Path) -> None:
     """The `search:` section's shapes, before anything trains."""
     start = search.start_from
     checks = [(search.budget >= 1, "'search.budget' must be >= 1"),

@@ -28,7 +28,7 @@ import numpy as np
 
 from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.data.corpus import CorpusManifest
-from regmix.experiment import Experiment, _check_search, prepare_experiment_corpus
+from regmix.experiment import Experiment, check_search_settings, prepare_experiment_corpus
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
 from regmix.observations import Observations, read_csvs
@@ -274,7 +274,7 @@ def run_search(experiment: Experiment, report: Callable[[str], None] = print,
     """Run (or resume) the search of `experiment` to its budget; the summary printed at the end."""
     started = time.perf_counter()
     settings = experiment.search
-    _check_search(settings, experiment.source)
+    check_search_settings(settings, experiment.source)
     manifest, objective_weights = prepare_experiment_corpus(experiment, report)
     natural = manifest.token_distribution()
     space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, settings.bounds, experiment.source)
