@@ -17,7 +17,9 @@ def offline_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("wandb")
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    run = wandb.init(project="regmix-test", name="n5", dir=root, config={"train": {"train_a": 0.25}, "seed": 3},
+    # mode given: wandb keeps the WANDB_MODE of its first init in this process (another test's "disabled")
+    run = wandb.init(project="regmix-test", name="n5", dir=root, mode="offline",
+                     config={"train": {"train_a": 0.25}, "seed": 3},
                      settings=wandb.Settings(x_disable_stats=True, console="off"))
     for step in range(3):
         run.log({"trainer/global_step": step, "metric/a_val_loss": 3.0 - step})
