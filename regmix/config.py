@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -127,6 +128,20 @@ def settings_from_args(defaults: Any, args: argparse.Namespace) -> Any:
     """`defaults` with every field that `args` has (the flags of add_settings_arguments)."""
     return dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)
                                             if hasattr(args, f.name)})
+
+
+def parse_settings(items: Sequence[str], flag: str = "--setting") -> dict[str, Any]:
+    """`KEY=VALUE` command-line settings; a value is JSON where it parses (numbers, lists), else a string."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("command line", f"{flag} {item!r} is not KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
 
 
 _TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}

@@ -1,9 +1,10 @@
 """Fit the mixture -> validation-loss regressor, score it by K-fold CV on the training runs, save it.
 
 A small, named model zoo (`make_regressor`): the published LightGBM, the linear baseline, a Gaussian
-process on log weights and `ensemble` (GP + LightGBM averaged, their disagreement as the spread),
-which wins on cross-validation. Every regressor is a scikit-learn estimator fitting one model per
-target column. Model choice uses only the training runs: CV folds never see held-out data.
+process on log weights, Ye et al.'s log-linear mixing law (`regmix.mixing_law`) and `ensemble` (GP +
+LightGBM averaged, their disagreement as the spread), which wins on cross-validation. Every
+regressor is a scikit-learn estimator fitting one model per target column. Model choice uses only
+the training runs: CV folds never see held-out data.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from regmix.files import ConfigError
+from regmix.mixing_law import LogLinearMixingLaw
 from regmix.observations import Observations, read_csvs
 from regmix.schema import as_valid_domain
 
-REGRESSORS = ("lightgbm", "linear", "gp", "ensemble")
+REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble")
 BEST = "ensemble"
 
 
@@ -175,13 +177,15 @@ class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
 
 
 def make_regressor(name: str, num_threads: int = 2) -> Any:
-    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, ensemble (best by CV)."""
+    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, loglinear, ensemble (best by CV)."""
     if name == "lightgbm":
         return LightGBMMixtureRegressor(num_threads=num_threads)
     if name == "linear":
         return LinearMixtureRegressor()
     if name == "gp":
         return GPMixtureRegressor()
+    if name == "loglinear":
+        return LogLinearMixingLaw()
     if name == "ensemble":
         return EnsembleMixtureRegressor([
             ("gp", GPMixtureRegressor()),

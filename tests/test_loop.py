@@ -145,10 +145,35 @@ def aioli() -> RunConfig:
     return dataclasses.replace(config("a"), policy=policy)
 
 
-@pytest.mark.parametrize("make", [piecewise, online, aioli], ids=["piecewise", "online", "aioli"])
-def test_changing_schedule_killed_and_resumed_matches_the_uninterrupted_run(tiny_corpus, tmp_path, make):
+@pytest.fixture(scope="module")
+def reference(tiny_corpus, tmp_path_factory) -> Path:
+    """A kept checkpoint of a finished run: DoReMi's reference model."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    train_proxies([config("ref")], tiny_corpus, [run_dir], wandb_mode="off", keep_checkpoint=True)
+    return run_dir / CHECKPOINT_NAME
+
+
+def doremi(reference: Path) -> RunConfig:
+    return dataclasses.replace(config("dr"), policy={"policy": "doremi", "reference": str(reference), "eta": 5.0})
+
+
+def doge(reference: Path) -> RunConfig:
+    return dataclasses.replace(config("dg"), policy={"policy": "doge", "update_steps": 2, "mu": 0.001})
+
+
+def skillit(reference: Path) -> RunConfig:
+    skills = reference.parent / "skills.json"
+    skills.write_text(json.dumps({d: {v: 3.0 + 0.1 * i + 0.05 * j for j, v in enumerate(VALID)}
+                                  for i, d in enumerate(START)}))
+    return dataclasses.replace(config("sk"), policy={"policy": "skillit", "skills": str(skills), "update_steps": 3})
+
+
+@pytest.mark.parametrize("make", [piecewise, online, aioli, doremi, doge, skillit],
+                         ids=["piecewise", "online", "aioli", "doremi", "doge", "skillit"])
+def test_changing_schedule_killed_and_resumed_matches_the_uninterrupted_run(tiny_corpus, tmp_path, make, request):
     path = tmp_path / "config.yaml"
-    save_run_config(make(), path)
+    takes_reference = make in (doremi, doge, skillit)
+    save_run_config(make(request.getfixturevalue("reference")) if takes_reference else make(), path)
     run_config = load_run_config(path)
     whole = train_proxies([run_config], tiny_corpus, [tmp_path / "whole"], wandb_mode="off")[0]
     assert len(whole.trajectory) >= 2, "the schedule never changed the mixture"
@@ -221,8 +246,8 @@ class _Elsewhere(OnlinePolicy):
 
     interval = 2
 
-    def on_interval(self, step, counts, measure):
-        return Mixture.from_dict({"nowhere": 1.0})
+    def on_interval(self, step, counts, probe):
+        return Mixture.from_dict({"nowhere": 1.0}) if step else None
 
 
 def test_a_policy_mixture_outside_the_corpus_is_one_error_naming_the_config(tiny_corpus, tmp_path, monkeypatch):

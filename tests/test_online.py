@@ -4,9 +4,11 @@ counts, and weights stay on the simplex (never NaN) on constant or diverging los
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
+import torch
 
 from regmix.config import RunConfig, TrainingSettings
 from regmix.data.sampler import exact_counts
@@ -14,15 +16,28 @@ from regmix.files import ConfigError
 from regmix.mixture import Mixture
 from regmix.online import make_policy
 from regmix.online.aioli import Aioli, AioliSettings, interaction_matrix, smoothed_one_hot
+from regmix.online.doge import DoGE, DoGESettings
+from regmix.online.doremi import DoReMi, DoReMiSettings
+from regmix.online.skillit import SkillIt, SkillItSettings
 from regmix.train.sweep import train_proxies
 
 DOMAINS = ("a", "b", "c")
 
 
+class Scripted:
+    """A probe whose validations return scripted losses, one after another."""
+
+    def __init__(self, losses: list[dict[str, float]]):
+        self.script = iter(losses)
+
+    def validation(self) -> dict[str, float]:
+        return next(self.script)
+
+
 def drive(policy: Aioli, losses_at: list[dict[str, float]], steps: range) -> list[Mixture | None]:
     """Call on_interval at `steps`, each measurement returning the next scripted losses."""
-    script = iter(losses_at)
-    return [policy.on_interval(step, {}, lambda: next(script)) for step in steps]
+    probe = Scripted(losses_at)
+    return [policy.on_interval(step, {}, probe) for step in steps]
 
 
 def test_aioli_round_gives_the_mixture_of_its_formula():
@@ -64,7 +79,7 @@ def test_aioli_weights_stay_on_the_simplex(kind):
               "nan": lambda t: float("nan") if t > 3 else 1.0}[kind]
     losses = [{"x": values(t), "y": values(t) + 1} for t in range(40)]
     for step in range(40):
-        mixture = policy.on_interval(step, {}, lambda t=step: losses[t]) or Mixture(DOMAINS, policy.weights)
+        mixture = policy.on_interval(step, {}, Scripted([losses[step]])) or Mixture(DOMAINS, policy.weights)
         assert np.isfinite(mixture.weights).all() and mixture.weights.sum() == pytest.approx(1.0)
         assert (mixture.weights >= 0).all()
 
@@ -77,8 +92,8 @@ def test_aioli_probes_draw_exactly_their_counts(tiny_corpus, tmp_path, monkeypat
     seen: list[tuple[int, dict[str, int], Mixture | None]] = []
     original = Aioli.on_interval
 
-    def recording(self, step, counts, measure):
-        chosen = original(self, step, counts, measure)
+    def recording(self, step, counts, probe):
+        chosen = original(self, step, counts, probe)
         seen.append((step, dict(counts), chosen))
         return chosen
 
@@ -99,3 +114,104 @@ def test_aioli_settings_are_checked_when_the_config_is_read():
         with pytest.raises(ConfigError, match=f"exp.yaml: policy 'aioli': {problem}|exp.yaml: .*{problem}"):
             make_policy({"policy": "aioli", **spec}, start, "exp.yaml")
     assert dataclasses.fields(AioliSettings)  # every setting documented in --help comes from here
+
+
+class FakeModelProbe:
+    """A probe with scripted per-token losses (the run's model and the reference's) and gradient dots."""
+
+    learning_rate = 0.01
+    valid_domains = ("x", "y")
+
+    def __init__(self, proxy: dict[str, float], reference: dict[str, float], dots: dict[str, float] | None = None,
+                 norms: dict[str, float] | None = None):
+        self.proxy, self.reference, self.dots, self.norms = proxy, reference, dots or {}, norms or {}
+
+    def sequences(self, domain, count, key, split="train"):
+        return torch.full((count, 5), DOMAINS.index(domain) if domain in DOMAINS else 9)
+
+    def token_losses(self, tokens, checkpoint=None):
+        table = self.proxy if checkpoint is None else self.reference
+        domain = DOMAINS[int(tokens[0, 0])]
+        return torch.full((len(tokens), 4), table[domain], dtype=torch.float64)
+
+    def alignment(self, batches, target):
+        return {d: (self.dots[d], self.norms[d]) for d in batches}
+
+
+def test_doremi_step_is_the_published_update(tmp_path):
+    reference = tmp_path / "checkpoint.pt"
+    reference.touch()
+    policy = DoReMi(Mixture.uniform(DOMAINS), DoReMiSettings(reference=str(reference), eta=2.0, smoothing=0.1))
+    probe = FakeModelProbe({"a": 3.0, "b": 2.0, "c": 1.0}, {"a": 2.5, "b": 2.2, "c": 1.0})
+    chosen = policy.on_interval(0, {}, probe)
+    excess = np.array([0.5, 0.0, 0.0])  # max(proxy - reference, 0) per domain
+    start = 0.9 * np.full(3, 1 / 3) + 0.1 / 3
+    tilted = start * np.exp(2.0 * excess)
+    np.testing.assert_allclose(chosen.weights, 0.9 * tilted / tilted.sum() + 0.1 / 3)
+    assert chosen.weights[0] > chosen.weights[1] == pytest.approx(chosen.weights[2])
+
+
+def test_doremi_refuses_a_missing_reference(tmp_path):
+    with pytest.raises(ConfigError, match="exp.yaml: policy 'doremi': reference checkpoint .*nowhere.pt does not"):
+        make_policy({"policy": "doremi", "reference": str(tmp_path / "nowhere.pt")}, Mixture.uniform(DOMAINS),
+                    "exp.yaml")
+
+
+def test_doge_scores_are_the_published_update():
+    policy = DoGE(Mixture.uniform(DOMAINS), DoGESettings(mu=0.05, clip=5.0))
+    dots, norms = {"a": 2.0, "b": -1.0, "c": 100.0}, {"a": 1.0, "b": 2.0, "c": 3.0}
+    chosen = policy.on_interval(0, {}, FakeModelProbe({}, {}, dots, norms))
+    lr, scale = 0.01, np.mean([1.0, 2.0, 3.0])
+    scores = np.clip(lr * np.array([2.0, -1.0, 100.0]) / scale, 0, 5 * lr)  # b clipped to 0, c to 5 lr
+    expected = np.exp(scores / 0.05)
+    np.testing.assert_allclose(chosen.weights, expected / expected.sum())
+    assert policy.mu == 0.05 and DoGE(Mixture.uniform(DOMAINS)).mu == 0.01  # published by size: 3 domains
+    assert DoGE(Mixture.uniform(tuple("abcdefg"))).mu == 0.1
+
+
+def test_skillit_follows_its_graph_and_the_last_losses(tmp_path):
+    skills = tmp_path / "skills.json"
+    final = {"a": {"x": 2.0, "y": 3.0}, "b": {"x": 3.0, "y": 2.0}, "c": {"x": 3.5, "y": 3.5}}
+    skills.write_text(json.dumps(final))
+    policy = SkillIt(Mixture.uniform(DOMAINS), SkillItSettings(skills=str(skills), eta=0.5, window=2))
+    start = {"x": 4.0, "y": 4.0}
+    S = np.array([[(4 - final[d]["x"]) / 4, (4 - final[d]["y"]) / 4] for d in DOMAINS])
+    first = policy.on_interval(0, {}, Scripted([start]))
+    np.testing.assert_allclose(first.weights, np.exp(0.5 * S.sum(1)) / np.exp(0.5 * S.sum(1)).sum())
+    later = [{"x": 3.0, "y": 3.8}, {"x": 2.5, "y": 3.7}]
+    policy.on_interval(50, {}, Scripted(later[:1]))
+    chosen = policy.on_interval(100, {}, Scripted(later[1:]))
+    window = np.array([[3.0, 3.8], [2.5, 3.7]]).sum(0)  # the last 2 vectors (window=2): the start drops out
+    expected = np.exp(0.5 * S @ window)
+    np.testing.assert_allclose(chosen.weights, expected / expected.sum())
+    assert chosen["b"] > chosen["a"]  # y, learned best by b, is the domain still behind
+
+
+def test_skillit_needs_a_run_for_every_training_domain(tmp_path):
+    skills = tmp_path / "skills.json"
+    skills.write_text(json.dumps({"a": {"x": 1.0}}))
+    with pytest.raises(ConfigError, match=r"policy 'skillit': .*skills.json: no single-domain run's losses for "
+                                          r"\['b', 'c'\]"):
+        make_policy({"policy": "skillit", "skills": str(skills)}, Mixture.uniform(DOMAINS), "exp.yaml")
+
+
+@pytest.mark.parametrize("kind", ["constant", "diverging", "nan"])
+def test_doremi_doge_and_skillit_weights_stay_on_the_simplex(kind, tmp_path):
+    value = {"constant": lambda t: 2.0, "diverging": lambda t: 2.0 * 10.0 ** min(t, 300),
+             "nan": lambda t: float("nan") if t > 3 else 1.0}[kind]
+    reference = tmp_path / "checkpoint.pt"
+    reference.touch()
+    skills = tmp_path / "skills.json"
+    skills.write_text(json.dumps({d: {"x": 1.0, "y": 1.5} for d in DOMAINS}))
+    policies = [DoReMi(Mixture.uniform(DOMAINS), DoReMiSettings(reference=str(reference), eta=50.0)),
+                DoGE(Mixture.uniform(DOMAINS), DoGESettings(mu=1e-4)),
+                SkillIt(Mixture.uniform(DOMAINS), SkillItSettings(skills=str(skills), eta=50.0, update_steps=1))]
+    for policy in policies:
+        for t in range(40):
+            losses = {d: value(t) * (i + 1) for i, d in enumerate(DOMAINS)}
+            probe = FakeModelProbe(losses, {d: 1.0 for d in DOMAINS}, losses, {d: abs(v) for d, v in losses.items()})
+            probe.validation = lambda t=t: {"x": value(t), "y": value(t) + 1}
+            chosen = policy.on_interval(t, {}, probe)
+            if chosen is not None:
+                assert np.isfinite(chosen.weights).all() and (chosen.weights >= 0).all()
+                assert chosen.weights.sum() == pytest.approx(1.0)

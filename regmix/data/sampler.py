@@ -64,7 +64,7 @@ class MixtureSampler:
         self.block_size = block_size
         self.seed = seed
         self.drawn = 0
-        self.streams: dict[str, TokenStream] = {}
+        self.streams: dict[tuple[str, str], TokenStream] = {}
         self.counts: dict[str, int] = {}
         self.plan: dict[str, int] = {}  # sequences still to draw per domain under an exact plan
         self.set_weights(mixture)
@@ -91,10 +91,18 @@ class MixtureSampler:
                           len(self.domains) - 1)
         return np.concatenate([planned, rest]).astype(np.int64)
 
-    def _stream(self, domain: str) -> TokenStream:
-        if domain not in self.streams:
-            self.streams[domain] = TokenStream(self.manifest.open_tokens("train", domain))
-        return self.streams[domain]
+    def _stream(self, domain: str, split: str = "train") -> TokenStream:
+        if (split, domain) not in self.streams:
+            self.streams[split, domain] = TokenStream(self.manifest.open_tokens(split, domain))
+        return self.streams[split, domain]
+
+    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
+        """`count` random windows of a domain's `split`, drawn by a generator of (seed, *key): probes of
+        online methods, which change neither the batches, the counts nor the sampler's state."""
+        rng = np.random.default_rng([self.seed, *key])
+        stream, length = self._stream(domain, split), self.block_size + 1
+        starts = stream.random_starts(rng, count, length)
+        return torch.from_numpy(np.stack([stream.window(int(s), length) for s in starts]))
 
     def next_batch(self, size: int, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
         """The next `size` sequences of block_size + 1 tokens (inputs and shifted targets).

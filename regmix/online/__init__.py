@@ -13,12 +13,18 @@ from typing import Any, Mapping
 from regmix.files import ConfigError
 from regmix.mixture import Mixture
 from regmix.online.aioli import Aioli
+from regmix.online.doge import DoGE
+from regmix.online.doremi import DoReMi
 from regmix.online.highest_loss import HighestLoss
 from regmix.online.policy import OnlinePolicy
+from regmix.online.skillit import SkillIt
 
 POLICIES: dict[str, type[OnlinePolicy]] = {
     "aioli": Aioli,
+    "doge": DoGE,
+    "doremi": DoReMi,
     "highest_loss": HighestLoss,
+    "skillit": SkillIt,
 }
 
 

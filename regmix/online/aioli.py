@@ -22,7 +22,7 @@ import numpy as np
 
 from regmix.config import setting_field
 from regmix.mixture import Mixture
-from regmix.online.policy import Measure, OnlinePolicy
+from regmix.online.policy import OnlinePolicy, Probe
 
 
 @dataclass(frozen=True)
@@ -111,28 +111,28 @@ class Aioli(OnlinePolicy):
             self.rows = sorted(losses)
         return np.array([losses[d] for d in self.rows], dtype=np.float64)
 
-    def on_interval(self, step: int, counts: Mapping[str, int], measure: Measure) -> Mixture | None:
+    def on_interval(self, step: int, counts: Mapping[str, int], probe: Probe) -> Mixture | None:
         s, m = self.settings, len(self.domains)
         if step < s.prior_steps:
             return self.initial
         if step == s.prior_steps and s.prior_steps:
             self.weights = np.full(m, 1.0 / m)
         round_index, position = divmod(step - s.prior_steps, s.update_steps)
-        probe, probes = position // s.lp_steps, s.sweeps * m
-        if probe == 0:
+        index, probes = position // s.lp_steps, s.sweeps * m
+        if index == 0:
             rng = np.random.default_rng([s.seed, round_index])
             self.order = [int(j) for _ in range(s.sweeps) for j in rng.permutation(m)]
-            self.before = dict(measure())
+            self.before = dict(probe.validation())
             self.gains = np.zeros((len(self._vector(self.before)), m))
             return self._probe(self.order[0])
-        if probe > probes:
+        if index > probes:
             return None
-        after = dict(measure())
+        after = dict(probe.validation())
         assert self.gains is not None, "a round's probes without its start (state not restored?)"
-        self.gains[:, self.order[probe - 1]] += self._vector(self.before) - self._vector(after)
+        self.gains[:, self.order[index - 1]] += self._vector(self.before) - self._vector(after)
         self.before = after
-        if probe < probes:
-            return self._probe(self.order[probe])
+        if index < probes:
+            return self._probe(self.order[index])
         self._update(self.gains / s.sweeps)
         return Mixture(self.domains, self.weights)
 

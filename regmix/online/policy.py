@@ -1,9 +1,10 @@
 """The online-policy interface: a policy picks the next mixture from what one training run measures.
 
 The training loop consults it through an online schedule (regmix.train.schedule): `on_interval` every
-`interval` steps with the sequences drawn per domain so far and `measure`, a function that validates
-the model now and returns the per-domain losses (for methods that probe, such as Aioli); and
-`on_evaluation` after each validation of the run with the per-domain losses. Either returns the
+`interval` steps with the sequences drawn per domain so far and a `Probe` of the model as it is now
+(validation losses for Aioli and Skill-it, per-token losses against a reference model for DoReMi,
+per-domain gradient alignment for DoGE); and `on_evaluation` after each validation of the run with
+the per-domain losses. Either returns the
 mixture for the steps that follow, or None to keep the current one. A policy with `exact_counts`
 has each interval's sequences drawn with exactly its mixture's counts. A policy's settings are a
 dataclass (`Settings`, the help text of each field names the published default); its state goes
@@ -13,11 +14,34 @@ into the run's checkpoint, so a resumed run is the run not stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
+
+import torch
 
 from regmix.mixture import Mixture
 
-Measure = Callable[[], Mapping[str, float]]
+
+class Probe(Protocol):
+    """What a policy may measure of the run's model at an interval; nothing here trains or is logged."""
+
+    learning_rate: float  # of the step about to be taken
+    valid_domains: Sequence[str]  # the run's valid domains that have validation tokens
+
+    def validation(self) -> Mapping[str, float]:
+        """Mean loss per valid domain on the run's fixed validation windows."""
+
+    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
+        """`count` random windows of a domain, drawn by their own generator (seeded by the run seed and
+        `key`): the same on a resumed run, and neither trained on nor counted."""
+
+    def token_losses(self, tokens: torch.Tensor, checkpoint: Path | None = None) -> torch.Tensor:
+        """Per-token next-token losses (batch, block_size) of the model, or of the model saved in
+        another run's `checkpoint` (same architecture: DoReMi's reference model)."""
+
+    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, tuple[float, float]]:
+        """Per domain: <gradient of its batch's loss, gradient of the target batch's loss> and the norm of
+        the former, with two gradient buffers in memory whatever the number of domains."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +60,10 @@ class OnlinePolicy:
         self.initial = initial
         self.settings = settings if settings is not None else self.Settings()
 
-    def on_interval(self, step: int, counts: Mapping[str, int], measure: Measure) -> Mixture | None:
+    needs_model: ClassVar[bool] = False  # probes one model's losses or gradients: never stacked with others
+    retrain: ClassVar[bool] = False  # the answer is the run's step-averaged mixture, trained in a run of its own
+
+    def on_interval(self, step: int, counts: Mapping[str, int], probe: Probe) -> Mixture | None:
         return None
 
     def on_evaluation(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]
@@ -48,3 +75,4 @@ class OnlinePolicy:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+

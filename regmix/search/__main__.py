@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from regmix.config import parse_settings
 from regmix.experiment import Experiment, load_experiment
 from regmix.files import ConfigError
 from regmix.search import PROPOSERS
@@ -41,19 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(items: Sequence[str]) -> dict[str, Any]:
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError("command line", f"--setting {item!r} is not KEY=VALUE")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return settings
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     try:
@@ -63,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
                                        ("start_from", start[0] if start and len(start) == 1 else start))
                      if v is not None}
-        settings = {**experiment.search.settings, **_settings(args.setting)}
+        settings = {**experiment.search.settings, **parse_settings(args.setting)}
         experiment = dataclasses.replace(experiment, method=method,
                                          search=dataclasses.replace(experiment.search, **overrides, settings=settings))
         return run_search(experiment)

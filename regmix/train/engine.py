@@ -66,6 +66,27 @@ class CrossEntropy(torch.autograd.Function):
         return softmax.mul_(grad / len(targets)), None
 
 
+def per_token_losses(model: torch.nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-token next-token losses (batch, block_size) of a (batch, block_size + 1) token tensor, on the CPU."""
+    with torch.no_grad(), autocast(device):
+        logits = model(batch[:, :-1].to(device))
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return -log_probs.gather(-1, batch[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+
+
+def trained_model(checkpoint: Path, settings: TrainingSettings, vocab_size: int,
+                  device: torch.device) -> torch.nn.Module:
+    """The model saved in a run's checkpoint, built with `settings`' architecture (one error if it differs)."""
+    model = build_model(settings.model_name, vocab_size, settings.block_size)
+    try:
+        model.load_state_dict(read_checkpoint(checkpoint)["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise ValueError(f"{checkpoint}: not a checkpoint of a {settings.model_name} model with "
+                         f"{vocab_size} tokens and block size {settings.block_size} "
+                         f"({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
 def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a (batch, block_size + 1) token tensor."""
     logits = model(batch[:, :-1])
@@ -130,6 +151,15 @@ class Engine(ABC):
         """Retire model k: it takes no more part in training."""
         self.alive[k] = False
 
+    def token_losses(self, k: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Model k's per-token losses of (batch, block_size + 1) tokens (online methods' probes)."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot probe one model; train this run alone")
+
+    def alignment(self, k: int, batches: dict[str, torch.Tensor], target: torch.Tensor
+                  ) -> dict[str, tuple[float, float]]:
+        """Per batch: <its loss gradient, the target batch's loss gradient> and its gradient norm, model k."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot probe one model; train this run alone")
+
     @abstractmethod
     def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
         """Write `states[i]` plus model `models[i]`'s weights and optimizer state to `paths[i]`."""
@@ -182,6 +212,34 @@ class SingleEngine(Engine):
 
     def evaluate(self, valid: dict[str, torch.Tensor], batch_size: int) -> list[dict[str, float]]:
         return [evaluate_model(self.model, valid, batch_size, self.device)]
+
+    def token_losses(self, k: int, tokens: torch.Tensor) -> torch.Tensor:
+        return per_token_losses(self.model, tokens, self.device)
+
+    def alignment(self, k: int, batches: dict[str, torch.Tensor], target: torch.Tensor
+                  ) -> dict[str, tuple[float, float]]:
+        """Gradients one batch at a time: the target's is kept, each batch's is dotted with it and dropped.
+
+        Runs between optimizer steps (gradients are None there) and leaves them None.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def gradient(batch: torch.Tensor) -> list[torch.Tensor]:
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device):
+                loss = next_token_loss(self.model, batch.to(self.device))
+            loss.backward()
+            return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+        reference = [g.clone() for g in gradient(target)]
+        out = {}
+        for name, batch in batches.items():
+            grads = gradient(batch)
+            dot = torch.stack([(g.float() * r.float()).sum() for g, r in zip(grads, reference)]).sum()
+            norm = torch.stack([g.float().pow(2).sum() for g in grads]).sum().sqrt()
+            out[name] = (dot.item(), norm.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        return out
 
     def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
         save_states(paths, [{**states[0], "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}])

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -24,11 +24,11 @@ from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler, validation_sets
 from regmix.mixture import Mixture, mixture_of_counts
-from regmix.online.policy import Measure
+from regmix.online import POLICIES
 from regmix.results import RunResult, evaluation_row, save_result
 from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
 from regmix.train.checkpoint import CHECKPOINT_FORMAT, check_resumable, run_identity
-from regmix.train.engine import Engine
+from regmix.train.engine import Engine, per_token_losses, trained_model
 from regmix.train.runlog import RunLog
 from regmix.train.schedule import MixtureSchedule, make_schedule
 
@@ -45,10 +45,13 @@ def learning_rate(step: int, settings: TrainingSettings) -> float:
 
 
 def group_key(config: RunConfig) -> tuple:
-    """Configs with equal keys can train together: all settings but the seed agree."""
+    """Configs with equal keys can train together: all settings but the seed agree, and no policy probes
+    its own model (an engine of stacked models cannot)."""
     settings = dataclasses.asdict(config.training)
     settings.pop("seed")
-    return tuple(sorted(settings.items()))
+    policy = POLICIES.get(config.policy.get("policy")) if config.policy else None
+    alone = (("alone", config.name),) if policy is not None and policy.needs_model else ()
+    return tuple(sorted(settings.items())) + alone
 
 
 @dataclass
@@ -73,15 +76,50 @@ class Run:
             d for s in self.config.stages for d in s.mixture.domains) + tuple(self.sampler.counts)))
         return mixture_of_counts(self.sampler.counts, domains)
 
-    def follow_schedule(self, step: int, measure: Measure, sequences_per_step: int) -> None:
+    def follow_schedule(self, step: int, probe: RunProbe, sequences_per_step: int) -> None:
         """Sample the schedule's mixture from this step on (exactly, where it plans); record it when it changed."""
-        mixture = self.schedule.mixture(step, self.sampler.counts, measure)
+        mixture = self.schedule.mixture(step, self.sampler.counts, probe)
         changed = mixture is not self.sampler.mixture and not mixture.close_to(self.sampler.mixture)
         planned = self.schedule.plan_steps(step)
         if planned or mixture is not self.sampler.mixture:
             self.sampler.set_weights(mixture, exact=planned * sequences_per_step)
         if self.schedule.changes and (changed or not self.trajectory):
             self.trajectory.append({"step": step, "mixture": mixture.to_dict()})
+
+
+@dataclass
+class RunProbe:
+    """The `Probe` (regmix.online.policy) of run k's model for its policy."""
+
+    engine: Engine
+    k: int
+    run: Run
+    valid: dict[str, torch.Tensor]
+    vocab_size: int
+    learning_rate: float = 0.0
+    references: dict[Path, torch.nn.Module] = field(default_factory=dict)
+
+    @property
+    def valid_domains(self) -> list[str]:
+        return [d for d in self.run.config.valid if d in self.valid]
+
+    def validation(self) -> dict[str, float]:
+        evaluated = self.engine.evaluate(self.valid, self.run.config.training.micro_batch_size)[self.k]
+        return {d: v for d, v in evaluated.items() if d in self.run.config.valid}
+
+    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
+        return self.run.sampler.sequences(domain, count, key, split)
+
+    def token_losses(self, tokens: torch.Tensor, checkpoint: Path | None = None) -> torch.Tensor:
+        if checkpoint is None:
+            return self.engine.token_losses(self.k, tokens)
+        if checkpoint not in self.references:
+            self.references[checkpoint] = trained_model(checkpoint, self.run.config.training, self.vocab_size,
+                                                        self.engine.device)
+        return per_token_losses(self.references[checkpoint], tokens, self.engine.device)
+
+    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, tuple[float, float]]:
+        return self.engine.alignment(self.k, dict(batches), target)
 
 
 def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs: Sequence[Path], *,
@@ -187,16 +225,13 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
 
     if step >= settings.max_step and step not in evaluated_at:  # resumed past a max_step that shrank
         evaluate([math.nan] * len(runs))
-    def measure(k: int) -> Measure:
-        """Run k's validation losses now, for a policy that probes (not logged: the evaluations are)."""
-        return lambda: {d: v for d, v in engine.evaluate(valid, settings.micro_batch_size)[k].items()
-                        if d in runs[k].config.valid}
-
+    probes = [RunProbe(engine, k, run, valid, manifest.tokenizer.vocab_size) for k, run in enumerate(runs)]
     while step < settings.max_step and any(engine.alive):
+        lr = learning_rate(step, settings)
         for k, run in enumerate(runs):
             if engine.alive[k]:
-                run.follow_schedule(step, measure(k), settings.global_batch_size)
-        lr = learning_rate(step, settings)
+                probes[k].learning_rate = lr
+                run.follow_schedule(step, probes[k], settings.global_batch_size)
         alive = list(engine.alive)
         losses, norms = engine.step(lr, draw, accumulation)
         step += 1
@@ -206,7 +241,9 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
                     else f"gradient norm is {norms[k]}"
                 finish(k, f"diverged: {bad} at step {step}")
             elif engine.alive[k]:
-                run.log.train(step, losses[k], lr)
+                changed = run.trajectory[-1]["mixture"] if run.trajectory and run.trajectory[-1]["step"] == step - 1 \
+                    else None
+                run.log.train(step, losses[k], lr, changed)
         if bar is not None:
             bar.update()
         at_eval = step % settings.eval_step_interval == 0 or step == settings.max_step

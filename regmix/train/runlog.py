@@ -11,12 +11,12 @@ import json
 import netrc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 from regmix.config import RunConfig
 from regmix.files import write_atomic
-from regmix.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS
+from regmix.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS, weight_column
 from regmix.wandb_runs import wait_until_complete
 
 WANDB_MODES = ("auto", "online", "offline", "off")
@@ -42,6 +42,11 @@ def resolve_wandb_mode(mode: str) -> str:
         return "offline"
 
 
+def train_row(step: int, loss: float, lr: float, weights: Mapping[str, float] | None) -> dict[str, Any]:
+    return {STEP: step, TRAIN_LOSS: loss, LEARNING_RATE: lr,
+            **{weight_column(d): round(w, 6) for d, w in (weights or {}).items()}}
+
+
 class RunLog:
     """A run's metrics.jsonl and wandb run. `enabled=False` (other Fabric ranks) logs nothing."""
 
@@ -53,7 +58,7 @@ class RunLog:
         self.history_path = run_dir / HISTORY_NAME
         self.wandb: Any = None
         self.run_id: str | None = None
-        self.train_rows: list[list[float]] = []  # [step, loss, lr] not yet in wandb (deferred logging)
+        self.train_rows: list[list[Any]] = []  # [step, loss, lr, weights] not yet in wandb (deferred logging)
 
     def start(self, saved: dict[str, Any] | None) -> list[dict[str, Any]]:
         """Open wandb (resuming its run id from a checkpoint's `log`); the evaluations kept so far."""
@@ -96,11 +101,12 @@ class RunLog:
         """What the checkpoint keeps of the log."""
         return {"wandb_id": self.run_id, "train_rows": [r for r in self.train_rows if r[0] <= step]}
 
-    def train(self, step: int, loss: float, lr: float) -> None:
+    def train(self, step: int, loss: float, lr: float, weights: Mapping[str, float] | None = None) -> None:
+        """A step's train loss and learning rate; `weights`: the mixture of the step, where it changed."""
         if self.wandb is not None:
-            self.wandb.log({STEP: step, TRAIN_LOSS: loss, LEARNING_RATE: lr})
+            self.wandb.log(train_row(step, loss, lr, weights))
         elif self.mode != "off":
-            self.train_rows.append([step, loss, lr])
+            self.train_rows.append([step, loss, lr, dict(weights or {})])
 
     def evaluation(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -124,8 +130,8 @@ class RunLog:
         """Send a deferred run's train rows and evaluations to a wandb run of its own, in step order."""
         self._open()
         evaluations = {row[STEP]: row for row in self._history(10**18)}
-        for step, loss, lr in self.train_rows:
-            self.wandb.log({STEP: step, TRAIN_LOSS: loss, LEARNING_RATE: lr})
+        for step, loss, lr, *weights in self.train_rows:
+            self.wandb.log(train_row(step, loss, lr, weights[0] if weights else None))
             if step in evaluations:
                 self.wandb.log(evaluations.pop(step))
         for row in evaluations.values():

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from regmix.config import RunConfig, Stage
 from regmix.mixture import Mixture
 from regmix.online import make_policy
-from regmix.online.policy import Measure, OnlinePolicy
+from regmix.online.policy import OnlinePolicy, Probe
 
 
 class MixtureSchedule:
@@ -26,8 +26,8 @@ class MixtureSchedule:
     def __init__(self, mixture: Mixture):
         self.current = mixture
 
-    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
-        """The mixture for the step about to be trained (`step` steps are done); `measure` validates now."""
+    def mixture(self, step: int, counts: Mapping[str, int], probe: Probe | None = None) -> Mixture:
+        """The mixture for the step about to be trained (`step` steps are done); `probe` measures the model now."""
         return self.current
 
     def plan_steps(self, step: int) -> int:
@@ -51,7 +51,7 @@ class PiecewiseSchedule(MixtureSchedule):
         super().__init__(stages[0].mixture)
         self.stages = stages
 
-    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
+    def mixture(self, step: int, counts: Mapping[str, int], probe: Probe | None = None) -> Mixture:
         self.current = next((s.mixture for s in self.stages if step < s.until_step), self.stages[-1].mixture)
         return self.current
 
@@ -76,11 +76,11 @@ class OnlineSchedule(MixtureSchedule):
     def _due(self, step: int) -> bool:
         return bool(self.policy.interval) and step % self.policy.interval == 0
 
-    def mixture(self, step: int, counts: Mapping[str, int], measure: Measure | None = None) -> Mixture:
-        if self._due(step) and (step or self.policy.exact_counts):
-            if measure is None:
-                raise RuntimeError("an online schedule needs the loop's measure function")
-            self.current = self._checked(self.policy.on_interval(step, counts, measure), step)
+    def mixture(self, step: int, counts: Mapping[str, int], probe: Probe | None = None) -> Mixture:
+        if self._due(step):
+            if probe is None:
+                raise RuntimeError("an online schedule needs the loop's probe")
+            self.current = self._checked(self.policy.on_interval(step, counts, probe), step)
         return self.current
 
     def plan_steps(self, step: int) -> int:

@@ -41,8 +41,10 @@ CPU_GROUP_SIZE = 1
 def train_proxies(configs: Sequence[RunConfig], manifest: CorpusManifest, run_dirs: Sequence[str | os.PathLike], *,
                   device: str | torch.device | None = None, sources: Sequence[str | Path] | None = None,
                   wandb_mode: str = "auto", wandb_project: str = "regmix", wandb_group: str | None = None,
-                  progress: bool = False, compile: bool | None = None) -> list[RunResult]:
-    """Train proxies (one, or several of one group_key together), resuming each from its run folder."""
+                  progress: bool = False, compile: bool | None = None, keep_checkpoint: bool = False
+                  ) -> list[RunResult]:
+    """Train proxies (one, or several of one group_key together), resuming each from its run folder;
+    `keep_checkpoint` keeps the trained models (a reference model for DoReMi, say)."""
     device = resolve_device(device)
     settings, vocab = configs[0].training, manifest.tokenizer.vocab_size
     if len(configs) == 1:
@@ -57,7 +59,7 @@ def train_proxies(configs: Sequence[RunConfig], manifest: CorpusManifest, run_di
         bar.update(checkpoint_step(Path(run_dirs[0])))
         return train(engine, configs, manifest, [Path(d) for d in run_dirs], sources=sources, wandb_mode=wandb_mode,
                      wandb_project=wandb_project, wandb_group=wandb_group, bar=bar if progress else None,
-                     extra=extra)
+                     extra=extra, keep_checkpoint=keep_checkpoint)
 
 
 @dataclass

@@ -1,0 +1,146 @@
+"""Aioli's comparison (its Table 2) on our own data, on CPU, with the library's own harness and loop.
+
+Every method of `regmix.online.run` (stratified, natural, grid, dml, skillit, doremi, doge, aioli) is
+trained by `run_method` on three settings of the embedded default corpus: all 5 domains, and a 2- and
+a 3-domain subset (Aioli's smaller settings), each validated on its own domains. Every method's final
+run has the same steps and tokens; its extra runs (grid and dml: the grid, skillit: one per domain,
+doremi: the reference and the proxy, doge: the proxy) are counted. Seeds 0..--seeds-1 change the
+models' initialization and the data order of every run of a setting.
+
+Score, as Aioli: the mean over the valid domains of the validation perplexity of the final run. Table:
+stratified's mean +- seed std, every other method as its change against stratified (mean over seeds of
+the per-seed difference +- its std), and against natural; then each method's time: its final run
+against stratified's (the online overhead: probes, reference forwards, gradient alignments) and all
+its runs against stratified's (the cost of the extra runs). Lower is better. Note: grid and dml pick
+with the same validation windows they are scored on (no test split here), so their rows are
+optimistic.
+
+Scale (to finish in under 30 minutes on 2 cores): the demo model (tinyllama_demo), --steps (200) of
+8 x 128 tokens, 4096 validation tokens per domain, grid runs 10 (Aioli's), the settings of the online
+methods scaled to 200 steps as below (SCALED). Runs go to --output (bench/results/online_methods/) and
+resume: a killed bench continues; the table goes to stdout and <output>/table.md.
+
+    python bench/online_methods.py                   # 3 settings x 3 seeds, 2 worker processes
+    python bench/online_methods.py --seeds 1 --settings two
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from regmix.config import TrainingSettings
+from regmix.data.corpus import load_manifest
+from regmix.online.run import run_method
+
+METHODS = ("stratified", "natural", "grid", "dml", "skillit", "doremi", "doge", "aioli")
+SUBSETS = {"all": None, "two": ("package_docs", "python_code"),
+           "three": ("c_headers", "licenses", "python_reference")}
+
+
+def scaled(method: str, m: int, steps: int) -> dict:
+    """The online methods' settings for a run of `steps` steps: Aioli's released values by size (m = 2, 3, and
+    7 for more), its rounds shortened to steps / 5 with one sweep of lp_steps 4; DoReMi and DoGE update every
+    2nd step; Skill-it every steps / 5."""
+    round_steps = steps // 5
+    if method == "aioli":
+        released = {2: (0.625, 0.2, 0.1), 3: (0.5, 0.1, 0.5)}.get(m, (0.75, 1.0, 0.1))
+        return {"update_steps": round_steps, "sweeps": 1, "lp_steps": 4, "one_hot_factor": released[0],
+                "eta": released[1], "ema": released[2]}
+    if method in ("doremi", "doge"):
+        return {"update_steps": 2}
+    if method == "skillit":
+        return {"update_steps": round_steps}
+    return {}
+
+
+def run_setting(args: tuple) -> dict:
+    """All methods on one (setting, seed), in order (grid before dml, stratified before doremi)."""
+    corpus, output, setting, seed, steps = args
+    torch.set_num_threads(1)
+    manifest = load_manifest(corpus)
+    domains = SUBSETS[setting] or tuple(d for d in manifest.train_domains if d not in manifest.empty_domains("train"))
+    valid = tuple(d for d in domains if d in manifest.valid_domains)
+    settings = TrainingSettings.from_name("demo", global_batch_size=8, micro_batch_size=8, max_step=steps,
+                                          eval_step_interval=steps // 4, save_step_interval=steps // 4,
+                                          warmup_steps=steps // 10, eval_tokens=4096, seed=seed)
+    rows = {}
+    for method in METHODS:
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = run_method(method, manifest, Path(output) / setting / f"seed{seed}", settings, domains, valid,
+                                scaled(method, len(domains), steps), wandb_mode="off", progress=False,
+                                report=lambda line: None)
+        rows[method] = {"perplexity": result.mean_perplexity, "loss": result.mean_loss,
+                        "final_seconds": result.final.seconds, "seconds": result.seconds,
+                        "extra_runs": result.extra_runs, "wall": time.perf_counter() - started,
+                        "mixture": result.averaged.to_dict()}
+    return {"setting": setting, "seed": seed, "rows": rows}
+
+
+def table(results: list[dict], settings: list[str]) -> str:
+    by = {(r["setting"], r["seed"]): r["rows"] for r in results}
+    seeds = sorted({r["seed"] for r in results})
+
+    def values(setting: str, method: str, key: str = "perplexity") -> np.ndarray:
+        return np.array([by[setting, s][method][key] for s in seeds if (setting, s) in by])
+
+    def cell(x: np.ndarray, signed: bool) -> str:
+        return f"{x.mean():+.3f} ± {x.std():.3f}" if signed else f"{x.mean():.3f} ± {x.std():.3f}"
+
+    head = "| method | extra runs | " + " | ".join(settings) + " | final-run time | all-runs time |"
+    lines = [f"Mean validation perplexity over domains; {len(seeds)} seeds; rows: change against the baseline "
+             "(lower is better), ± the seed std of the per-seed difference.", ""]
+    for base in ("stratified", "natural"):
+        lines += [f"### against {base}", "", head, "|" + "---|" * (len(settings) + 4)]
+        for method in METHODS:
+            cells = []
+            for setting in settings:
+                own = values(setting, method)
+                cells.append(cell(own, False) if method == base else cell(own - values(setting, base), True))
+            ratio = [values(s, method, "final_seconds") / values(s, "stratified", "final_seconds") for s in settings]
+            total = [values(s, method, "seconds") / values(s, "stratified", "final_seconds") for s in settings]
+            extra = "/".join(str(int(values(s, method, "extra_runs").max())) for s in settings)
+            lines.append(f"| {method} | {extra} | " + " | ".join(cells)
+                         + f" | {np.mean(np.concatenate(ratio)):.2f}x | {np.mean(np.concatenate(total)):.1f}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", type=Path, default=Path("data/default"),
+                   help="prepared default corpus (make demo / python -m regmix.pipeline prepares it)")
+    p.add_argument("--output", type=Path, default=Path("bench/results/online_methods"))
+    p.add_argument("--settings", nargs="+", choices=list(SUBSETS), default=["two", "three", "all"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+    jobs = [(str(args.corpus), str(args.output), s, seed, args.steps) for s in args.settings for seed in range(args.seeds)]
+    jobs.sort(key=lambda j: -len(SUBSETS[j[2]] or "12345"))  # the largest settings first: better packing
+    started = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for result in pool.map(run_setting, jobs):
+            results.append(result)
+            print(f"[{time.perf_counter() - started:6.0f} s] {result['setting']} seed {result['seed']}: "
+                  + ", ".join(f"{m} {r['perplexity']:.2f}" for m, r in result["rows"].items()), flush=True)
+    text = table(results, args.settings)
+    text += f"\nWall time of the bench: {time.perf_counter() - started:.0f} s with {args.workers} workers.\n"
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "table.md").write_text(text)
+    (args.output / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
