@@ -50,10 +50,18 @@ class FitSettings:
 
 @dataclass
 class SimulationSettings:
+    """How the optimum is chosen. `repetitions`: R, the epochs a domain may be repeated in the large run
+    (regmix.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
+    candidates) or exact (regmix.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
+    natural mixture."""
+
     candidates: int = 1_000_000
     top_k: int = 128
     refine: int = 0
     large_model: str = "tinyllama_1_1b"
+    repetitions: float = 4.0
+    optimum: str = "topk"
+    kl: float = 0.0
 
 
 @dataclass
@@ -160,6 +168,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
     check_search_settings(experiment.search, path)
+    check_simulation_settings(experiment.simulation, path)
     experiment.proxy.validate(path)
     experiment.synthesis.validate(path)
     return experiment
@@ -193,6 +202,17 @@ def experiment_objective(experiment: Experiment, manifest: CorpusManifest, corpu
         raise ConfigError(experiment.source, f"target domains {unknown} are not valid domains of the corpus "
                                              f"{sorted(manifest.valid_domains)}")
     return objective
+
+
+def check_simulation_settings(simulation: SimulationSettings, source: Path) -> None:
+    checks = [(simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
+               "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
+              (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
+              (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
+              (simulation.kl >= 0, "'simulation.kl' must be >= 0")]
+    for ok, problem in checks:
+        if not ok:
+            raise ConfigError(source, problem)
 
 
 def check_search_settings(search: SearchSettings, source: Path) -> None:

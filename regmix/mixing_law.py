@@ -19,6 +19,8 @@ from scipy.optimize import least_squares, minimize
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from regmix.mixture import project_onto_simplex
+
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 _MAX_EXPONENT = 300.0  # exp(300) ~ 1e130: predictions stay finite whatever the weights
 _FIT_EXPONENT = 50.0  # in standardized loss units no useful fit gets near this; caps wild trial steps
@@ -155,20 +157,6 @@ class LogLinearMixingLaw(RegressorMixin, BaseEstimator):
         return out[:, 0] if self.single_target_ else out
 
 
-def _project(X: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Euclidean projection of each row onto {lower <= p <= upper, sum p = 1}: bisection on a shift per row."""
-    lo, hi = (X - upper).min(axis=1), (X - lower).max(axis=1)
-    for _ in range(100):
-        shift = 0.5 * (lo + hi)
-        over = np.clip(X - shift[:, None], lower, upper).sum(axis=1) > 1.0
-        lo, hi = np.where(over, shift, lo), np.where(over, hi, shift)
-    P = np.clip(X - 0.5 * (lo + hi)[:, None], lower, upper)
-    gap = 1.0 - P.sum(axis=1)  # rounding: onto the coordinate with the most room, so rows sum to 1 exactly
-    j, rows = np.argmax(np.where(gap[:, None] > 0, upper - P, P - lower), axis=1), np.arange(len(P))
-    P[rows, j] = np.clip(P[rows, j] + gap, lower[j], upper[j])
-    return P
-
-
 def _bounds(value: Any, m: int, name: str) -> np.ndarray:
     out = np.broadcast_to(np.asarray(value, dtype=np.float64), (m,)).copy()
     if not np.isfinite(out).all() or (out < 0).any() or (out > 1).any():
@@ -220,11 +208,11 @@ def minimize_law(law: LogLinearMixingLaw, objective_weights: Any, lower: Any = 0
         return float(value(p[None])[0]), grad
 
     rng = np.random.default_rng(seed)
-    candidates = _project(np.vstack([np.eye(m), rng.dirichlet(np.ones(m), samples)]), lower, upper)
-    starts = np.vstack([_project(np.vstack([np.full(m, 1.0 / m), prior]), lower, upper),
+    candidates = project_onto_simplex(np.vstack([np.eye(m), rng.dirichlet(np.ones(m), samples)]), lower, upper)
+    starts = np.vstack([project_onto_simplex(np.vstack([np.full(m, 1.0 / m), prior]), lower, upper),
                         candidates[np.argmin(value(candidates))]])
     constraint = {"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones(m)}
     solutions = [minimize(objective, start, jac=True, method="SLSQP", bounds=list(zip(lower, upper)),
                           constraints=[constraint], options={"ftol": 1e-12, "maxiter": 1000}).x for start in starts]
-    finalists = np.vstack([starts, _project(np.array(solutions), lower, upper)])  # never worse than a start
+    finalists = np.vstack([starts, project_onto_simplex(np.array(solutions), lower, upper)])  # never worse than a start
     return finalists[np.argmin(value(finalists))]

@@ -112,6 +112,20 @@ class Mixture:
         return Mixture(tuple(domains), self.vector(domains))
 
 
+def project_onto_simplex(X: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Euclidean projection of each row onto {lower <= p <= upper, sum p = 1}: bisection on a shift per row."""
+    lo, hi = (X - upper).min(axis=1), (X - lower).max(axis=1)
+    for _ in range(100):
+        shift = 0.5 * (lo + hi)
+        over = np.clip(X - shift[:, None], lower, upper).sum(axis=1) > 1.0
+        lo, hi = np.where(over, shift, lo), np.where(over, hi, shift)
+    P = np.clip(X - 0.5 * (lo + hi)[:, None], lower, upper)
+    gap = 1.0 - P.sum(axis=1)  # rounding: onto the coordinate with the most room, so rows sum to 1 exactly
+    j, rows = np.argmax(np.where(gap[:, None] > 0, upper - P, P - lower), axis=1), np.arange(len(P))
+    P[rows, j] = np.clip(P[rows, j] + gap, lower[j], upper[j])
+    return P
+
+
 def mixture_of_counts(counts: Mapping[str, float], domains: Sequence[str]) -> Mixture | None:
     """Shares of drawn amounts (sequences, tokens) as a mixture over `domains`; None before any draw."""
     values = np.array([float(counts.get(d, 0)) for d in domains])

@@ -23,9 +23,17 @@ from regmix.experiment import Experiment, load_experiment, prepare_experiment_co
 from regmix.files import ConfigError, write_atomic
 from regmix.fit import fit, load_model
 from regmix.observations import read_csvs
+from regmix.optimum import epochs, large_run_tokens, repetition_caps
 from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.search.run import run_search
-from regmix.simulate import mixture_report, optimal_config, plot_mixtures, simulate
+from regmix.simulate import (
+    exact_simulation,
+    large_run_settings,
+    mixture_report,
+    optimal_config,
+    plot_mixtures,
+    simulate,
+)
 from regmix.synthesize import plot_weights, synthesize, write_configs
 from regmix.train.sweep import train_sweep
 
@@ -120,9 +128,22 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
 
     def simulate_stage() -> None:
         sim = experiment.simulation
+        tokens = {d: manifest.tokens("train", d) for d in model.domains}
+        target_tokens = large_run_tokens(large_run_settings(sim.large_model))
+        caps = repetition_caps(tokens, model.domains, target_tokens, sim.repetitions) if sim.repetitions else None
         result = simulate(model, natural, objective, sim.candidates, sim.top_k, experiment.synthesis,
-                          refine=sim.refine)
-        config = optimal_config(result, model, objective, sim.large_model, experiment.synthesis)
+                          refine=sim.refine, caps=None if caps is None else caps.caps)
+        if sim.optimum == "exact":
+            result = exact_simulation(result, model, objective, natural, experiment.synthesis, caps, sim.kl)
+        weights = result.mixture.to_dict()
+        extra = {"epochs": {d: round(float(e), 4) for d, e in epochs(weights, tokens, target_tokens).items()},
+                 "optimum": sim.optimum, "kl": sim.kl}
+        if caps is not None:
+            extra["repetition_caps"] = {"repetitions": sim.repetitions, "epoch_limit": round(float(caps.limit), 4),
+                                        "target_tokens": target_tokens,
+                                        "caps": {d: round(float(c), 6) for d, c in zip(caps.domains, caps.caps)},
+                                        "binding": caps.binding(result.mixture.weights)}
+        config = optimal_config(result, model, objective, sim.large_model, experiment.synthesis, **extra)
         save_run_config(config, experiment.optimal)
         plot_mixtures(natural, result.mixture, runs / "optimal_vs_natural.png")
 
@@ -137,6 +158,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         "predicted_loss": optimal.extra.get("predicted_loss"),
         "predicted_loss_spread": optimal.extra.get("predicted_loss_spread"),
         "natural": natural.to_dict(), "optimal": optimal.train.to_dict(),
+        "epochs": optimal.extra.get("epochs"), "repetition_caps": optimal.extra.get("repetition_caps"),
         "files": {"optimal_mixture": str(experiment.optimal), "configs": str(configs),
                   "runs": str(runs / "proxies"), "regressor": str(model_path),
                   "plots": [str(runs / "proxy_mixtures.png"), str(runs / "optimal_vs_natural.png")]},
@@ -160,6 +182,14 @@ def format_report(summary: Mapping[str, Any]) -> str:
     ]
     files = summary["files"]
     lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
+    caps = summary.get("repetition_caps")
+    if caps:
+        raised = "" if caps["epoch_limit"] == caps["repetitions"] else \
+            f" (raised from R = {caps['repetitions']:g}: the corpus cannot fill the run in R epochs)"
+        lines.append(f"caps:            at most {caps['epoch_limit']:g} epochs of a domain in the large run's "
+                     f"{caps['target_tokens']:,} tokens{raised}; binding: {', '.join(caps['binding']) or 'none'}")
+    if summary.get("epochs"):
+        lines.append("epochs:          " + ", ".join(f"{d} {e:.3g}" for d, e in summary["epochs"].items()))
     lines += [f"plots:           {', '.join(files['plots'])}",
               f"runs:            {files['runs']}",
               f"finished in {summary['seconds']}s"]

@@ -13,6 +13,7 @@ the large run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,8 @@ from tqdm.auto import tqdm
 from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.files import ConfigError
 from regmix.fit import FittedModel, load_model
-from regmix.mixture import Mixture
+from regmix.mixture import Mixture, project_onto_simplex
+from regmix.optimum import RepetitionCaps, exact_optimum
 from regmix.schema import as_valid_domain, loss_column
 from regmix.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify, usage_bounds
 
@@ -165,8 +167,12 @@ def _stream(draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray |
 def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float] | None = None,
              num_candidates: int = 1_000_000, top_k: int = 128, settings: SynthesisSettings = SynthesisSettings(),
              screen: float = 0.01, refine: int = 0, seed: int = 0, threads: int = 2,
-             progress: bool = True) -> Simulation:
-    """The mean of the `top_k` best of `num_candidates` mixtures (+ `refine` more around the first optimum)."""
+             progress: bool = True, caps: np.ndarray | None = None) -> Simulation:
+    """The mean of the `top_k` best of `num_candidates` mixtures (+ `refine` more around the first optimum).
+
+    `caps` (model.domains order, e.g. the large run's repetition caps): a candidate above them is
+    projected onto the capped simplex, so every candidate, and their mean, respects them.
+    """
     start = time.perf_counter()
     if num_candidates < top_k or top_k < 1:
         raise ValueError(f"need num_candidates >= top_k >= 1, got {num_candidates} and {top_k}")
@@ -177,12 +183,18 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
     prior = prior / prior.sum()
     bounds = usage_bounds(prior, settings.maximum_usage)
     target = objective_weights(model, objective or {model.targets[0]: 1.0})
+    if caps is not None and (len(caps) != len(domains) or caps.sum() < 1.0 - 1e-9):
+        raise ValueError(f"caps must be {len(domains)} upper bounds that sum to >= 1, got {caps}")
 
     def score(weights: np.ndarray) -> np.ndarray:
         return model.predict(weights) @ target
 
     def within_bounds(weights: np.ndarray) -> np.ndarray:
-        return weights[(weights <= bounds + 1e-12).all(axis=1)]
+        weights = weights[(weights <= bounds + 1e-12).all(axis=1)]
+        if caps is not None:
+            over = (weights > caps + 1e-12).any(axis=1)
+            weights[over] = project_onto_simplex(weights[over], np.zeros(len(caps)), caps)
+        return weights
 
     best = _TopK(top_k, len(domains))
     scored = 0
@@ -235,6 +247,26 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
         seconds=time.perf_counter() - start)
 
 
+def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[str, float], natural: Mixture,
+                     settings: SynthesisSettings, caps: RepetitionCaps | None, kl: float = 0.0) -> Simulation:
+    """The simulation's answer replaced by the exact optimum within the same bounds (usage bounds and caps),
+    seeded by its top candidates (regmix.optimum.exact_optimum)."""
+    start = time.perf_counter()
+    prior = natural.vector(model.domains)
+    prior = prior / prior.sum()
+    upper = usage_bounds(prior, settings.maximum_usage)
+    if caps is not None:
+        upper = np.minimum(upper, caps.caps)
+    target = objective_weights(model, objective)
+    weights = exact_optimum(model, target, upper, prior, kl, starts=result.top_weights)
+    spread = model.predict_spread(weights[None, :])
+    return dataclasses.replace(
+        result, mixture=Mixture(model.domains, weights),
+        predicted_loss=float(model.predict(weights[None, :])[0] @ target),
+        spread=None if spread is None else float(spread[0] @ target),
+        seconds=result.seconds + time.perf_counter() - start)
+
+
 def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,
                        large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
                        **extra: Any) -> RunConfig:
@@ -247,20 +279,25 @@ def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predict
     extra = {"predicted_loss": round(predicted, 6),
              "predicted_loss_spread": None if spread is None else round(spread, 6),
              "objective": {loss_column(d): float(objective[d]) for d in valid}, **extra}
-    return RunConfig("optimal_mixture", mixture, valid,
-                     TrainingSettings.from_name("large_1b", model_name=large_model), settings.as_config(), extra)
+    return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
+
+
+def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
+    """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps)."""
+    return TrainingSettings.from_name("large_1b", model_name=large_model)
 
 
 def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[str, float],
-                   large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings()
-                   ) -> RunConfig:
-    """The large run's config of a simulation."""
+                   large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
+                   **extra: Any) -> RunConfig:
+    """The large run's config of a simulation (`extra`: more keys to record, e.g. the caps)."""
     target = objective_weights(model, objective)
     return optimal_run_config(
         result.mixture, {d: float(w) for d, w in zip(model.targets, target) if w > 0}, result.predicted_loss,
         result.spread, large_model, settings, regressor=model.name, num_candidates=result.candidates,
         top_k=len(result.top_scores),
-        top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)])
+        top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
+        **extra)
 
 
 def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str) -> list[str]:

@@ -61,6 +61,11 @@ def test_pipeline_end_to_end_then_everything_skipped(workdir):
         assert Path(plot).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path("runs/tiny/report.json").read_text())["regressor"] == "linear"
     assert "target:        mean validation loss of prose x1" in "\n".join(lines)
+    caps = optimal.extra["repetition_caps"]  # a tiny corpus and a 1B run: the limit is raised, and said so
+    assert caps["target_tokens"] == 25_000 * 512 * 2048 and caps["epoch_limit"] > caps["repetitions"] == 4
+    assert all(optimal.train[d] <= cap + 1e-9 for d, cap in caps["caps"].items())
+    assert set(optimal.extra["epochs"]) == {"code", "legal", "prose"}
+    assert any(line.startswith("caps:") and "raised from R = 4" in line for line in "\n".join(lines).splitlines())
 
     again: list[str] = []
     run_pipeline(load_experiment("tiny.yaml"), report=again.append)
