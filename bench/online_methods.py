@@ -22,6 +22,8 @@ resume: a killed bench continues; the table goes to stdout and <output>/table.md
 
     python bench/online_methods.py                   # 3 settings x 3 seeds, 2 worker processes
     python bench/online_methods.py --seeds 1 --settings two
+    python bench/online_methods.py --steps 1000 --settings all --methods stratified aioli \
+        --output bench/results/online_methods_1000     # a longer run: does the gap change with steps?
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def scaled(method: str, m: int, steps: int) -> dict:
 
 
 def run_setting(args: tuple) -> dict:
-    """All methods on one (setting, seed), in order (grid before dml, stratified before doremi)."""
-    corpus, output, setting, seed, steps = args
+    """The methods on one (setting, seed), in order (grid before dml, stratified before doremi)."""
+    corpus, output, setting, seed, steps, methods = args
     torch.set_num_threads(1)
     manifest = load_manifest(corpus)
     domains = SUBSETS[setting] or tuple(d for d in manifest.train_domains if d not in manifest.empty_domains("train"))
@@ -73,7 +75,7 @@ def run_setting(args: tuple) -> dict:
                                           eval_step_interval=steps // 4, save_step_interval=steps // 4,
                                           warmup_steps=steps // 10, eval_tokens=4096, seed=seed)
     rows = {}
-    for method in METHODS:
+    for method in methods:
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             result = run_method(method, manifest, Path(output) / setting / f"seed{seed}", settings, domains, valid,
@@ -86,7 +88,7 @@ def run_setting(args: tuple) -> dict:
     return {"setting": setting, "seed": seed, "rows": rows}
 
 
-def table(results: list[dict], settings: list[str]) -> str:
+def table(results: list[dict], settings: list[str], methods: list[str]) -> str:
     by = {(r["setting"], r["seed"]): r["rows"] for r in results}
     seeds = sorted({r["seed"] for r in results})
 
@@ -99,9 +101,9 @@ def table(results: list[dict], settings: list[str]) -> str:
     head = "| method | extra runs | " + " | ".join(settings) + " | final-run time | all-runs time |"
     lines = [f"Mean validation perplexity over domains; {len(seeds)} seeds; rows: change against the baseline "
              "(lower is better), ± the seed std of the per-seed difference.", ""]
-    for base in ("stratified", "natural"):
+    for base in [b for b in ("stratified", "natural") if b in methods]:
         lines += [f"### against {base}", "", head, "|" + "---|" * (len(settings) + 4)]
-        for method in METHODS:
+        for method in methods:
             cells = []
             for setting in settings:
                 own = values(setting, method)
@@ -124,8 +126,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="methods to run (stratified is the baseline of the table: keep it)")
     args = p.parse_args()
-    jobs = [(str(args.corpus), str(args.output), s, seed, args.steps) for s in args.settings for seed in range(args.seeds)]
+    methods = [m for m in METHODS if m in args.methods]
+    jobs = [(str(args.corpus), str(args.output), s, seed, args.steps, methods) for s in args.settings
+            for seed in range(args.seeds)]
     jobs.sort(key=lambda j: -len(SUBSETS[j[2]] or "12345"))  # the largest settings first: better packing
     started = time.perf_counter()
     results = []
@@ -134,7 +140,7 @@ def main() -> None:
             results.append(result)
             print(f"[{time.perf_counter() - started:6.0f} s] {result['setting']} seed {result['seed']}: "
                   + ", ".join(f"{m} {r['perplexity']:.2f}" for m, r in result["rows"].items()), flush=True)
-    text = table(results, args.settings)
+    text = table(results, args.settings, methods)
     text += f"\nWall time of the bench: {time.perf_counter() - started:.0f} s with {args.workers} workers.\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,11 @@ class CorpusSettings:
 
 @dataclass
 class SweepSettings:
+    """`anchor_seeds`: the natural and the uniform mixture are trained with this many seeds as part of the
+    sweep (regmix.verify: the noise floor; the regressors see them too); 0: none."""
+
     num_configs: int = 48
+    anchor_seeds: int = 3
     workers: int = 0
     device: str | None = None
     wandb: str = "auto"
@@ -53,7 +57,8 @@ class SimulationSettings:
     """How the optimum is chosen. `repetitions`: R, the epochs a domain may be repeated in the large run
     (regmix.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
     candidates) or exact (regmix.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
-    natural mixture."""
+    natural mixture. `verify`: train the optimum as a proxy with the anchors' seeds and compare
+    (regmix.verify)."""
 
     candidates: int = 1_000_000
     top_k: int = 128
@@ -62,6 +67,7 @@ class SimulationSettings:
     repetitions: float = 4.0
     optimum: str = "topk"
     kl: float = 0.0
+    verify: bool = True
 
 
 @dataclass
@@ -169,6 +175,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
     check_search_settings(experiment.search, path)
     check_simulation_settings(experiment.simulation, path)
+    if experiment.sweep.num_configs < 1 or experiment.sweep.anchor_seeds < 0:
+        raise ConfigError(path, "'sweep.num_configs' must be >= 1 and 'sweep.anchor_seeds' >= 0")
     experiment.proxy.validate(path)
     experiment.synthesis.validate(path)
     return experiment

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from regmix.collect import collect
-from regmix.config import load_run_config, run_config_paths, save_run_config
+from regmix.config import RunConfig, load_run_config, run_config_paths, save_run_config
+from regmix.data.corpus import CorpusManifest
 from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus
 from regmix.files import ConfigError, write_atomic
 from regmix.fit import fit, load_model
+from regmix.mixture import Mixture
 from regmix.observations import read_csvs
 from regmix.optimum import epochs, large_run_tokens, repetition_caps
-from regmix.schema import loss_csv_name, mixture_csv_name
+from regmix.results import load_result
+from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name
 from regmix.search.run import run_search
 from regmix.simulate import (
     exact_simulation,
@@ -36,6 +39,9 @@ from regmix.simulate import (
 )
 from regmix.synthesize import plot_weights, synthesize, write_configs
 from regmix.train.sweep import train_sweep
+from regmix.verify import format_verification, gain_against_floor, noise_floor, seed_runs, verification
+
+ANCHOR = "anchor_"  # config name prefix of the natural and uniform runs with seeds
 
 
 class Stages:
@@ -96,6 +102,16 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         plot_weights(mixtures, natural, runs / "proxy_mixtures.png")
 
     stages.run("synthesize", synth_key, synthesize_stage, report)
+    seeds = [experiment.proxy.seed + k for k in range(experiment.sweep.anchor_seeds)]
+    empty = set(manifest.empty_domains("train"))
+    anchors = {"natural": natural, "uniform": Mixture.uniform([d for d in manifest.train_domains if d not in empty])}
+
+    def anchors_stage() -> None:
+        for old in configs.glob(f"{ANCHOR}*.yaml"):
+            old.unlink()
+        write_seeded_configs(anchors, seeds, configs, ANCHOR, manifest.valid_domains, experiment)
+
+    stages.run("anchors", fingerprint(synth_key, seeds), anchors_stage, report)
     paths = run_config_paths(configs)
 
     report(f"[train] {len(paths)} proxies ({experiment.proxy.model_name}, {experiment.proxy.max_step} steps)")
@@ -151,6 +167,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
                                        objective), simulate_stage, report)
 
     optimal = load_run_config(experiment.optimal)
+    checks = check_optimum(experiment, manifest, optimal, anchors, seeds, objective, stages, report)
     summary = {
         "objective": objective, "proxies": len(paths),
         "proxies_failed": sum(e.status == "failed" for e in entries),
@@ -162,11 +179,64 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         "files": {"optimal_mixture": str(experiment.optimal), "configs": str(configs),
                   "runs": str(runs / "proxies"), "regressor": str(model_path),
                   "plots": [str(runs / "proxy_mixtures.png"), str(runs / "optimal_vs_natural.png")]},
-        "seconds": round(time.perf_counter() - started, 1),
+        **checks, "seconds": round(time.perf_counter() - started, 1),
     }
     write_atomic(runs / "report.json", json.dumps(summary, indent=1))
     report(format_report(summary))
     return summary
+
+
+def write_seeded_configs(mixtures: Mapping[str, Mixture], seeds: Sequence[int], folder: Path, prefix: str,
+                         valid: Sequence[str], experiment: Experiment) -> list[Path]:
+    """Proxy configs `<prefix><name>_s<k>.yaml`: each mixture once per seed, the proxies' settings otherwise."""
+    paths = []
+    for name, mixture in mixtures.items():
+        for k, seed in enumerate(seeds):
+            path = folder / f"{prefix}{name}_s{k}.yaml"
+            training = dataclasses.replace(experiment.proxy, seed=seed)
+            save_run_config(RunConfig(path.stem, mixture, tuple(valid), training, experiment.synthesis.as_config()),
+                            path)
+            paths.append(path)
+    return paths
+
+
+def check_optimum(experiment: Experiment, manifest: CorpusManifest, optimal: RunConfig,
+                  anchors: Mapping[str, Mixture], seeds: Sequence[int], objective: Mapping[str, float],
+                  stages: Stages, report: Callable[[str], None]) -> dict[str, Any]:
+    """The noise floor of the anchors and, with `simulation.verify`, the optimum trained with their seeds."""
+    if not seeds:
+        return {}
+    proxies = experiment.runs / "proxies"
+    try:
+        baselines = [seed_runs(name, [load_result(proxies / f"{ANCHOR}{name}_s{k}") for k in range(len(seeds))
+                                      if (proxies / f"{ANCHOR}{name}_s{k}" / RESULT_NAME).exists()], objective)
+                     for name in anchors]
+    except ValueError as exc:
+        report(f"[verify] no noise floor: {exc}")
+        return {}
+    floor, predicted = noise_floor(baselines), optimal.extra.get("predicted_loss")
+    checks: dict[str, Any] = {"noise_floor": floor,
+                              "gain": gain_against_floor(baselines[0], predicted, floor) if predicted else None}
+    if not experiment.simulation.verify:
+        return checks
+    folder, runs = experiment.configs.parent / "config_verify", experiment.runs / "verify"
+
+    def verify_stage() -> None:
+        paths = write_seeded_configs({"optimal": optimal.train}, seeds, folder, "", manifest.valid_domains,
+                                     experiment)
+        train_sweep(paths, manifest, runs, workers=experiment.sweep.workers, device=experiment.sweep.device,
+                    wandb_mode=experiment.sweep.wandb, report=report)
+
+    stages.run(
+        "verify", fingerprint(optimal.train.to_dict(), seeds, dataclasses.asdict(experiment.proxy)), verify_stage,
+        report)
+    try:
+        mine = seed_runs("optimal", [load_result(p.parent) for p in sorted(runs.glob("optimal_s*/result.json"))],
+                         objective)
+    except ValueError as exc:
+        report(f"[verify] {exc}")
+        return checks
+    return {**checks, "verification": verification(mine, baselines, predicted)}
 
 
 def format_report(summary: Mapping[str, Any]) -> str:
@@ -190,6 +260,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
                      f"{caps['target_tokens']:,} tokens{raised}; binding: {', '.join(caps['binding']) or 'none'}")
     if summary.get("epochs"):
         lines.append("epochs:          " + ", ".join(f"{d} {e:.3g}" for d, e in summary["epochs"].items()))
+    if summary.get("gain"):
+        lines.append(summary["gain"])
+    if summary.get("verification"):
+        lines += format_verification(summary["verification"])
     lines += [f"plots:           {', '.join(files['plots'])}",
               f"runs:            {files['runs']}",
               f"finished in {summary['seconds']}s"]

@@ -64,6 +64,13 @@ def test_every_method_trains_what_it_needs_and_answers_a_mixture(tiny_corpus, sh
         assert json.loads((shared / "skills.json").read_text()).keys() == set(DOMAINS)
 
 
+def test_natural_on_a_subset_is_the_token_shares_of_that_subset(tiny_corpus, tmp_path):
+    result = run_method("natural", tiny_corpus, tmp_path, SETTINGS, ("beta", "delta"), ("beta",), wandb_mode="off",
+                        progress=False, report=lambda line: None)
+    tokens = np.array([tiny_corpus.tokens("train", d) for d in ("beta", "delta")], dtype=float)
+    np.testing.assert_allclose(result.mixture.weights, tokens / tokens.sum())
+
+
 def test_a_finished_method_is_not_trained_again(tiny_corpus, tmp_path):
     first = run_method("stratified", tiny_corpus, tmp_path, SETTINGS, DOMAINS, VALID, wandb_mode="off",
                        progress=False, report=lambda line: None)

@@ -56,7 +56,7 @@ def test_pipeline_end_to_end_then_everything_skipped(workdir):
     assert optimal.train.domains == ("code", "legal", "prose")
     assert optimal.train.weights.sum() == pytest.approx(1.0)
     assert optimal.training.model_name == "tinyllama_1_1b" and optimal.valid == ("prose",)
-    assert summary["proxies"] == 8 and summary["proxies_failed"] == 0
+    assert summary["proxies"] == 8 + 2 * 3 and summary["proxies_failed"] == 0  # natural and uniform, 3 seeds each
     for plot in summary["files"]["plots"]:
         assert Path(plot).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path("runs/tiny/report.json").read_text())["regressor"] == "linear"
@@ -65,13 +65,20 @@ def test_pipeline_end_to_end_then_everything_skipped(workdir):
     assert caps["target_tokens"] == 25_000 * 512 * 2048 and caps["epoch_limit"] > caps["repetitions"] == 4
     assert all(optimal.train[d] <= cap + 1e-9 for d, cap in caps["caps"].items())
     assert set(optimal.extra["epochs"]) == {"code", "legal", "prose"}
-    assert any(line.startswith("caps:") and "raised from R = 4" in line for line in "\n".join(lines).splitlines())
+    text = "\n".join(lines).splitlines()
+    assert any(line.startswith("caps:") and "raised from R = 4" in line for line in text)
+    table = summary["verification"]  # the optimum trained with the anchors' seeds, next to them
+    assert set(table["mixtures"]) == {"optimal", "natural", "uniform"} and table["seeds"] == 3
+    assert len(table["mixtures"]["optimal"]["objectives"]) == 3 and set(table["beats"]) == {"natural", "uniform"}
+    assert summary["noise_floor"] > 0 and "vs seed noise floor" in summary["gain"]
+    assert any(line.startswith("verification (3 seeds") for line in text)
+    assert any("beyond the seed spread" in line for line in text)
 
     again: list[str] = []
     run_pipeline(load_experiment("tiny.yaml"), report=again.append)
     skipped = [line for line in again if line.endswith("up to date, skipped")]
-    assert len(skipped) == 4, again
-    assert any("8 skipped" in line for line in again)
+    assert len(skipped) == 6, again
+    assert any("14 skipped" in line for line in again)
 
 
 def test_changed_settings_do_not_mix_with_old_runs(workdir):

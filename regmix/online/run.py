@@ -143,8 +143,8 @@ def run_method(method: str, manifest: CorpusManifest, output: Path, settings: Tr
     if method == "stratified":
         final = train(method, uniform, keep=True)
     elif method == "natural":
-        natural = manifest.token_distribution().on_domains(domains)
-        final = train(method, Mixture(domains, natural.weights / natural.weights.sum()))
+        shares = manifest.token_distribution()
+        final = train(method, Mixture.from_dict({d: shares[d] for d in domains}, normalize=True))
     elif method in ("grid", "dml"):
         count = int(options.pop("runs", GRID_RUNS))
         _no_other_settings(method, options)
