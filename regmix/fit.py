@@ -1,10 +1,14 @@
-"""Fit the mixture -> validation-loss regressor, score it by K-fold CV on the training runs, save it.
+"""Fit the mixture -> validation-loss regressor, score it on the training runs, save it.
 
 A small, named model zoo (`make_regressor`): the published LightGBM, the linear baseline, a Gaussian
-process on log weights, Ye et al.'s log-linear mixing law (`regmix.mixing_law`) and `ensemble` (GP +
-LightGBM averaged, their disagreement as the spread), which wins on cross-validation. Every
-regressor is a scikit-learn estimator fitting one model per target column. Model choice uses only
-the training runs: CV folds never see held-out data.
+process on log weights, Ye et al.'s log-linear mixing law (`regmix.mixing_law`), `ensemble` (GP +
+LightGBM averaged, their disagreement as the spread), which wins on cross-validation, and the hybrids
+`law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves). Every regressor is a
+scikit-learn estimator fitting one model per target column.
+
+Each candidate gets two scores, both from the training runs only (held-out data is never seen): K-fold CV
+(fit at the proxy scale) and extrapolation CV (fit on the runs near the centre of the mixtures, rank the
+farthest ones: a stand-in for the large run's mixture, which lies outside the proxies' mass).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from regmix.files import ConfigError
@@ -34,8 +39,9 @@ from regmix.mixing_law import LogLinearMixingLaw
 from regmix.observations import Observations, read_csvs
 from regmix.schema import as_valid_domain
 
-REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble")
+REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
 BEST = "ensemble"
+MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 
 
 class _PerTarget(RegressorMixin, BaseEstimator):
@@ -176,8 +182,45 @@ class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
         return self.member_predictions(X).std(axis=0)
 
 
+class LawResidualMixtureRegressor(RegressorMixin, BaseEstimator):
+    """A mixing law plus a model of what it leaves: prediction = law(X) + residual(X), residual fit on y - law(X).
+
+    The law carries the trend where no run was made (it extrapolates by its form); the residual model adds
+    the local structure the law's shape cannot make. Both are scikit-learn regressors, cloned when fit.
+    """
+
+    def __init__(self, law: Any, residual: Any):
+        self.law = law
+        self.residual = residual
+
+    def fit(self, X: Any, y: Any) -> LawResidualMixtureRegressor:
+        self.law_ = clone(self.law).fit(X, y)
+        self.residual_ = clone(self.residual).fit(X, np.asarray(y, dtype=np.float64) - self.law_.predict(X))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "residual_")
+        return self.law_.predict(X) + self.residual_.predict(X)
+
+    def _residual_has_std(self) -> bool:
+        return hasattr(self.residual, "predict_std")
+
+    @available_if(_residual_has_std)
+    def predict_std(self, X: Any) -> np.ndarray:
+        """The residual model's predictive std (the law's own parameter uncertainty is not in it)."""
+        check_is_fitted(self, "residual_")
+        return self.residual_.predict_std(X)
+
+
+def _small_data_lightgbm(num_threads: int) -> LightGBMMixtureRegressor:
+    """LightGBM for a few dozen to a few hundred runs: bagged, and leaves may hold 10% of the rows."""
+    return LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads,
+                                    max_child_fraction=0.1)
+
+
 def make_regressor(name: str, num_threads: int = 2) -> Any:
-    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, loglinear, ensemble (best by CV)."""
+    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, loglinear, ensemble (best by CV),
+    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals)."""
     if name == "lightgbm":
         return LightGBMMixtureRegressor(num_threads=num_threads)
     if name == "linear":
@@ -187,11 +230,11 @@ def make_regressor(name: str, num_threads: int = 2) -> Any:
     if name == "loglinear":
         return LogLinearMixingLaw()
     if name == "ensemble":
-        return EnsembleMixtureRegressor([
-            ("gp", GPMixtureRegressor()),
-            ("lightgbm", LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads,
-                                                  max_child_fraction=0.1)),
-        ])
+        return EnsembleMixtureRegressor([("gp", GPMixtureRegressor()), ("lightgbm", _small_data_lightgbm(num_threads))])
+    if name == "law_gp":
+        return LawResidualMixtureRegressor(LogLinearMixingLaw(), GPMixtureRegressor())
+    if name == "law_lightgbm":
+        return LawResidualMixtureRegressor(LogLinearMixingLaw(), _small_data_lightgbm(num_threads))
     raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")
 
 
@@ -212,7 +255,58 @@ def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int 
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
         model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
         predictions[test] = np.asarray(model.predict(X.iloc[test])).reshape(len(test), -1)
+    return _score_table(Y, predictions)
+
+
+def _score_table(Y: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({c: evaluate(Y[c].to_numpy(), predictions[:, j]) for j, c in enumerate(Y.columns)}).T
+
+
+def _extreme_count(rows: int, fraction: float) -> int:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the extrapolation fraction must be in (0, 1), got {fraction}")
+    return int(round(fraction * rows))
+
+
+def farthest_runs(X: pd.DataFrame, fraction: float = 0.2, eps: float = 1e-3) -> np.ndarray:
+    """Positions of the `fraction` of runs farthest from the centre of all runs, farthest first.
+
+    Distance is Aitchison's (Euclidean on centred log-ratios of proportions + eps): the geometry of the
+    simplex, in which going from 1% to 0.1% of a domain is as far as from 10% to 1%.
+    """
+    count = _extreme_count(len(X), fraction)
+    if count < MIN_EXTRAPOLATION_RUNS:
+        raise ValueError(f"a fraction of {fraction} of {len(X)} runs holds out {count}; "
+                         f"extrapolation needs at least {MIN_EXTRAPOLATION_RUNS}")
+    W = X.to_numpy(dtype=np.float64)
+    logs = np.log(W / W.sum(axis=1, keepdims=True) + eps)
+    clr = logs - logs.mean(axis=1, keepdims=True)
+    distance = np.linalg.norm(clr - clr.mean(axis=0), axis=1)
+    return np.argsort(-distance, kind="stable")[:count]
+
+
+def extrapolation_scores(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, fraction: float = 0.2) -> pd.DataFrame:
+    """Scores per target (as `cross_validate`'s) on the `farthest_runs`, of a fit on all the other rows.
+
+    A check of ranking beyond the runs' mass without a larger run: the mixture a large run gets is an
+    optimum, usually at the edge of (or outside) what the proxies covered.
+    """
+    held_out = farthest_runs(X, fraction)
+    train = np.setdiff1d(np.arange(len(X)), held_out)
+    model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
+    predictions = np.asarray(model.predict(X.iloc[held_out])).reshape(len(held_out), -1)
+    return _score_table(Y.iloc[held_out], predictions)
+
+
+def selection_score(cv: pd.DataFrame | None, extrapolation: pd.DataFrame | None) -> float:
+    """What `fit` ranks candidates by: the mean over targets of the mean of CV and extrapolation Spearman.
+
+    Spearman, because the simulation only needs the order of mixtures; both halves, because a model that
+    fits the proxies well but ranks badly outside their mass picks a poor mixture for the large run. A
+    Spearman left undefined by a constant prediction counts as 0 (no ranking); a missing table is left out.
+    """
+    tables = [table["spearman"].fillna(0.0).mean() for table in (cv, extrapolation) if table is not None]
+    return float(np.mean(tables)) if tables else 0.0
 
 
 @dataclass
@@ -224,6 +318,7 @@ class FittedModel:
     domains: tuple[str, ...]
     targets: tuple[str, ...]
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
+    extrapolation: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
@@ -256,14 +351,19 @@ def load_model(path: str | os.PathLike) -> FittedModel:
     # files of earlier versions name their targets by loss column
     model.targets = tuple(as_valid_domain(t) for t in model.targets)
     model.cv = {as_valid_domain(t): scores for t, scores in model.cv.items()}
+    model.extrapolation = {as_valid_domain(t): scores for t, scores in getattr(model, "extrapolation", {}).items()}
     return model
 
 
 def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Sequence[str] | None = None,
-        folds: int = 5, num_threads: int = 2) -> FittedModel:
-    """Cross-validate each named regressor, keep the best by mean CV Spearman, refit it on all rows.
+        folds: int = 5, num_threads: int = 2, extrapolation: float = 0.2) -> FittedModel:
+    """Score each named regressor by K-fold CV and extrapolation CV, keep the best, refit it on all rows.
 
-    `targets`: valid domains (or their loss columns) to model, all observed ones by default.
+    The best is the highest `selection_score` (CV and extrapolation Spearman averaged), so that the kept
+    model ranks mixtures well beyond the proxies' mass too, not only among them. `folds`=1 skips both
+    scores (the first model named is kept); extrapolation is skipped when `extrapolation` (the share of
+    runs held out) leaves fewer than 3 runs. `targets`: valid domains (or their loss columns) to model,
+    all observed ones by default.
     """
     observations = observations.select(targets or observations.targets)
     X, Y = observations.mixture_frame(), observations.loss_frame()
@@ -271,16 +371,31 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
         print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "
               "its trees barely split (expect a near-constant model); the ensemble adapts it to few rows")
-    scores = {}
+    extrapolate = folds > 1 and _extreme_count(len(X), extrapolation) >= MIN_EXTRAPOLATION_RUNS
+    if folds > 1 and not extrapolate:
+        print(f"note: {extrapolation:.0%} of {len(X)} runs is under {MIN_EXTRAPOLATION_RUNS}: no extrapolation CV")
+    cv: dict[str, pd.DataFrame | None] = {}
+    extrapolated: dict[str, pd.DataFrame | None] = {}
     for name in models:
-        table = cross_validate(make_regressor(name, num_threads), X, Y, folds) if folds > 1 else None
-        scores[name] = table
-        if table is not None:
-            print(f"{name}: {folds}-fold CV\n{table.round(4).to_string()}")
-    best = max(models, key=lambda n: scores[n]["spearman"].mean() if scores[n] is not None else 0.0)
+        cv[name] = cross_validate(make_regressor(name, num_threads), X, Y, folds) if folds > 1 else None
+        extrapolated[name] = (extrapolation_scores(make_regressor(name, num_threads), X, Y, extrapolation)
+                              if extrapolate else None)
+        if cv[name] is not None:
+            print(f"{name}: {folds}-fold CV\n{cv[name].round(4).to_string()}")
+        if extrapolated[name] is not None:
+            print(f"{name}: extrapolation CV (fit on the {1 - extrapolation:.0%} of runs nearest the centre, "
+                  f"scored on the {extrapolation:.0%} farthest)\n{extrapolated[name].round(4).to_string()}")
+        if folds > 1:
+            print(f"{name}: selection score {selection_score(cv[name], extrapolated[name]):.2f} "
+                  "(mean Spearman of CV and extrapolation)")
+    best = max(models, key=lambda n: selection_score(cv[n], extrapolated[n]))
     regressor = make_regressor(best, num_threads).fit(X, Y)
-    cv = scores[best].to_dict(orient="index") if scores[best] is not None else {}
-    return FittedModel(best, regressor, observations.domains, observations.targets, cv)
+    return FittedModel(best, regressor, observations.domains, observations.targets, _as_dict(cv[best]),
+                       _as_dict(extrapolated[best]))
+
+
+def _as_dict(table: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    return table.to_dict(orient="index") if table is not None else {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -291,9 +406,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--losses", type=Path, default=Path("data/train_pile_loss_1m.csv"),
                    help="loss CSV (index, metric/<domain>_val_loss...)")
     p.add_argument("--model", nargs="+", default=[BEST], choices=REGRESSORS,
-                   help=f"regressor(s); with several, the best by CV is kept (default: {BEST})")
+                   help=f"regressor(s); with several, the best by mean CV and extrapolation Spearman is kept "
+                        f"(default: {BEST})")
     p.add_argument("--target", nargs="+", help="loss column(s) or valid domain(s) to model (default: all)")
-    p.add_argument("--folds", type=int, default=5, help="K of K-fold CV on the training rows (1: skip CV)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="K of K-fold CV on the training rows (1: skip CV and extrapolation CV)")
+    p.add_argument("--extrapolation", type=float, default=0.2,
+                   help="share of runs, the farthest from the centre, held out for extrapolation CV")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
     p.add_argument("--output", type=Path, default=Path("model.joblib"), help="model file for regmix.simulate")
     return p
@@ -302,7 +421,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> FittedModel:
     args = _parser().parse_args(argv)
     try:
-        model = fit(read_csvs(args.mixtures, args.losses), args.model, args.target, args.folds, args.threads)
+        model = fit(read_csvs(args.mixtures, args.losses), args.model, args.target, args.folds, args.threads,
+                    args.extrapolation)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     path = model.save(args.output)

@@ -1,4 +1,5 @@
-"""Fitting: the model zoo, validated input, cross-validation confined to the rows it is given, model files."""
+"""Fitting: the model zoo, validated input, cross-validation confined to the rows it is given, extrapolation CV,
+the selection rule, model files."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ from regmix.fit import (
     GPMixtureRegressor,
     LinearMixtureRegressor,
     cross_validate,
+    extrapolation_scores,
+    farthest_runs,
     fit,
     load_model,
     make_regressor,
+    selection_score,
 )
+from regmix.mixing_law import LogLinearMixingLaw
 from regmix.observations import Observations
 from regmix.schema import loss_csv_name, mixture_csv_name
 
@@ -113,6 +118,7 @@ def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
     model = fit(observed(90, 5), ["linear", "gp"], folds=3)
     assert model.name == "gp"  # the loss is log-shaped: the GP must beat a line on CV
     assert model.cv["web"]["spearman"] > 90
+    assert set(model.extrapolation) == {"web", "code"} and model.extrapolation["web"]["spearman"] > 80
     assert model.domains == tuple(DOMAINS) and model.targets == ("web", "code")
     loaded = load_model(model.save(tmp_path / "model.joblib"))
     fresh, _ = synthetic(30, 6)
@@ -137,8 +143,9 @@ def test_targets_in_another_order_and_by_loss_column():
 def test_model_files_of_earlier_versions_name_targets_by_domain(tmp_path):
     model = fit(observed(40, 9), ["linear"], folds=1)
     model.targets, model.cv = ("metric/web_val_loss", "metric/code_val_loss"), {"metric/web_val_loss": {"r2": 1.0}}
+    del model.extrapolation  # not in files of earlier versions
     loaded = load_model(model.save(tmp_path / "old.joblib"))
-    assert loaded.targets == ("web", "code") and loaded.cv == {"web": {"r2": 1.0}}
+    assert loaded.targets == ("web", "code") and loaded.cv == {"web": {"r2": 1.0}} and loaded.extrapolation == {}
 
 
 def test_ensemble_spread_and_cli(tmp_path, capsys):
@@ -152,7 +159,8 @@ def test_ensemble_spread_and_cli(tmp_path, capsys):
                              "--model", "linear", "--target", "web", "--folds", "3",
                              "--output", str(tmp_path / "model.joblib")])
     assert isinstance(model, FittedModel) and model.targets == ("web",)
-    assert "kept linear" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept linear" in out and "3-fold CV" in out and "extrapolation CV" in out and "selection score" in out
     # as a command: the model file must load in another process (classes pickled by module, not __main__)
     subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(mixture_csv), "--losses",
                     str(loss_csv), "--model", "linear", "--folds", "1", "--output",
@@ -169,3 +177,67 @@ def test_ensemble_stays_useful_with_a_few_dozen_proxies():
     y = 3 - 0.08 * np.log(X[:, 0] + 1e-3) - 0.5 * X[:, 1] + 0.3 * X[:, 2] ** 2 + rng.normal(0, 0.01, 48)
     model = fit(Observations(tuple("abcde"), ("a",), tuple(range(48)), X, y[:, None]), ["ensemble"])
     assert model.cv["a"]["r2"] > 0.85
+
+
+def law_and_bump(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A log-linear law plus a bump near one mixture: structure the law's form cannot make."""
+    X = np.random.default_rng(seed).dirichlet(np.ones(3), rows)
+    law = 2.0 + 0.8 * np.exp(X @ np.array([-2.0, 0.5, 1.0]))
+    bump = 0.3 * np.exp(-((X - [0.2, 0.6, 0.2]) ** 2).sum(axis=1) / (2 * 0.15 ** 2))
+    return pd.DataFrame(X, columns=DOMAINS[:3]), law + bump
+
+
+def test_law_plus_residual_recovers_a_bump_the_law_alone_misses():
+    X, y = law_and_bump(150, 10)
+    fresh, truth = law_and_bump(400, 11)
+    observations = Observations(tuple(DOMAINS[:3]), ("web",), tuple(range(150)), X.to_numpy(), y[:, None])
+    models = {name: fit(observations, [name], folds=1) for name in ("loglinear", "law_gp", "law_lightgbm")}
+    errors = {name: np.abs(model.predict(fresh.to_numpy())[:, 0] - truth).mean() for name, model in models.items()}
+    assert errors["law_gp"] < errors["loglinear"] / 5 and errors["law_gp"] < 0.01
+    assert errors["law_lightgbm"] < 0.6 * errors["loglinear"]  # trees: a step-wise bump, still far closer
+    assert (models["law_gp"].predict_spread(fresh.to_numpy()[:5]) > 0).all()  # the residual GP's std
+    assert models["law_lightgbm"].predict_spread(fresh.to_numpy()) is None
+
+
+def test_extrapolation_fits_on_the_centre_and_scores_the_farthest_runs():
+    rng = np.random.default_rng(12)
+    central = rng.dirichlet(np.full(4, 40.0), 40)
+    extreme = np.array([[0.97, 0.01, 0.01, 0.01], [0.01, 0.97, 0.01, 0.01], [0.0, 0.4, 0.3, 0.3],
+                        [0.5, 0.5, 0.0, 0.0], [0.01, 0.01, 0.01, 0.97], [0.3, 0.3, 0.4, 0.0],
+                        [0.01, 0.01, 0.97, 0.01], [0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.5, 0.5], [0.8, 0.2, 0.0, 0.0]])
+    positions = np.arange(3, 50, 5)  # scattered among the central runs
+    weights = np.insert(central, positions - np.arange(10), extreme, axis=0)
+    assert np.allclose(weights[positions], extreme)
+    X = pd.DataFrame(weights, columns=DOMAINS, index=range(100, 150))
+    Y = pd.DataFrame({"web": 3 - np.log(weights[:, 0] + 0.01), "code": 3 - np.log(weights[:, 1] + 0.01)}, index=X.index)
+    assert set(farthest_runs(X, 0.2)) == set(positions)
+    Spy.log = []
+    table = extrapolation_scores(Spy(), X, Y, fraction=0.2)
+    (fitted, rows_fitted), (predicted, rows_predicted) = Spy.log
+    assert fitted == "fit" and rows_fitted == tuple(np.delete(X.index, positions))  # never an extreme run
+    assert predicted == "predict" and sorted(rows_predicted) == list(X.index[positions])
+    assert list(table.columns) == ["spearman", "pearson", "mse", "r2"] and list(table.index) == ["web", "code"]
+    with pytest.raises(ValueError, match="at least 3"):
+        farthest_runs(X.iloc[:10], 0.2)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        farthest_runs(X, 1.0)
+
+
+def spearman_table(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"spearman": values, "pearson": values, "mse": 0.0, "r2": 0.0}, index=["web", "code"])
+
+
+def test_selection_rule_averages_cv_and_extrapolation_spearman(monkeypatch):
+    # linear fits the proxies best but ranks the far runs badly; loglinear's CV Spearman is undefined (constant)
+    cv = {LinearMixtureRegressor: [99.0, 97.0], GPMixtureRegressor: [90.0, 88.0], LogLinearMixingLaw: [np.nan, 99.0]}
+    far = {LinearMixtureRegressor: [40.0, 50.0], GPMixtureRegressor: [85.0, 83.0], LogLinearMixingLaw: [100.0, 99.0]}
+    assert selection_score(spearman_table(cv[LinearMixtureRegressor]), spearman_table(far[LinearMixtureRegressor])
+                           ) == pytest.approx(71.5)
+    assert selection_score(spearman_table(cv[LogLinearMixingLaw]), spearman_table(far[LogLinearMixingLaw])
+                           ) == pytest.approx(74.5)  # the undefined Spearman counts 0 (skipped, 99.25 would win)
+    assert selection_score(spearman_table([80.0, 80.0]), None) == 80.0 and selection_score(None, None) == 0.0
+    monkeypatch.setattr(fit_module, "cross_validate", lambda regressor, *_: spearman_table(cv[type(regressor)]))
+    monkeypatch.setattr(fit_module, "extrapolation_scores", lambda regressor, *_: spearman_table(far[type(regressor)]))
+    model = fit(observed(30, 13), ["linear", "loglinear", "gp"], folds=3)
+    assert model.name == "gp"  # 86.5 > 74.5 (loglinear) > 71.5 (linear, the best by CV alone)
+    assert model.cv["web"]["spearman"] == 90.0 and model.extrapolation["code"]["spearman"] == 83.0
