@@ -171,7 +171,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
     summary = {
         "objective": objective, "proxies": len(paths),
         "proxies_failed": sum(e.status == "failed" for e in entries),
-        "regressor": model.name, "cv": model.cv,
+        "regressor": model.name, "cv": model.cv, "extrapolation": model.extrapolation,
         "predicted_loss": optimal.extra.get("predicted_loss"),
         "predicted_loss_spread": optimal.extra.get("predicted_loss_spread"),
         "natural": natural.to_dict(), "optimal": optimal.train.to_dict(),
@@ -242,12 +242,15 @@ def check_optimum(experiment: Experiment, manifest: CorpusManifest, optimal: Run
 def format_report(summary: Mapping[str, Any]) -> str:
     cv = summary["cv"]
     spearman = sum(v["spearman"] for v in cv.values()) / len(cv) if cv else float("nan")
+    extrapolation = summary.get("extrapolation") or {}
+    far = f", on the farthest runs {sum(v['spearman'] for v in extrapolation.values()) / len(extrapolation):.3f}" \
+        if extrapolation else ""
     objective = ", ".join(f"{k} x{v:g}" for k, v in summary["objective"].items())
     lines = [
         "", "== RegMix report ==",
         f"target:        mean validation loss of {objective}",
         f"proxies:       {summary['proxies']} ({summary['proxies_failed']} failed)",
-        f"regressor:     {summary['regressor']}, CV Spearman {spearman:.3f}",
+        f"regressor:     {summary['regressor']}, CV Spearman {spearman:.3f}{far}",
         f"predicted:     {summary['predicted_loss']} (spread {summary['predicted_loss_spread'] or 'n/a'})",
     ]
     files = summary["files"]

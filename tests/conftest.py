@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
 
 TINY_VOCAB = 64
 TINY_TRAIN = {"alpha": (3000, 2500), "beta": (4000,), "gamma": (1500, 800), "delta": (2000,)}
 TINY_VALID = {"alpha": 1200, "beta": 900, "gamma": 700}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread():
+    """Tiny matrices only: BLAS threads just fight torch's on 2 cores (a GP fit: 10 s instead of 0.1 s)."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def _domain_tokens(index: int, count: int, rng: np.random.Generator) -> np.ndarray:
