@@ -197,7 +197,8 @@ def test_the_regmix_method_as_a_search_keeps_out_of_the_pipelines_folders(workdi
     summary = run_search(experiment, report=lambda line: None)
     assert summary["files"]["optimal_mixture"] == "mixture_config/tiny/search_regmix/optimal_mixture.yaml"
     assert Path("mixture_config/tiny/optimal_mixture.yaml").read_text() == before
-    assert len(read_csvs("runs/tiny/train_mixture_proxy.csv", "runs/tiny/train_corpus_loss_proxy.csv")) == 8
+    pipeline_rows = read_csvs("runs/tiny/train_mixture_proxy.csv", "runs/tiny/train_corpus_loss_proxy.csv")
+    assert len(pipeline_rows) == 8 + 2 * 3  # its proxies and anchors, untouched by the search
 
     other = EXPERIMENT.replace("max_step: 6", "max_step: 4").replace("name: tiny", "name: other")
     Path("other.yaml").write_text(other + SEARCH.replace("budget: 6", 'budget: 9, start_from: "runs/tiny/proxies"'))
