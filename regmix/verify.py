@@ -77,9 +77,9 @@ def verification(optimum: SeedRuns, baselines: Sequence[SeedRuns], predicted: fl
             "losses": sum(c > 0 for c in changes.values())}
 
 
-def format_verification(table: Mapping[str, Any]) -> list[str]:
-    """The verification table and its verdict, in words."""
-    lines = [f"verification ({table['seeds']} seeds, proxies):   {'mean':>10}{'seed std':>10}"]
+def format_verification(table: Mapping[str, Any], models: str = "proxies") -> list[str]:
+    """The verification table and its verdict, in words (`models`: what was trained, for the heading)."""
+    lines = [f"verification ({table['seeds']} seeds, {models}):   {'mean':>10}{'seed std':>10}"]
     for name, row in table["mixtures"].items():
         lines.append(f"  {name:<32}{row['mean']:>10.4f}{row['std']:>10.4f}")
     if table["predicted"] is not None:

@@ -128,13 +128,19 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
     results = transfer(optimal, tiny_corpus, ["natural", "uniform", str(other)], training, tmp_path / "t",
                        workers=1, device="cpu", wandb_mode="off")
     assert set(results) == {"optimal", "natural", "uniform", "mine"}
-    assert all(r.ok and r.tokens == 3 * 4 * 32 for r in results.values())
-    table = capsys.readouterr().out
-    assert "objective" in table and "*" in table
+    assert all(len(r) == 1 and r[0].ok and r[0].tokens == 3 * 4 * 32 for r in results.values())
+    out = capsys.readouterr().out
+    assert "objective" in out and "*" in out and "s per step here" in out and "beyond the seed spread" in out
+    assert not (tmp_path / "t" / ".estimate").exists()
     assert format_table(results, {"alpha": 1.0}).splitlines()[0].split()[2:] == ["optimal", "natural", "uniform",
                                                                                   "mine"]
+    seeded = transfer(optimal, tiny_corpus, ["natural"], training, tmp_path / "s", workers=1, device="cpu",
+                      wandb_mode="off", seeds=[1, 2], estimate=False)
+    assert [r.settings["seed"] for r in seeded["optimal"]] == [1, 2]
+    out = capsys.readouterr().out
+    assert "±" in out and "verification (2 seeds" in out and "s per step" not in out
     changed = transfer(optimal, tiny_corpus, ["natural"], dataclasses.replace(training, max_step=2), tmp_path / "t",
-                       workers=1, device="cpu", wandb_mode="off")
+                       workers=1, device="cpu", wandb_mode="off", estimate=False)
     assert changed == {}, "results of the 3-step runs must not pass for 2-step ones"
     assert "other settings (max_step)" in capsys.readouterr().out
 
