@@ -57,7 +57,8 @@ class SimulationSettings:
     """How the optimum is chosen. `repetitions`: R, the epochs a domain may be repeated in the large run
     (regmix.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
     candidates) or exact (regmix.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
-    natural mixture. `verify`: train the optimum as a proxy with the anchors' seeds and compare
+    natural mixture; `guard_margin` (exact only): no target's predicted loss above natural's + margin.
+    `verify`: train the optimum as a proxy with the anchors' seeds and compare
     (regmix.verify)."""
 
     candidates: int = 1_000_000
@@ -67,6 +68,7 @@ class SimulationSettings:
     repetitions: float = 4.0
     optimum: str = "topk"
     kl: float = 0.0
+    guard_margin: float | None = None
     verify: bool = True
 
 
@@ -217,7 +219,9 @@ def check_simulation_settings(simulation: SimulationSettings, source: Path) -> N
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
-              (simulation.kl >= 0, "'simulation.kl' must be >= 0")]
+              (simulation.kl >= 0, "'simulation.kl' must be >= 0"),
+              (simulation.guard_margin is None or (simulation.optimum == "exact" and simulation.guard_margin >= 0),
+               "'simulation.guard_margin' must be >= 0 and needs 'simulation.optimum: exact'")]
     for ok, problem in checks:
         if not ok:
             raise ConfigError(source, problem)

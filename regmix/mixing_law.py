@@ -2,7 +2,8 @@
 
 Per target i, L_i(p) = c_i + k_i * exp(t_i . p) over the mixture proportions p. With k_i >= 0 the law
 is convex in p, so the mixture minimizing a weighted sum of targets (plus a KL pull toward a prior)
-is a convex program: `minimize_law` solves it exactly instead of scoring random candidates.
+is a convex program: `minimize_law` solves it exactly instead of scoring random candidates. A guard
+(L_i(p) <= limit_i, e.g. no target worse than at the natural mixture) keeps it convex: each L_i is.
 
 On mixtures (rows sum to 1) k_i and the mean of t_i are one parameter, and t_i moves no prediction
 along directions in which the training mixtures never vary. So rows are normalized to proportions and
@@ -25,6 +26,7 @@ LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 _MAX_EXPONENT = 300.0  # exp(300) ~ 1e130: predictions stay finite whatever the weights
 _FIT_EXPONENT = 50.0  # in standardized loss units no useful fit gets near this; caps wild trial steps
 _LOG_STARTS = (0.1, 0.5, 2.0)  # c0 = min(y) - this * range(y) for the log-linear starts
+GUARD_TOLERANCE = 1e-9  # predicted loss a guarded target may exceed its limit by (the solver's rounding)
 
 
 def _proportions(X: np.ndarray) -> np.ndarray:
@@ -165,13 +167,17 @@ def _bounds(value: Any, m: int, name: str) -> np.ndarray:
 
 
 def minimize_law(law: LogLinearMixingLaw, objective_weights: Any, lower: Any = 0.0, upper: Any = 1.0,
-                 prior: Any = None, kl: float = 0.0, samples: int = 256, seed: int = 0) -> np.ndarray:
+                 prior: Any = None, kl: float = 0.0, samples: int = 256, seed: int = 0,
+                 guard: Any = None) -> np.ndarray:
     """The mixture (law's domain order) minimizing sum_i v_i L_i(p) + kl * KL(p || prior).
 
     Subject to lower <= p <= upper (scalars or one per domain) and sum p = 1. Convex (v >= 0, k >= 0),
     so SLSQP with analytic gradients finds the optimum; it starts from the uniform mixture, the prior
     and the best of the vertices and `samples` Dirichlet points, each projected into the bounds, and
     the best feasible point wins. `prior` defaults to uniform (then the KL term is negative entropy).
+    `guard` (one limit per target, inf for none) adds L_i(p) <= guard_i, convex constraints with analytic
+    Jacobians; the point of least violation is found first, so a guard no mixture within the bounds meets
+    raises ValueError instead of returning an answer that breaks it.
     """
     check_is_fitted(law, "t_")
     m = law.t_.shape[1]
@@ -211,8 +217,66 @@ def minimize_law(law: LogLinearMixingLaw, objective_weights: Any, lower: Any = 0
     candidates = project_onto_simplex(np.vstack([np.eye(m), rng.dirichlet(np.ones(m), samples)]), lower, upper)
     starts = np.vstack([project_onto_simplex(np.vstack([np.full(m, 1.0 / m), prior]), lower, upper),
                         candidates[np.argmin(value(candidates))]])
-    constraint = {"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones(m)}
-    solutions = [minimize(objective, start, jac=True, method="SLSQP", bounds=list(zip(lower, upper)),
-                          constraints=[constraint], options={"ftol": 1e-12, "maxiter": 1000}).x for start in starts]
+    box = list(zip(lower, upper))
+    constraints = [{"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones(m)}]
+    limits = _guard(guard, len(law.c_))
+    if limits is not None:
+        guard_constraint = _GuardConstraint(law, limits)
+        starts = np.vstack([starts, guard_constraint.least_violation(np.vstack([starts, candidates]), lower, upper)])
+        constraints.append({"type": "ineq", "fun": guard_constraint.slack, "jac": guard_constraint.jacobian})
+    solutions = [minimize(objective, start, jac=True, method="SLSQP", bounds=box, constraints=constraints,
+                          options={"ftol": 1e-12, "maxiter": 1000}).x for start in starts]
     finalists = np.vstack([starts, project_onto_simplex(np.array(solutions), lower, upper)])  # never worse than a start
-    return finalists[np.argmin(value(finalists))]
+    scores = value(finalists)
+    if limits is not None:  # the least-violation start is feasible, so some finalist always is
+        scores[guard_constraint.excess(finalists) > GUARD_TOLERANCE] = np.inf
+    return finalists[np.argmin(scores)]
+
+
+def _guard(guard: Any, targets: int) -> np.ndarray | None:
+    """Validated per-target limits; None when there are none (no guard, or every limit inf)."""
+    if guard is None:
+        return None
+    limits = np.asarray(guard, dtype=np.float64).reshape(-1)
+    if limits.shape != (targets,) or np.isnan(limits).any() or (limits == -np.inf).any():
+        raise ValueError(f"guard must be {targets} limits on the predicted loss (one per target, inf for none)")
+    return limits if np.isfinite(limits).any() else None
+
+
+class _GuardConstraint:
+    """L_i(p) <= limit_i for the targets with a finite limit, as SLSQP's `fun(p) >= 0` with its Jacobian."""
+
+    def __init__(self, law: LogLinearMixingLaw, limits: np.ndarray):
+        kept = np.isfinite(limits)
+        self.c, self.k, self.t, self.limits = law.c_[kept], law.k_[kept], law.t_[kept], limits[kept]
+        self.targets = np.flatnonzero(kept)
+
+    def slack(self, p: np.ndarray) -> np.ndarray:
+        return self.limits - _law(p[None], self.c, self.k, self.t)[0]
+
+    def jacobian(self, p: np.ndarray) -> np.ndarray:
+        return -_law_gradient(p[None], self.k, self.t)[0]
+
+    def excess(self, P: np.ndarray) -> np.ndarray:
+        """How far each row's worst guarded target is above its limit (<= 0: the guard holds)."""
+        return (_law(P, self.c, self.k, self.t) - self.limits).max(axis=1)
+
+    def least_violation(self, starts: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """The mixture within the bounds minimizing the worst excess (a convex program in (p, s): min s,
+        L_i(p) - limit_i <= s), from the best of `starts`; ValueError when even that breaks the guard."""
+        m = len(lower)
+        start = starts[np.argmin(self.excess(starts))]
+        constraints = [{"type": "eq", "fun": lambda x: x[:m].sum() - 1.0, "jac": lambda x: np.r_[np.ones(m), 0.0]},
+                       {"type": "ineq", "fun": lambda x: x[m] + self.slack(x[:m]),
+                        "jac": lambda x: np.column_stack([self.jacobian(x[:m]), np.ones(len(self.limits))])}]
+        result = minimize(lambda x: (x[m], np.r_[np.zeros(m), 1.0]), np.r_[start, self.excess(start[None])[0]],
+                          jac=True, method="SLSQP", bounds=list(zip(lower, upper)) + [(None, None)],
+                          constraints=constraints, options={"ftol": 1e-12, "maxiter": 1000})
+        finalists = project_onto_simplex(np.vstack([start, result.x[:m]]), lower, upper)
+        best = finalists[np.argmin(self.excess(finalists))]
+        if self.excess(best[None])[0] > GUARD_TOLERANCE:
+            worst = np.argmin(self.slack(best))
+            raise ValueError(f"the bounds (caps) and the guard cannot both hold: the mixture within the bounds "
+                             f"closest to meeting the guard still predicts target {self.targets[worst]}'s loss "
+                             f"{-self.slack(best)[worst]:.4g} above its limit")
+        return best

@@ -150,10 +150,11 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         result = simulate(model, natural, objective, sim.candidates, sim.top_k, experiment.synthesis,
                           refine=sim.refine, caps=None if caps is None else caps.caps)
         if sim.optimum == "exact":
-            result = exact_simulation(result, model, objective, natural, experiment.synthesis, caps, sim.kl)
+            result = exact_simulation(result, model, objective, natural, experiment.synthesis, caps, sim.kl,
+                                      sim.guard_margin)
         weights = result.mixture.to_dict()
         extra = {"epochs": {d: round(float(e), 4) for d, e in epochs(weights, tokens, target_tokens).items()},
-                 "optimum": sim.optimum, "kl": sim.kl}
+                 "optimum": sim.optimum, "kl": sim.kl, "guard_margin": sim.guard_margin}
         if caps is not None:
             extra["repetition_caps"] = {"repetitions": sim.repetitions, "epoch_limit": round(float(caps.limit), 4),
                                         "target_tokens": target_tokens,

@@ -248,9 +248,11 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
 
 
 def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[str, float], natural: Mixture,
-                     settings: SynthesisSettings, caps: RepetitionCaps | None, kl: float = 0.0) -> Simulation:
+                     settings: SynthesisSettings, caps: RepetitionCaps | None, kl: float = 0.0,
+                     guard_margin: float | None = None) -> Simulation:
     """The simulation's answer replaced by the exact optimum within the same bounds (usage bounds and caps),
-    seeded by its top candidates (regmix.optimum.exact_optimum)."""
+    seeded by its top candidates (regmix.optimum.exact_optimum); `guard_margin`: no target may be predicted
+    worse than at the natural mixture by more than this."""
     start = time.perf_counter()
     prior = natural.vector(model.domains)
     prior = prior / prior.sum()
@@ -258,7 +260,7 @@ def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[
     if caps is not None:
         upper = np.minimum(upper, caps.caps)
     target = objective_weights(model, objective)
-    weights = exact_optimum(model, target, upper, prior, kl, starts=result.top_weights)
+    weights = exact_optimum(model, target, upper, prior, kl, starts=result.top_weights, guard_margin=guard_margin)
     spread = model.predict_spread(weights[None, :])
     return dataclasses.replace(
         result, mixture=Mixture(model.domains, weights),

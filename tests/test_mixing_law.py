@@ -110,6 +110,35 @@ def test_kl_pulls_toward_the_prior():
     np.testing.assert_allclose(pulled[-1], prior, atol=0.02)
 
 
+def test_guard_keeps_every_guarded_target_within_its_limit():
+    law, natural = fitted(), np.array([0.4, 0.3, 0.3])
+    at_natural = law.predict(natural[None])[0]
+    free = minimize_law(law, [1.0, 0.0])
+    assert law.predict(free[None])[0, 1] > at_natural[1] + 0.05  # alone, target 0 sacrifices target 1
+    P = np.random.default_rng(8).dirichlet(np.ones(3), 400_000)
+    losses = law.predict(P)
+    for margin in (0.0, 0.05):
+        guard = at_natural + margin
+        p = minimize_law(law, [1.0, 0.0], guard=guard)
+        assert p.sum() == pytest.approx(1.0, abs=1e-12)
+        assert (law.predict(p[None])[0] <= guard + 1e-9).all()
+        kept = (losses <= guard).all(axis=1)
+        assert law.predict(p[None])[0, 0] <= losses[kept, 0].min() + 1e-12  # the best of what keeps the guard
+        assert np.abs(p - free).max() > 0.05
+    only_one = minimize_law(law, [1.0, 0.0], guard=[np.inf, at_natural[1]])  # inf: that target is not guarded
+    np.testing.assert_allclose(only_one, minimize_law(law, [1.0, 0.0], guard=at_natural), atol=1e-6)
+    np.testing.assert_allclose(minimize_law(law, [1.0, 0.0], guard=[np.inf, np.inf]), free, atol=1e-9)
+
+
+def test_a_guard_no_mixture_within_the_bounds_meets_is_refused():
+    law, natural = fitted(), np.array([0.4, 0.3, 0.3])
+    guard = law.predict(natural[None])[0]
+    with pytest.raises(ValueError, match="the bounds \\(caps\\) and the guard cannot both hold"):
+        minimize_law(law, [1.0, 0.0], upper=[1.0, 0.05, 1.0], guard=guard)  # target 1 needs domain 1
+    with pytest.raises(ValueError, match="guard must be 2 limits"):
+        minimize_law(law, [1.0, 0.0], guard=[1.0, np.nan])
+
+
 def test_bad_bounds_and_weights_are_refused():
     law = fitted()
     with pytest.raises(ValueError, match="no mixture fits the bounds"):

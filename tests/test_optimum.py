@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import linprog
 
 from regmix.fit import FittedModel, make_regressor
 from regmix.mixing_law import LogLinearMixingLaw, minimize_law
@@ -78,6 +79,53 @@ def test_exact_optimum_of_a_black_box_model_fills_the_best_domains_up_to_their_c
     assert np.abs(pulled - 0.25).sum() < np.abs(weights - 0.25).sum()  # the KL term pulls toward the prior
 
 
+def two_linear_targets() -> FittedModel:
+    """web = 3 - w . (0.5, 1, 2, 3) wants math; code = 3 - w . (3, 0.5, 0.2, 0.1) wants the web domain."""
+    X = np.random.default_rng(1).dirichlet(np.ones(4), 80)
+    slopes = np.array([[0.5, 1.0, 2.0, 3.0], [3.0, 0.5, 0.2, 0.1]])
+    return FittedModel("linear", make_regressor("linear").fit(pd.DataFrame(X, columns=DOMAINS), 3.0 - X @ slopes.T),
+                       DOMAINS, ("web", "code"))
+
+
+NATURAL = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+def test_the_guard_keeps_every_target_near_natural_on_the_law():
+    model = law_model()
+    caps = repetition_caps(TOKENS, DOMAINS, 20_000_000).caps
+    at_natural = model.predict(NATURAL[None])[0]
+    free = exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL)
+    assert model.predict(free[None])[0, 1] > at_natural[1] + 0.05  # the code target pays for the web target
+    for margin in (0.0, 0.05):
+        guarded = exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL, guard_margin=margin)
+        assert (guarded <= caps + 1e-9).all() and guarded.sum() == pytest.approx(1.0)
+        assert (model.predict(guarded[None])[0] <= at_natural + margin + 1e-9).all()
+        assert np.abs(guarded - free).max() > 0.05  # the guard binds, so the answer moves
+        assert model.predict(guarded[None])[0, 0] < at_natural[0]  # and still improves on natural
+
+
+def test_the_black_box_search_keeps_the_guard():
+    model, caps, margin = two_linear_targets(), np.array([1.0, 0.5, 0.3, 0.1]), 0.1
+    at_natural = model.predict(NATURAL[None])[0]
+    guarded = exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL, guard_margin=margin)
+    assert (model.predict(guarded[None])[0] <= at_natural + margin + 1e-9).all()
+    # linear losses (their values at the vertices): the guarded optimum is a linear program's
+    vertices = model.predict(np.eye(4))
+    program = linprog(vertices[:, 0], A_ub=[vertices[:, 1]], b_ub=[at_natural[1] + margin], A_eq=[np.ones(4)],
+                      b_eq=[1.0], bounds=list(zip(np.zeros(4), caps)))
+    assert model.predict(guarded[None])[0, 0] <= program.fun + 1e-4
+    free = exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL)
+    assert model.predict(free[None])[0, 1] > at_natural[1] + margin  # without the guard it is broken
+
+
+def test_caps_the_guard_cannot_live_with_are_refused():
+    caps = np.array([1.0, 0.05, 0.05, 0.01])  # below natural on the domains the code target needs
+    for model in (law_model(), two_linear_targets()):
+        with pytest.raises(ValueError, match="the bounds \\(caps\\) and the guard cannot both hold"):
+            exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL, guard_margin=0.0)
+        assert exact_optimum(model, np.array([1.0, 0.0]), caps, NATURAL).sum() == pytest.approx(1.0)
+
+
 def test_simulation_candidates_and_the_exact_answer_respect_the_caps():
     model = law_model()
     natural = Mixture(DOMAINS, np.array([0.4, 0.3, 0.2, 0.1]))
@@ -89,3 +137,5 @@ def test_simulation_candidates_and_the_exact_answer_respect_the_caps():
     exact = exact_simulation(result, model, {"web": 1.0, "code": 1.0}, natural, settings, caps)
     assert (exact.mixture.weights <= caps.caps + 1e-9).all()
     assert exact.predicted_loss <= result.predicted_loss + 1e-9
+    guarded = exact_simulation(result, model, {"web": 1.0}, natural, settings, caps, guard_margin=0.0)
+    assert (model.predict(guarded.mixture.weights[None]) <= model.predict(natural.weights[None]) + 1e-9).all()

@@ -149,3 +149,15 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown domains \['nowhere'\]"):
         transfer(optimal, tiny_corpus, [str(unknown)], training, tmp_path / "t2", workers=1, device="cpu",
                  wandb_mode="off")
+
+
+def test_simulation_settings_are_checked_when_the_experiment_is_read(workdir):
+    for extra, problem in (("simulation: {optimum: best}", "'simulation.optimum' must be topk or exact"),
+                           ("simulation: {guard_margin: 0.02}", "needs 'simulation.optimum: exact'"),
+                           ("simulation: {repetitions: -1}", "'simulation.repetitions' must be >= 0"),
+                           ("sweep: {anchor_seeds: -1}", "'sweep.anchor_seeds' >= 0")):
+        Path("bad.yaml").write_text(extra + "\n")
+        with pytest.raises(ConfigError, match=f"bad.yaml: .*{problem}"):
+            load_experiment("bad.yaml")
+    Path("ok.yaml").write_text("simulation: {optimum: exact, guard_margin: 0.02, kl: 0.05}\n")
+    assert load_experiment("ok.yaml").simulation.guard_margin == 0.02
