@@ -25,9 +25,10 @@ from typing import Mapping
 
 import numpy as np
 
-from regmix.fit import FittedModel, make_regressor
+from regmix.fit import FittedModel
 from regmix.observations import read_csvs
 from regmix.optimum import RepetitionCaps, epochs, large_run_tokens, repetition_caps
+from regmix.regressors import make_regressor
 from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.simulate import Simulation, exact_simulation, large_run_settings, objective_weights, simulate
 from regmix.synthesize import SynthesisSettings, load_prior, usage_bounds

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.fit import REGRESSORS, fit
+from regmix.fit import fit
 from regmix.observations import read_csvs
+from regmix.regressors import REGRESSORS
 from regmix.schema import loss_csv_name, mixture_csv_name
 from regmix.simulate import CHUNK, simulate
 from regmix.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify, usage_bounds

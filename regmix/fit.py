@@ -1,10 +1,7 @@
 """Fit the mixture -> validation-loss regressor, score it on the training runs, save it.
 
-A small, named model zoo (`make_regressor`): the published LightGBM, the linear baseline, a Gaussian
-process on log weights, Ye et al.'s log-linear mixing law (`regmix.mixing_law`), `ensemble` (GP +
-LightGBM averaged, their disagreement as the spread), which wins on cross-validation, and the hybrids
-`law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves). Every regressor is a
-scikit-learn estimator fitting one model per target column.
+The candidates are the named regressors of `regmix.regressors` (published LightGBM, linear, GP, the
+log-linear mixing law, `ensemble`, the law + residual hybrids).
 
 Each candidate gets two scores, both from the training runs only (held-out data is never seen): K-fold CV
 (fit at the proxy scale) and extrapolation CV (fit on the runs near the centre of the mixtures, rank the
@@ -15,227 +12,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import joblib
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-from sklearn.linear_model import LinearRegression
+from sklearn.base import clone
 from sklearn.model_selection import KFold
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from regmix.files import ConfigError
-from regmix.mixing_law import LogLinearMixingLaw
 from regmix.observations import Observations, read_csvs
+from regmix.regressors import (  # noqa: F401 - the classes too: model files written before the split name them here
+    BEST,
+    REGRESSORS,
+    EnsembleMixtureRegressor,
+    GPMixtureRegressor,
+    LawResidualMixtureRegressor,
+    LightGBMMixtureRegressor,
+    LinearMixtureRegressor,
+    make_regressor,
+)
 from regmix.schema import as_valid_domain
 
-REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
-BEST = "ensemble"
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
-
-
-class _PerTarget(RegressorMixin, BaseEstimator):
-    """Validated input (finite, non-negative weights; y 1-D or one column per target), one model per target."""
-
-    def fit(self, X: Any, y: Any) -> _PerTarget:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
-        if (X < 0).any():
-            raise ValueError("mixture weights must be >= 0")
-        Y = y.reshape(len(y), -1)
-        self.single_target_ = y.ndim == 1
-        self.models_ = [self._fit_one(X, Y[:, j]) for j in range(Y.shape[1])]
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "models_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        out = np.column_stack([self._predict_one(m, X) for m in self.models_])
-        return out[:, 0] if self.single_target_ else out
-
-    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> Any:
-        raise NotImplementedError
-
-    def _predict_one(self, model: Any, X: np.ndarray) -> np.ndarray:
-        return model.predict(X)
-
-
-class LinearMixtureRegressor(_PerTarget):
-    """RegMix's baseline: ordinary least squares on the raw weights."""
-
-    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> LinearRegression:
-        return LinearRegression().fit(X, y)
-
-
-class LightGBMMixtureRegressor(_PerTarget):
-    """Gradient-boosted trees; the defaults are RegMix's published setting (no early stopping).
-
-    `num_threads` is for prediction (millions of candidates); training runs on one thread.
-    `max_child_fraction` caps min_child_samples at that share of the rows: with a few dozen proxies the
-    published 20 leaves trees with one split or none (a constant model); at RegMix's 512 it changes nothing.
-    """
-
-    def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.01, num_leaves: int = 31,
-                 min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
-                 seed: int = 42, num_threads: int = 2, max_child_fraction: float = 1.0):
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.seed = seed
-        self.num_threads = num_threads
-        self.max_child_fraction = max_child_fraction
-
-    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> lgb.Booster:
-        min_child = min(self.min_child_samples, max(2, int(len(X) * self.max_child_fraction)))
-        params = {"boosting_type": "gbdt", "objective": "regression", "learning_rate": self.learning_rate,
-                  "num_leaves": self.num_leaves, "min_child_samples": min_child,
-                  "bagging_fraction": self.subsample, "bagging_freq": int(self.subsample < 1.0),
-                  "feature_fraction": self.colsample_bytree, "seed": self.seed,
-                  # a few hundred rows: threads only add synchronisation (and stall on a busy machine)
-                  "num_threads": 1, "force_col_wise": True, "verbose": -1}
-        return lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
-
-    def _predict_one(self, model: lgb.Booster, X: np.ndarray) -> np.ndarray:
-        return model.predict(X, num_threads=self.num_threads)
-
-
-class GPMixtureRegressor(_PerTarget):
-    """Gaussian process, ARD RBF kernel on log(weight + eps): smooth, and loss is roughly log-linear in weight.
-
-    Prediction is a closed form (kernel rows times the dual coefficients), evaluated with one matrix
-    product per chunk, so scoring millions of candidates stays cheap.
-    """
-
-    def __init__(self, eps: float = 1e-3, noise: float = 1e-3, seed: int = 0):
-        self.eps = eps
-        self.noise = noise
-        self.seed = seed
-
-    def _features(self, X: np.ndarray) -> np.ndarray:
-        return np.log(X + self.eps)
-
-    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-        mean, scale = float(y.mean()), float(y.std()) or 1.0
-        kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(X.shape[1]), (1e-3, 1e3))
-                  + WhiteKernel(self.noise, (1e-8, 1.0)))
-        gp = GaussianProcessRegressor(kernel, random_state=self.seed)
-        with warnings.catch_warnings():
-            # ARD switches off domains that do not matter by pushing their length scale to the bound.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gp.fit(self._features(X), (y - mean) / scale)
-        signal = gp.kernel_.k1
-        return {"gp": gp, "mean": mean, "scale": scale, "amplitude": float(signal.k1.constant_value),
-                "inv_length": 1.0 / np.asarray(signal.k2.length_scale, dtype=np.float64)
-                * np.ones(X.shape[1])}
-
-    def _predict_one(self, model: dict[str, Any], X: np.ndarray) -> np.ndarray:
-        train = model["gp"].X_train_ * model["inv_length"]
-        train_sq = (train ** 2).sum(axis=1)
-        out = np.empty(len(X))
-        for start in range(0, len(X), 65536):
-            z = self._features(X[start:start + 65536]) * model["inv_length"]
-            d2 = np.maximum((z ** 2).sum(axis=1)[:, None] + train_sq[None, :] - 2.0 * z @ train.T, 0.0)
-            out[start:start + len(z)] = (np.exp(-0.5 * d2) @ model["gp"].alpha_) * model["amplitude"]
-        return out * model["scale"] + model["mean"]
-
-    def predict_std(self, X: Any) -> np.ndarray:
-        """The GP's own predictive standard deviation (slow: for a few rows such as the top-k)."""
-        check_is_fitted(self, "models_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        out = np.column_stack([m["gp"].predict(self._features(X), return_std=True)[1] * m["scale"]
-                               for m in self.models_])
-        return out[:, 0] if self.single_target_ else out
-
-
-class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
-    """Mean of several regressors; `predict_spread` is their standard deviation (how much they disagree)."""
-
-    def __init__(self, members: Sequence[tuple[str, Any]] = ()):
-        self.members = members
-
-    def fit(self, X: Any, y: Any) -> EnsembleMixtureRegressor:
-        if not self.members:
-            raise ValueError("an ensemble needs at least one member")
-        self.fitted_ = [(name, clone(m).fit(X, y)) for name, m in self.members]
-        return self
-
-    def member_predictions(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "fitted_")
-        return np.stack([m.predict(X) for _, m in self.fitted_])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.member_predictions(X).mean(axis=0)
-
-    def predict_spread(self, X: Any) -> np.ndarray:
-        return self.member_predictions(X).std(axis=0)
-
-
-class LawResidualMixtureRegressor(RegressorMixin, BaseEstimator):
-    """A mixing law plus a model of what it leaves: prediction = law(X) + residual(X), residual fit on y - law(X).
-
-    The law carries the trend where no run was made (it extrapolates by its form); the residual model adds
-    the local structure the law's shape cannot make. Both are scikit-learn regressors, cloned when fit.
-    """
-
-    def __init__(self, law: Any, residual: Any):
-        self.law = law
-        self.residual = residual
-
-    def fit(self, X: Any, y: Any) -> LawResidualMixtureRegressor:
-        self.law_ = clone(self.law).fit(X, y)
-        self.residual_ = clone(self.residual).fit(X, np.asarray(y, dtype=np.float64) - self.law_.predict(X))
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "residual_")
-        return self.law_.predict(X) + self.residual_.predict(X)
-
-    def _residual_has_std(self) -> bool:
-        return hasattr(self.residual, "predict_std")
-
-    @available_if(_residual_has_std)
-    def predict_std(self, X: Any) -> np.ndarray:
-        """The residual model's predictive std (the law's own parameter uncertainty is not in it)."""
-        check_is_fitted(self, "residual_")
-        return self.residual_.predict_std(X)
-
-
-def _small_data_lightgbm(num_threads: int) -> LightGBMMixtureRegressor:
-    """LightGBM for a few dozen to a few hundred runs: bagged, and leaves may hold 10% of the rows."""
-    return LightGBMMixtureRegressor(subsample=0.8, colsample_bytree=0.7, num_threads=num_threads,
-                                    max_child_fraction=0.1)
-
-
-def make_regressor(name: str, num_threads: int = 2) -> Any:
-    """A fresh regressor of the zoo by name: lightgbm (published), linear, gp, loglinear, ensemble (best by CV),
-    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals)."""
-    if name == "lightgbm":
-        return LightGBMMixtureRegressor(num_threads=num_threads)
-    if name == "linear":
-        return LinearMixtureRegressor()
-    if name == "gp":
-        return GPMixtureRegressor()
-    if name == "loglinear":
-        return LogLinearMixingLaw()
-    if name == "ensemble":
-        return EnsembleMixtureRegressor([("gp", GPMixtureRegressor()), ("lightgbm", _small_data_lightgbm(num_threads))])
-    if name == "law_gp":
-        return LawResidualMixtureRegressor(LogLinearMixingLaw(), GPMixtureRegressor())
-    if name == "law_lightgbm":
-        return LawResidualMixtureRegressor(LogLinearMixingLaw(), _small_data_lightgbm(num_threads))
-    raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from scipy.optimize import linprog
 
-from regmix.fit import FittedModel, make_regressor
+from regmix.fit import FittedModel
 from regmix.mixing_law import LogLinearMixingLaw, minimize_law
 from regmix.mixture import Mixture
 from regmix.optimum import epochs, exact_optimum, large_run_tokens, repetition_caps
+from regmix.regressors import make_regressor
 from regmix.simulate import exact_simulation, large_run_settings, simulate
 from regmix.synthesize import SynthesisSettings
 

@@ -7,9 +7,10 @@ import pytest
 
 from regmix import simulate as simulate_module
 from regmix.config import load_run_config
-from regmix.fit import FittedModel, make_regressor
+from regmix.fit import FittedModel
 from regmix.mixture import Mixture
 from regmix.observations import Observations
+from regmix.regressors import make_regressor
 from regmix.simulate import Surrogate, objective_weights, optimal_config, simulate
 from regmix.synthesize import SynthesisSettings, usage_bounds
 

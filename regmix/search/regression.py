@@ -10,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.fit import BEST, REGRESSORS, fit
+from regmix.fit import fit
 from regmix.observations import Observations
+from regmix.regressors import BEST, REGRESSORS
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
 from regmix.search.space import Objective, SearchSpace
