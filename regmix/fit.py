@@ -11,6 +11,7 @@ farthest ones: a stand-in for the large run's mixture, which lies outside the pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from regmix.regressors import (  # noqa: F401 - the classes too: model files wri
     LightGBMMixtureRegressor,
     LinearMixtureRegressor,
     make_regressor,
+    minimum_runs,
+    select_targets,
 )
 from regmix.schema import as_valid_domain
 
@@ -62,6 +65,17 @@ def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int 
 
 def _score_table(Y: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({c: evaluate(Y[c].to_numpy(), predictions[:, j]) for j, c in enumerate(Y.columns)}).T
+
+
+def smallest_training_set(rows: int, folds: int, extrapolation: float = 0.2) -> int:
+    """The fewest runs any fit of `fit(..., folds, extrapolation=...)` trains on: a CV fold's training rows, the
+    extrapolation CV's centre, or all rows when folds == 1."""
+    if folds <= 1:
+        return rows
+    smallest = rows - -(-rows // folds)  # KFold's largest test fold holds ceil(rows / folds)
+    if _extreme_count(rows, extrapolation) >= MIN_EXTRAPOLATION_RUNS:
+        smallest = min(smallest, rows - _extreme_count(rows, extrapolation))
+    return smallest
 
 
 def _extreme_count(rows: int, fraction: float) -> int:
@@ -127,6 +141,13 @@ class FittedModel:
         frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
         return np.asarray(self.regressor.predict(frame)).reshape(len(frame), len(self.targets))
 
+    def select(self, targets: Sequence[str]) -> FittedModel:
+        """The same model predicting only these targets (in this order)."""
+        columns = [self.targets.index(t) for t in targets]
+        return dataclasses.replace(self, regressor=select_targets(self.regressor, columns), targets=tuple(targets),
+                                   cv={t: self.cv[t] for t in targets if t in self.cv},
+                                   extrapolation={t: self.extrapolation[t] for t in targets if t in self.extrapolation})
+
     def predict_spread(self, weights: np.ndarray) -> np.ndarray | None:
         """Ensemble disagreement (or GP std) per target; None for models without one."""
         frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
@@ -169,6 +190,12 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     """
     observations = observations.select(targets or observations.targets)
     X, Y = observations.mixture_frame(), observations.loss_frame()
+    smallest = smallest_training_set(len(X), folds, extrapolation)
+    short = [f"{n} needs {minimum_runs(n, X.shape[1])}" for n in models if minimum_runs(n, X.shape[1]) > smallest]
+    if short:
+        raise ValueError(f"too few runs: {', '.join(short)} runs for {X.shape[1]} domains, and the smallest fit here "
+                         f"({len(X)} runs, {folds} folds) sees {smallest}; train more runs, use fewer folds or "
+                         "another regressor")
     rows_per_fold = len(observations) * (folds - 1) // folds if folds > 1 else len(observations)
     if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
         print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "

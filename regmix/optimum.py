@@ -17,7 +17,8 @@ natural mixture by more than a margin. Solvers, and why:
   finest scale finds nothing (a (1 + lambda) evolution strategy). Widening again on success, rather than
   only ever shrinking for 200 fixed rounds, found as good optima with 4-9x fewer predictions (LightGBM on
   RegMix's published data, 4 objectives x 4 seeds; seed-to-seed spread exceeded the difference).
-The guard keeps the law's program convex (each L_i is); the search takes it as a filter.
+The guard keeps the law's program convex (each L_i is); the search takes it as a filter. Without a guard the
+search predicts only the objective's targets (RegMix's Pile-CC objective with LightGBM: 0.3 s instead of 2 s).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def exact_optimum(model: FittedModel, target: np.ndarray, upper: np.ndarray, pri
     limits = None if guard_margin is None else model.predict(prior[None])[0] + guard_margin
     if isinstance(model.regressor, LogLinearMixingLaw):
         return minimize_law(model.regressor, target, lower, upper, prior if kl > 0 else None, kl, guard=limits)
+    if limits is None:  # only the objective's targets matter: predict only those
+        used = [t for t, v in zip(model.targets, target) if v != 0]
+        model, target = model.select(used), np.asarray(target)[[model.targets.index(t) for t in used]]
 
     def score(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's objective, and how far its worst target is above the guard's limit (0: the guard holds)."""

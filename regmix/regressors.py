@@ -9,6 +9,7 @@ target column. Choosing among them is `regmix.fit`'s job.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Sequence
 
@@ -26,6 +27,14 @@ from regmix.mixing_law import LogLinearMixingLaw
 
 REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
 BEST = "ensemble"
+MIN_RUNS = 4
+LAWS = ("loglinear", "law_gp", "law_lightgbm")
+
+
+def minimum_runs(name: str, domains: int) -> int:
+    """Runs a regressor needs to be fit at all: a law m + 1 (c, k and m - 1 free exponents per target), the rest
+    MIN_RUNS."""
+    return max(MIN_RUNS, domains + 1) if name in LAWS else MIN_RUNS
 
 
 class _PerTarget(RegressorMixin, BaseEstimator):
@@ -194,6 +203,29 @@ class LawResidualMixtureRegressor(RegressorMixin, BaseEstimator):
         """The residual model's predictive std (the law's own parameter uncertainty is not in it)."""
         check_is_fitted(self, "residual_")
         return self.residual_.predict_std(X)
+
+
+def select_targets(regressor: Any, columns: Sequence[int]) -> Any:
+    """A copy of a fitted zoo regressor that predicts only these target columns (as a multi-target model).
+
+    Why: a search on an objective of one target need not evaluate the other targets' models (13 boosters of
+    1000 trees on RegMix's data: 13x the prediction time).
+    """
+    columns = list(columns)
+    out = copy.copy(regressor)
+    if isinstance(regressor, _PerTarget):
+        out.models_ = [regressor.models_[j] for j in columns]
+    elif isinstance(regressor, LogLinearMixingLaw):
+        out.c_, out.k_, out.t_ = regressor.c_[columns], regressor.k_[columns], regressor.t_[columns]
+    elif isinstance(regressor, EnsembleMixtureRegressor):
+        out.fitted_ = [(name, select_targets(m, columns)) for name, m in regressor.fitted_]
+    elif isinstance(regressor, LawResidualMixtureRegressor):
+        out.law_, out.residual_ = select_targets(regressor.law_, columns), select_targets(regressor.residual_, columns)
+    else:
+        raise TypeError(f"cannot select targets of {type(regressor).__name__}")
+    if hasattr(out, "single_target_"):
+        out.single_target_ = False
+    return out
 
 
 def _small_data_lightgbm(num_threads: int) -> LightGBMMixtureRegressor:

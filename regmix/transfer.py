@@ -55,10 +55,6 @@ def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]
     return path.stem, mixture
 
 
-def objective_loss(result: RunResult, objective: Mapping[str, float]) -> float:
-    return objective_value(result.valid_losses, objective)
-
-
 def seconds_per_step(config: RunConfig, manifest: CorpusManifest, folder: Path, device: str | None) -> float:
     """Time two steps of `config`'s model on this machine (a throwaway run with a minimal evaluation)."""
     probe = dataclasses.replace(config, name="estimate", training=dataclasses.replace(
@@ -133,7 +129,7 @@ def format_table(results: Mapping[str, Sequence[RunResult]], objective: Mapping[
 
     lines = [f"{'valid domain':<24}" + "".join(f"{n:>{width}}" for n in names)]
     rows = [(d, {n: [r.valid_losses[d] for r in finished[n]] for n in names}) for d in domains]
-    rows.append(("objective", {n: [objective_loss(r, objective) for r in finished[n]] for n in names}))
+    rows.append(("objective", {n: [objective_value(r.valid_losses, objective) for r in finished[n]] for n in names}))
     for label, values in rows:
         best = min(float(np.mean(v)) for v in values.values())
         lines.append(f"{label:<24}" + "".join(cell(v, float(np.mean(v)) == best) for v in values.values()))

@@ -54,6 +54,11 @@ def test_zoo_names_params_and_multi_target():
         assert isinstance(regressor.get_params(), dict)
         both = regressor.fit(X, Y).predict(X)
         assert both.shape == (80, 2)
+        model = FittedModel(name, regressor, tuple(DOMAINS), ("web", "code"))
+        code_only = model.select(["code"])  # what the exact optimum predicts for a one-target objective
+        assert code_only.targets == ("code",) and model.targets == ("web", "code")
+        np.testing.assert_allclose(code_only.predict(X.to_numpy()), both[:, [1]])
+        np.testing.assert_allclose(model.predict(X.to_numpy()), both)  # the original is untouched
     one = make_regressor("lightgbm").fit(X, Y["web"]).predict(X)
     assert one.shape == (80,)
     assert make_regressor("lightgbm").get_params()["n_estimators"] == 1000  # the published setting
@@ -241,3 +246,10 @@ def test_selection_rule_averages_cv_and_extrapolation_spearman(monkeypatch):
     model = fit(observed(30, 13), ["linear", "loglinear", "gp"], folds=3)
     assert model.name == "gp"  # 86.5 > 74.5 (loglinear) > 71.5 (linear, the best by CV alone)
     assert model.cv["web"]["spearman"] == 90.0 and model.extrapolation["code"]["spearman"] == 83.0
+
+
+def test_fit_refuses_a_law_with_too_few_runs_for_its_cv():
+    observations = observed(12, 0)  # 4 domains: the law needs 5 runs; 5-fold CV fits on 9, extrapolation on 10
+    assert fit(observations, ["loglinear"], folds=5).name == "loglinear"
+    with pytest.raises(ValueError, match="loglinear needs 5 runs for 4 domains.*sees 4"):
+        fit(observed(5, 0), ["loglinear", "linear"], folds=5)

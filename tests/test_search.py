@@ -204,3 +204,22 @@ def test_the_regmix_method_as_a_search_keeps_out_of_the_pipelines_folders(workdi
     Path("other.yaml").write_text(other + SEARCH.replace("budget: 6", 'budget: 9, start_from: "runs/tiny/proxies"'))
     with pytest.raises(ConfigError, match=r"result.json: trained with other settings .* max_step 6 \(the search: 4\)"):
         run_search(load_experiment("other.yaml"), report=lambda line: None)
+
+
+def test_a_law_regressor_waits_for_the_runs_it_needs():
+    """The log-linear law needs m + 1 runs: before that RegMix hands over the best run, then fits; a list of
+    regressors uses the ones that can fit, and CV only once every CV fit has enough runs."""
+    problem = PowerLawObjective(6, seed=2)
+    proposer = make_proposer("regmix", problem.space(), problem.objective(), seed=0,
+                             settings=fast("regmix", regressor=["loglinear", "linear"], folds=3))
+    replay(proposer, problem, [5], batch=5)
+    assert proposer.recommend().basis.startswith("linear regressor")  # 5 runs: too few for the law on 6 domains
+    replay(proposer, problem, [7], batch=2)
+    # 7 = m + 1: both fit, but CV's folds (3 of 7) would not: no CV, the first named is kept
+    assert proposer.recommend().basis.startswith("loglinear regressor")
+    law = make_proposer("regmix", problem.space(), problem.objective(), seed=0,
+                        settings=fast("regmix", regressor="loglinear"))
+    replay(law, problem, [6], batch=6)
+    assert law.recommend().basis == "best observed run"
+    replay(law, problem, [7], batch=1)
+    assert law.recommend().basis.startswith("loglinear regressor")

@@ -10,16 +10,14 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.fit import fit
+from regmix.fit import fit, smallest_training_set
 from regmix.observations import Observations
-from regmix.regressors import BEST, REGRESSORS
+from regmix.regressors import BEST, REGRESSORS, minimum_runs
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
 from regmix.search.space import Objective, SearchSpace
 from regmix.simulate import simulate
 from regmix.synthesize import SynthesisSettings
-
-MIN_RUNS = 4
 
 
 class RegMixProposer(RandomProposer):
@@ -44,10 +42,14 @@ class RegMixProposer(RandomProposer):
         return Observations(self.space.domains, targets, tuple(range(len(self))), self.mixtures, losses)
 
     def recommend(self) -> Recommendation:
-        if len(self) < MIN_RUNS:  # too few to fit (early rounds of a search): what random search would hand over
+        m = len(self.space.domains)
+        usable = [r for r in self.regressors if minimum_runs(r, m) <= len(self)]
+        if not usable:  # too few to fit (early rounds of a search): what random search would hand over
             return self.best_observed()
-        folds = self.folds if len(self) >= 2 * self.folds else 1  # CV picks among several regressors
-        model = fit(self.observations(), self.regressors, folds=folds, num_threads=self.threads)
+        # CV picks among several regressors once each of its fits has the runs they need
+        need = max(minimum_runs(r, m) for r in usable)
+        folds = self.folds if smallest_training_set(len(self), self.folds) >= need else 1
+        model = fit(self.observations(), usable, folds=folds, num_threads=self.threads)
         result = simulate(model, self.space.mixture(self.space.prior), dict(self.objective.weights),
                           self.candidates, min(self.top_k, self.candidates), self.synthesis, seed=self.seed,
                           threads=self.threads, progress=False)
