@@ -42,6 +42,7 @@ import torch
 from regmix.config import TrainingSettings
 from regmix.data.corpus import load_manifest
 from regmix.online.run import run_method
+from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
 
 METHODS = ("stratified", "natural", "grid", "dml", "skillit", "doremi", "doge", "aioli")
 SUBSETS = {"all": None, "two": ("package_docs", "python_code"),
@@ -128,20 +129,29 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="methods to run (stratified is the baseline of the table: keep it)")
+    add_executor_arguments(p)
     args = p.parse_args()
+    executor = executor_from_args(args)
     methods = [m for m in METHODS if m in args.methods]
-    jobs = [(str(args.corpus), str(args.output), s, seed, args.steps, methods) for s in args.settings
-            for seed in range(args.seeds)]
+    jobs = [(str(args.corpus.resolve()), str(args.output.resolve()), s, seed, args.steps, methods)
+            for s in args.settings for seed in range(args.seeds)]
     jobs.sort(key=lambda j: -len(SUBSETS[j[2]] or "12345"))  # the largest settings first: better packing
     started = time.perf_counter()
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
-        for result in pool.map(run_setting, jobs):
+        if executor.kind == "ray":  # one Ray task per (setting, seed), anywhere on the cluster
+            finished = (r for _, r in ray_map(run_setting, jobs, executor, executor.task_gpus(None), "regmix_bench"))
+        else:
+            finished = pool.map(run_setting, jobs)
+        for result in finished:
+            if isinstance(result, BaseException):
+                raise result
             results.append(result)
             print(f"[{time.perf_counter() - started:6.0f} s] {result['setting']} seed {result['seed']}: "
                   + ", ".join(f"{m} {r['perplexity']:.2f}" for m, r in result["rows"].items()), flush=True)
     text = table(results, args.settings, methods)
-    text += f"\nWall time of the bench: {time.perf_counter() - started:.0f} s with {args.workers} workers.\n"
+    where = f"on Ray ({executor})" if executor.kind == "ray" else f"with {args.workers} workers"
+    text += f"\nWall time of the bench: {time.perf_counter() - started:.0f} s {where}.\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "table.md").write_text(text)

@@ -8,6 +8,7 @@ sequential methods). `regmix.pipeline` and `regmix.search` both start from `prep
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from regmix.files import ConfigError, read_yaml
 from regmix.mixture import Mixture
 from regmix.search import PROPOSERS
 from regmix.synthesize import SynthesisSettings
+from regmix.train.executor import Executor, executor_from_args
 
 
 @dataclass
@@ -37,13 +39,26 @@ class CorpusSettings:
 @dataclass
 class SweepSettings:
     """`anchor_seeds`: the natural and the uniform mixture are trained with this many seeds as part of the
-    sweep (regmix.verify: the noise floor; the regressors see them too); 0: none."""
+    sweep (regmix.verify: the noise floor; the regressors see them too); 0: none. `executor`: where the
+    runs train (regmix.train.executor): `local`, `ray`, `ray:ADDRESS`, or a mapping of Executor's fields,
+    e.g. {kind: ray, address: auto, gpus: 0.5, retries: 3}."""
 
     num_configs: int = 48
     anchor_seeds: int = 3
     workers: int = 0
     device: str | None = None
     wandb: str = "auto"
+    executor: str | dict[str, Any] = "local"
+
+    def make_executor(self) -> Executor:
+        if isinstance(self.executor, dict):
+            return Executor(**self.executor)
+        return Executor.parse(str(self.executor))
+
+    def train_options(self) -> dict[str, Any]:
+        """The keyword arguments of regmix.train.sweep.train_sweep these settings give."""
+        return {"workers": self.workers, "device": self.device, "wandb_mode": self.wandb,
+                "executor": self.make_executor()}
 
 
 @dataclass
@@ -179,9 +194,23 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     check_simulation_settings(experiment.simulation, path)
     if experiment.sweep.num_configs < 1 or experiment.sweep.anchor_seeds < 0:
         raise ConfigError(path, "'sweep.num_configs' must be >= 1 and 'sweep.anchor_seeds' >= 0")
+    try:
+        experiment.sweep.make_executor()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(path, f"'sweep.executor': {exc}") from None
     experiment.proxy.validate(path)
     experiment.synthesis.validate(path)
     return experiment
+
+
+def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experiment:
+    """The experiment with the executor flags of regmix.train.executor.add_executor_arguments applied."""
+    try:
+        executor = executor_from_args(args, experiment.sweep.make_executor())
+    except ValueError as exc:
+        raise ConfigError("--executor", str(exc)) from None
+    return dataclasses.replace(experiment, sweep=dataclasses.replace(experiment.sweep,
+                                                                     executor=dataclasses.asdict(executor)))
 
 
 def _target(value: Any, source: Path) -> dict[str, float] | None:

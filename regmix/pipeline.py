@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from regmix.collect import collect
 from regmix.config import RunConfig, load_run_config, run_config_paths, save_run_config
 from regmix.data.corpus import CorpusManifest
-from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus
+from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus, with_executor
 from regmix.files import ConfigError, write_atomic
 from regmix.fit import fit, load_model
 from regmix.mixture import Mixture
@@ -38,6 +38,7 @@ from regmix.simulate import (
     simulate,
 )
 from regmix.synthesize import plot_weights, synthesize, write_configs
+from regmix.train.executor import add_executor_arguments
 from regmix.train.sweep import train_sweep
 from regmix.verify import format_verification, gain_against_floor, noise_floor, seed_runs, verification
 
@@ -115,8 +116,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
     paths = run_config_paths(configs)
 
     report(f"[train] {len(paths)} proxies ({experiment.proxy.model_name}, {experiment.proxy.max_step} steps)")
-    entries = train_sweep(paths, manifest, runs / "proxies", workers=experiment.sweep.workers,
-                          device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report)
+    entries = train_sweep(paths, manifest, runs / "proxies", **experiment.sweep.train_options(), report=report)
 
     results = sorted((runs / "proxies").glob("*/result.json"))
     mixture_csv, loss_csv = runs / mixture_csv_name("proxy"), runs / loss_csv_name("corpus", "proxy")
@@ -225,8 +225,7 @@ def check_optimum(experiment: Experiment, manifest: CorpusManifest, optimal: Run
     def verify_stage() -> None:
         paths = write_seeded_configs({"optimal": optimal.train}, seeds, folder, "", manifest.valid_domains,
                                      experiment)
-        train_sweep(paths, manifest, runs, workers=experiment.sweep.workers, device=experiment.sweep.device,
-                    wandb_mode=experiment.sweep.wandb, report=report)
+        train_sweep(paths, manifest, runs, **experiment.sweep.train_options(), report=report)
 
     stages.run(
         "verify", fingerprint(optimal.train.to_dict(), seeds, dataclasses.asdict(experiment.proxy)), verify_stage,
@@ -278,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m regmix.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
+    add_executor_arguments(p)
     args = p.parse_args(argv)
     try:
-        experiment = load_experiment(args.config) if args.config else Experiment()
+        experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
         return run_pipeline(experiment)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None

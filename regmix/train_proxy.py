@@ -26,6 +26,7 @@ from typing import Sequence
 from regmix.config import run_config_paths
 from regmix.data.corpus import load_manifest
 from regmix.files import ConfigError
+from regmix.train.executor import add_executor_arguments, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_sweep
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
     p.add_argument("--wandb-project", default="regmix", help="wandb project name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_arguments(p)
     return p
 
 
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(args.config, "no .yaml configs in this folder")
         entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
                               group_size=args.group_size, wandb_mode=args.wandb, wandb_project=args.wandb_project,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, executor=executor_from_args(args))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

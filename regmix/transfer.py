@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from regmix.files import ConfigError
 from regmix.mixture import Mixture
 from regmix.results import RunResult, load_result
 from regmix.schema import RESULT_NAME, as_valid_domain
+from regmix.train.executor import LOCAL, Executor, add_executor_arguments, executor_from_args, parallel_tasks, ray_map
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_proxies, train_sweep
 from regmix.verify import format_verification, objective_value, seed_runs, verification
@@ -69,9 +71,11 @@ def seconds_per_step(config: RunConfig, manifest: CorpusManifest, folder: Path, 
 
 def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[str], training: TrainingSettings,
              output: Path, workers: int = 0, device: str | None = None, wandb_mode: str = "auto",
-             seeds: Sequence[int] | None = None, estimate: bool = True) -> dict[str, list[RunResult]]:
+             seeds: Sequence[int] | None = None, estimate: bool = True, executor: Executor = LOCAL
+             ) -> dict[str, list[RunResult]]:
     """Train the target model on every mixture with every seed into `output/<name>[_s<k>]/`; the results by
-    mixture name (one per seed that finished). One seed keeps the folder names of one-seed checks."""
+    mixture name (one per seed that finished). One seed keeps the folder names of one-seed checks. On Ray the
+    timing runs as a task too, where the runs will run."""
     seeds = list(seeds or [training.seed])
     mixtures = dict([("optimal", optimal.train)] + [baseline_mixture(b, manifest) for b in baselines])
     configs, paths, names = output / "configs", [], {}
@@ -84,13 +88,23 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
             paths.append(path)
             names[run] = name
     if estimate and not all((output / p.stem / RESULT_NAME).exists() for p in paths):
-        per_step = seconds_per_step(load_run_config(paths[0]), manifest, output / ".estimate", device)
-        parallel = max(1, workers or 1)
+        if executor.kind == "ray":
+            gpus = executor.task_gpus(device)
+            timing = functools.partial(seconds_per_step, manifest=manifest.absolute(),
+                                       folder=output.resolve() / ".estimate", device="cuda" if gpus else "cpu")
+            [(_, per_step)] = ray_map(timing, [load_run_config(paths[0])], executor, gpus, "regmix_estimate")
+            if isinstance(per_step, BaseException):
+                raise per_step
+            parallel = parallel_tasks(executor, gpus)
+        else:
+            per_step = seconds_per_step(load_run_config(paths[0]), manifest, output / ".estimate", device)
+            parallel = max(1, workers or 1)
         hours = per_step * training.max_step * len(paths) / parallel / 3600
         print(f"transfer: about {per_step:.2f} s per step here, so {len(paths)} runs x {training.max_step} steps "
-              f"take about {hours:.2f} h with {parallel} worker(s) (Ctrl-C stops; the same command resumes)",
+              f"take about {hours:.2f} h with {parallel} in parallel (Ctrl-C stops; the same command resumes)",
               flush=True)
-    entries = train_sweep(paths, manifest, output, workers=workers, device=device, wandb_mode=wandb_mode)
+    entries = train_sweep(paths, manifest, output, workers=workers, device=device, wandb_mode=wandb_mode,
+                          executor=executor)
     results: dict[str, list[RunResult]] = {name: [] for name in mixtures}
     for entry in entries:
         if entry.status in ("finished", "skipped"):
@@ -151,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--wandb", default="auto", choices=WANDB_MODES,
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
+    add_executor_arguments(p)
     defaults = TrainingSettings.from_name("transfer_60m")
     add_settings_arguments(p.add_argument_group("target model training (same for every mixture)"), defaults)
     args = p.parse_args(argv)
@@ -163,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         results = transfer(optimal, manifest, args.baselines, training, args.output, args.workers, args.device,
-                           args.wandb, [training.seed + k for k in range(args.seeds)], not args.no_estimate)
+                           args.wandb, [training.seed + k for k in range(args.seeds)], not args.no_estimate,
+                           executor_from_args(args))
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if len(results) < 1 + len(args.baselines) or not all(len(r) == args.seeds and all(x.ok for x in r)

@@ -7,6 +7,8 @@ ids (documents each followed by the tokenizer's end-of-text id) in the manifest'
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -62,6 +64,10 @@ class CorpusManifest:
     def valid_domains(self) -> tuple[str, ...]:
         """Validation domains with tokens (an empty valid file cannot validate anything)."""
         return tuple(d for d in self.shards["valid"] if self.tokens("valid", d) > 0)
+
+    def absolute(self) -> CorpusManifest:
+        """The same manifest with an absolute root: for tasks that run in another folder or on another node."""
+        return dataclasses.replace(self, root=Path(self.root).resolve())
 
     def tokens(self, split: str, domain: str) -> int:
         return sum(s.tokens for s in self.shards[split].get(domain, []))

@@ -13,6 +13,7 @@ steps and the validation losses), and mixture_final.yaml / mixture_averaged.yaml
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ from regmix.experiment import Experiment, load_experiment, prepare_experiment_co
 from regmix.files import ConfigError
 from regmix.online.report import plot_method, write_mixture_configs
 from regmix.online.run import METHODS, MethodResult, method_settings_help, run_method
+from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
 from regmix.train.runlog import WANDB_MODES
 
 
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="wandb mode (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_arguments(p)  # with Ray the whole method is one task (its runs depend on each other)
     training = p.add_argument_group("proxy training settings (default: the experiment's proxy settings)")
     add_settings_arguments(training, Experiment().proxy, only_given="the experiment's")
     return p
@@ -70,8 +73,19 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
         settings = settings_from_args(experiment.proxy, args)
         settings.validate("command line")
         output = args.output or Path("runs") / "online" / experiment.name
-        result = run_method(args.method, manifest, output, settings, domains, valid, parse_settings(args.setting),
-                            wandb_mode=args.wandb, device=args.device, progress=not args.no_progress)
+        executor = executor_from_args(args)
+        method = functools.partial(run_method, manifest=manifest.absolute(), output=output.resolve(),
+                                   settings=settings, domains=domains, valid=valid,
+                                   method_settings=parse_settings(args.setting), wandb_mode=args.wandb,
+                                   device=args.device, progress=not args.no_progress)
+        if executor.kind == "ray":
+            gpus = executor.task_gpus(args.device)
+            [(_, result)] = ray_map(functools.partial(method, device="cuda" if gpus else "cpu", progress=False),
+                                    [args.method], executor, gpus, "regmix_online")
+            if isinstance(result, BaseException):
+                raise result
+        else:
+            result = method(args.method)
     except (ConfigError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from None
     folder = output / args.method

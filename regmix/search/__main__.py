@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from regmix.config import parse_settings
-from regmix.experiment import Experiment, load_experiment
+from regmix.experiment import Experiment, load_experiment, with_executor
 from regmix.files import ConfigError
 from regmix.search import PROPOSERS
 from regmix.search.run import run_search
+from regmix.train.executor import add_executor_arguments
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,13 +39,14 @@ def _parser() -> argparse.ArgumentParser:
                         "MIXTURE_CSV LOSS_CSV")
     p.add_argument("--setting", nargs="+", default=[], metavar="KEY=VALUE",
                    help="method settings, e.g. initial=8 design=sobol num_restarts=4 (JSON values)")
+    add_executor_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     try:
-        experiment = load_experiment(args.config) if args.config else Experiment()
+        experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
         method = args.method or (experiment.method if experiment.method != "regmix" else "bo")
         start = args.start_from
         overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),

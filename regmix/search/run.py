@@ -39,6 +39,7 @@ from regmix.search.proposer import Proposer, Recommendation
 from regmix.search.space import Objective, SearchSpace
 from regmix.simulate import mixture_report, optimal_run_config, plot_mixtures
 from regmix.train.engine import resolve_device
+from regmix.train.executor import parallel_tasks
 from regmix.train.runlog import resolve_wandb_mode
 from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
 
@@ -261,9 +262,14 @@ def _pipeline_settings(experiment: Experiment) -> dict[str, Any]:
 
 
 def batch_size(experiment: Experiment) -> int:
-    """`search.batch`, or what trains at once: a GPU's proxy group, or one proxy per CPU worker."""
+    """`search.batch`, or what trains at once: a GPU's proxy group, or one proxy per CPU worker (on Ray: per
+    task the cluster runs at once)."""
     if experiment.search.batch:
         return experiment.search.batch
+    executor = experiment.sweep.make_executor()
+    if executor.kind == "ray":
+        gpus = executor.task_gpus(experiment.sweep.device)
+        return parallel_tasks(executor, gpus) * (CUDA_GROUP_SIZE if gpus else 1)
     if resolve_device(experiment.sweep.device).type == "cuda":
         return CUDA_GROUP_SIZE
     return experiment.sweep.workers or os.cpu_count() or 1
@@ -341,8 +347,8 @@ def _train_round(search: Search, trials: Sequence[Trial], experiment: Experiment
             search.save()
         if trial.status == "training":
             paths.append(experiment.search_configs / f"{trial.name}.yaml")
-    entries = train(paths, manifest, experiment.search_runs / "proxies", workers=experiment.sweep.workers,
-                     device=experiment.sweep.device, wandb_mode=experiment.sweep.wandb, report=report) if paths else []
+    entries = train(paths, manifest, experiment.search_runs / "proxies", **experiment.sweep.train_options(),
+                    report=report) if paths else []
     failed = {e.name: e.detail for e in entries if e.status == "failed"}
     for trial in trials:
         if trial.status == "training":

@@ -6,6 +6,9 @@ run by its lock (regmix.train.locks), so workers and machines sharing the folder
 twice. Claimed runs are trained `group_size` at a time: one run alone by the single engine, several
 together by the stacked engine, always through the one training loop. A bad config or a crashed run
 is reported and the sweep goes on. One progress bar counts the sweep's runs.
+
+With the Ray executor (regmix.train.executor) each group is one Ray task and the driver alone decides who
+trains what: no locks are taken, and a task retried after its node died resumes its runs' checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from regmix.results import RunResult, load_result
 from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME
 from regmix.train.checkpoint import check_resumable, checkpoint_step, differences, run_identity
 from regmix.train.engine import SingleEngine, resolve_device
+from regmix.train.executor import LOCAL, Executor, ray_map
 from regmix.train.locks import acquire_lock, lock_holder, release_lock
 from regmix.train.loop import group_key, train
 from regmix.train.stacked import StackedEngine
@@ -80,6 +84,7 @@ class SweepOptions:
     wandb_project: str
     group_size: int
     progress: bool  # a step bar for a sweep of one run
+    locks: bool = True  # False where one scheduler (the Ray driver) hands out the runs
 
 
 def finished_entry(path: Path, output: Path) -> SweepEntry | None:
@@ -112,21 +117,22 @@ class Claim:
     path: Path
     config: RunConfig
     run_dir: Path
-    lock_fd: int
+    lock_fd: int | None
 
 
-def claim(path: Path, manifest: CorpusManifest, output: Path) -> Claim | SweepEntry:
-    """Lock a config's run unless it is done or taken, load and check it; else the entry saying why not."""
+def claim(path: Path, manifest: CorpusManifest, output: Path, lock: bool = True) -> Claim | SweepEntry:
+    """Lock a config's run (if `lock`) unless it is done or taken, load and check it; else the entry saying
+    why not."""
     run_dir = output / path.stem
-    lock = run_dir / LOCK_NAME
+    lock_path = run_dir / LOCK_NAME
     try:
         config = load_run_config(path)
         config.check_corpus(manifest, path)
     except ConfigError as exc:
         return SweepEntry(path.stem, "failed", str(exc))
-    fd = acquire_lock(lock)
-    if fd is None:
-        return SweepEntry(path.stem, "busy", f"locked by {lock_holder(lock)}")
+    fd = acquire_lock(lock_path) if lock else None
+    if lock and fd is None:
+        return SweepEntry(path.stem, "busy", f"locked by {lock_holder(lock_path)}")
     try:
         entry = finished_entry(path, output)  # another worker may have finished it since
         if entry is None:
@@ -134,7 +140,8 @@ def claim(path: Path, manifest: CorpusManifest, output: Path) -> Claim | SweepEn
             return Claim(path, config, run_dir, fd)
     except ConfigError as exc:
         entry = SweepEntry(path.stem, "failed", str(exc))
-    release_lock(lock, fd)
+    if fd is not None:
+        release_lock(lock_path, fd)
     return entry
 
 
@@ -152,7 +159,7 @@ def _entries(configs: Sequence[RunConfig], train_them: Callable[[], list[RunResu
 
 def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOptions) -> list[SweepEntry]:
     """Claim the chunk's configs and train them, those of one group_key and step together."""
-    claims = [claim(Path(p), manifest, options.output) for p in paths]
+    claims = [claim(Path(p), manifest, options.output, options.locks) for p in paths]
     entries = [c for c in claims if isinstance(c, SweepEntry)]
     held = [c for c in claims if isinstance(c, Claim)]
     groups: dict[tuple, list[Claim]] = {}
@@ -168,7 +175,8 @@ def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOpt
                 wandb_project=options.wandb_project, wandb_group=options.output.name, progress=options.progress))
     finally:
         for c in held:
-            release_lock(c.run_dir / LOCK_NAME, c.lock_fd)
+            if c.lock_fd is not None:
+                release_lock(c.run_dir / LOCK_NAME, c.lock_fd)
     return entries
 
 
@@ -190,16 +198,20 @@ def _pool_task(paths: Sequence[Path], manifest: CorpusManifest) -> list[SweepEnt
 
 def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: str | os.PathLike, *,
                 workers: int = 0, device: str | None = None, group_size: int = 0, wandb_mode: str = "auto",
-                wandb_project: str = "regmix", progress: bool = True,
+                wandb_project: str = "regmix", progress: bool = True, executor: Executor = LOCAL,
                 report: Callable[[str], None] = print) -> list[SweepEntry]:
     """Train every config not yet done into `output/<name>/`; print and return what happened to each.
 
-    `workers` 0 means one per GPU on CUDA and one per core on CPU. `group_size` 0 means 16 proxies
-    trained at once per GPU on CUDA and CPU_GROUP_SIZE on CPU.
+    `workers` 0 means one per GPU on CUDA and one per core on CPU (local executor; Ray places its tasks
+    itself). `group_size` 0 means 16 proxies trained at once per GPU on CUDA and CPU_GROUP_SIZE on CPU.
     """
     if workers < 0 or group_size < 0:
         raise ValueError(f"workers and group_size must be >= 0, got {workers} and {group_size}")
-    cuda = resolve_device(device).type == "cuda"
+    if executor.kind == "ray":
+        task_gpus = executor.task_gpus(device)
+        cuda, device = task_gpus > 0, "cuda" if task_gpus > 0 else "cpu"  # a task sees its own GPUs only
+    else:
+        cuda = resolve_device(device).type == "cuda"
     gpus = torch.cuda.device_count() if cuda and ":" not in (device or "") else 0  # an explicit cuda:N is kept
     group_size = group_size or (CUDA_GROUP_SIZE if cuda else CPU_GROUP_SIZE)
     output = Path(output)
@@ -208,7 +220,8 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     chunks = [todo[i:i + group_size] for i in range(0, len(todo), group_size)]
     workers = min(workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1), max(1, len(chunks)))
     options = SweepOptions(output, device, wandb_mode, wandb_project, group_size,
-                           progress=progress and len(config_paths) == 1)
+                           progress=progress and len(config_paths) == 1 and executor.kind == "local",
+                           locks=executor.kind == "local")
     started = time.perf_counter()
     entries: list[SweepEntry] = []
     bar = tqdm(total=len(config_paths), desc=f"sweep {output.name}", unit="run", dynamic_ncols=True,
@@ -222,7 +235,17 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
                 bar.write(f"FAILED {entry.name}: {entry.detail.splitlines()[0]}")
 
     record([entry for entry in finished.values() if entry is not None])
-    if workers == 1:
+    if executor.kind == "ray":  # tasks run elsewhere, in another folder: every path absolute
+        chunks = [[Path(p).resolve() for p in chunk] for chunk in chunks]
+        task = functools.partial(run_chunk, manifest=manifest.absolute(),
+                                 options=dataclasses.replace(options, output=output.resolve()))
+        for index, chunk_entries in ray_map(task, chunks, executor, task_gpus, "regmix_sweep"):
+            if isinstance(chunk_entries, BaseException):  # given up on: no result.json, so a rerun retries
+                chunk_entries = [SweepEntry(Path(p).stem, "failed", f"Ray task failed after {executor.retries} "
+                                            f"retries: {type(chunk_entries).__name__}: {chunk_entries}")
+                                 for p in chunks[index]]
+            record(chunk_entries)
+    elif workers == 1:
         for chunk in chunks:
             record(run_chunk(chunk, manifest, options))
     else:
