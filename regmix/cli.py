@@ -1,0 +1,78 @@
+"""How every command ends: one line on stderr and an exit code, never a traceback (unless --debug).
+
+Exit codes: 0 done; 1 the run failed (a run that diverged or crashed, a full disk, an error nobody
+foresaw); 2 bad input (a file or a flag: `ConfigError`, `ValueError`, argparse's own errors); 130
+interrupted (the same command resumes). `--debug` anywhere on the command line (or REGMIX_DEBUG=1)
+prints the traceback too. Every module's `__main__` block is `raise SystemExit(run_command(main))`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+from regmix.files import ConfigError
+
+BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`error: <prog>: <problem>`) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
+
+
+class RunFailed(RuntimeError):
+    """The command ran but its work did not finish (e.g. some runs of a sweep failed): exit code 1."""
+
+
+def run_command(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
+    """Call main(argv) and turn how it ended into an exit code and at most one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REGMIX_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        result = main(argv)
+    except SystemExit as exc:  # argparse (--help: 0, a bad flag: 2, its message already printed)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        _say(str(exc.code))
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        _say("interrupted: run the same command again to resume")
+        return INTERRUPTED
+    except (ConfigError, ValueError) as exc:
+        return _fail(BAD_INPUT, f"error: {exc}", debug)
+    except RunFailed as exc:
+        return _fail(FAILED, f"error: {exc}", debug)
+    except OSError as exc:
+        return _fail(FAILED, f"error: {describe_os_error(exc)}", debug)
+    except Exception as exc:  # a bug: still one line, and how to see more
+        return _fail(FAILED, f"error: internal error {type(exc).__name__}: {exc} (--debug shows the traceback)",
+                     debug)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`<file>: <reason>` for a failed read or write (a full disk says so and that nothing finished is lost)."""
+    where = exc.filename if exc.filename is not None else "?"
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason += " (the disk is full; finished files are intact: free space and run the same command again)"
+    return f"{where}: {reason}"
+
+
+def _fail(code: int, message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    _say(message)
+    return code
+
+
+def _say(message: str) -> None:
+    print(" ".join(line.strip() for line in message.splitlines()), file=sys.stderr, flush=True)
