@@ -71,3 +71,15 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file via a temporary file and rename."""
     replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a binary file via a temporary file, on disk before the rename: a crash cannot leave it empty."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+
+    replace_atomic(path, write)

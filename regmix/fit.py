@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import joblib
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
@@ -25,20 +24,9 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from regmix.files import ConfigError
+from regmix.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.fit
 from regmix.observations import Observations, read_csvs
-from regmix.regressors import (  # noqa: F401 - the classes too: model files written before the split name them here
-    BEST,
-    REGRESSORS,
-    EnsembleMixtureRegressor,
-    GPMixtureRegressor,
-    LawResidualMixtureRegressor,
-    LightGBMMixtureRegressor,
-    LinearMixtureRegressor,
-    make_regressor,
-    minimum_runs,
-    select_targets,
-)
-from regmix.schema import as_valid_domain
+from regmix.regressors import BEST, REGRESSORS, LightGBMMixtureRegressor, make_regressor, minimum_runs, select_targets
 
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 
@@ -157,25 +145,8 @@ class FittedModel:
         return None
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, path)
-        return path
-
-
-def load_model(path: str | os.PathLike) -> FittedModel:
-    """A model file written by `FittedModel.save` (only load files you trust: it is a pickle)."""
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # unpickling a foreign or damaged file can raise almost anything
-        raise ConfigError(path, f"cannot load model: {exc}") from None
-    if not isinstance(model, FittedModel):
-        raise ConfigError(path, f"not a regmix model file (found {type(model).__name__})")
-    # files of earlier versions name their targets by loss column
-    model.targets = tuple(as_valid_domain(t) for t in model.targets)
-    model.cv = {as_valid_domain(t): scores for t, scores in model.cv.items()}
-    model.extrapolation = {as_valid_domain(t): scores for t, scores in getattr(model, "extrapolation", {}).items()}
-    return model
+        """Write an .npz model file (data only: loading it cannot run code); `load_model` reads it."""
+        return save_model(self, path)
 
 
 def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Sequence[str] | None = None,
@@ -243,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--extrapolation", type=float, default=0.2,
                    help="share of runs, the farthest from the centre, held out for extrapolation CV")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
-    p.add_argument("--output", type=Path, default=Path("model.joblib"), help="model file for regmix.simulate")
+    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for regmix.simulate")
     return p
 
 
@@ -260,7 +231,4 @@ def main(argv: Sequence[str] | None = None) -> FittedModel:
 
 
 if __name__ == "__main__":
-    # Run through the importable module so pickled models name `regmix.fit.*`, not `__main__.*`.
-    from regmix.fit import main as module_main
-
-    module_main()
+    main()

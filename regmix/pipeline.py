@@ -21,7 +21,7 @@ from regmix.collect import collect
 from regmix.config import RunConfig, load_run_config, run_config_paths, save_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus, with_executor
-from regmix.files import ConfigError, write_atomic
+from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.fit import fit, load_model
 from regmix.mixture import Mixture
 from regmix.observations import read_csvs
@@ -46,22 +46,35 @@ ANCHOR = "anchor_"  # config name prefix of the natural and uniform runs with se
 
 
 class Stages:
-    """Stamps of finished stages: a stage is skipped when its fingerprint is the one stamped."""
+    """Stamps of finished stages: a stage is skipped when its fingerprint is the one stamped and the files it
+    made are there. Each stamp keeps the seconds the stage took, so a re-run reports the work, not the skips."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.done = json.loads(path.read_text()) if path.exists() else {}
+        done = read_yaml(path) if path.exists() else {}
+        if not isinstance(done, dict):
+            raise ConfigError(path, "not a mapping of stage stamps; delete it to run every stage again")
+        # stamps of earlier versions are the fingerprint alone
+        self.done = {k: v if isinstance(v, dict) else {"fingerprint": v, "seconds": None} for k, v in done.items()}
 
-    def run(self, name: str, fingerprint: str, action: Callable[[], Any], report: Callable[[str], None]) -> bool:
-        if self.done.get(name) == fingerprint:
+    def run(self, name: str, fingerprint: str, action: Callable[[], Any], report: Callable[[str], None],
+            outputs: Sequence[Path] = ()) -> bool:
+        if self.done.get(name, {}).get("fingerprint") == fingerprint and all(p.exists() for p in outputs):
             report(f"[{name}] up to date, skipped")
             return False
         started = time.perf_counter()
         action()
-        self.done[name] = fingerprint
-        write_atomic(self.path, json.dumps(self.done, indent=1))
-        report(f"[{name}] done in {time.perf_counter() - started:.1f}s")
+        self.record(name, fingerprint, time.perf_counter() - started)
+        report(f"[{name}] done in {self.done[name]['seconds']:.1f}s")
         return True
+
+    def record(self, name: str, fingerprint: str, seconds: float) -> None:
+        self.done[name] = {"fingerprint": fingerprint, "seconds": round(seconds, 1)}
+        write_atomic(self.path, json.dumps(self.done, indent=1))
+
+    def seconds(self) -> float:
+        """The time every stage took when it last ran (the work behind the current results)."""
+        return round(sum(v.get("seconds") or 0.0 for v in self.done.values()), 1)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -116,7 +129,12 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
     paths = run_config_paths(configs)
 
     report(f"[train] {len(paths)} proxies ({experiment.proxy.model_name}, {experiment.proxy.max_step} steps)")
+    training_started = time.perf_counter()
     entries = train_sweep(paths, manifest, runs / "proxies", **experiment.sweep.train_options(), report=report)
+    if any(e.status in ("finished", "failed") for e in entries):  # something trained (not only skipped)
+        key, earlier = fingerprint(synth_key, seeds), stages.done.get("train", {})
+        before = (earlier.get("seconds") or 0.0) if earlier.get("fingerprint") == key else 0.0  # a resumed sweep
+        stages.record("train", key, before + time.perf_counter() - training_started)
 
     results = sorted((runs / "proxies").glob("*/result.json"))
     mixture_csv, loss_csv = runs / mixture_csv_name("proxy"), runs / loss_csv_name("corpus", "proxy")
@@ -126,9 +144,10 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         report(collection.report.summary())
         collection.observations.save(mixture_csv, loss_csv)
 
-    stages.run("collect", fingerprint(_files_fingerprint(results), synth_key), collect_stage, report)
+    stages.run("collect", fingerprint(_files_fingerprint(results), synth_key), collect_stage, report,
+               outputs=[mixture_csv, loss_csv])
 
-    model_path = runs / "regressor.joblib"
+    model_path = runs / "regressor.npz"
 
     def fit_stage() -> None:
         observations = read_csvs(mixture_csv, loss_csv)
@@ -139,7 +158,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         model.save(model_path)
 
     stages.run("fit", fingerprint(_files_fingerprint([mixture_csv, loss_csv]), dataclasses.asdict(experiment.fit),
-                                  objective), fit_stage, report)
+                                  objective), fit_stage, report, outputs=[model_path])
     model = load_model(model_path)
 
     def simulate_stage() -> None:
@@ -165,7 +184,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         plot_mixtures(natural, result.mixture, runs / "optimal_vs_natural.png")
 
     stages.run("simulate", fingerprint(_files_fingerprint([model_path]), dataclasses.asdict(experiment.simulation),
-                                       objective), simulate_stage, report)
+                                       objective), simulate_stage, report, outputs=[experiment.optimal])
 
     optimal = load_run_config(experiment.optimal)
     checks = check_optimum(experiment, manifest, optimal, anchors, seeds, objective, stages, report)
@@ -180,7 +199,7 @@ def run_pipeline(experiment: Experiment, report: Callable[[str], None] = print) 
         "files": {"optimal_mixture": str(experiment.optimal), "configs": str(configs),
                   "runs": str(runs / "proxies"), "regressor": str(model_path),
                   "plots": [str(runs / "proxy_mixtures.png"), str(runs / "optimal_vs_natural.png")]},
-        **checks, "seconds": round(time.perf_counter() - started, 1),
+        **checks, "seconds": round(time.perf_counter() - started, 1), "work_seconds": stages.seconds(),
     }
     write_atomic(runs / "report.json", json.dumps(summary, indent=1))
     report(format_report(summary))
@@ -269,7 +288,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         lines += format_verification(summary["verification"])
     lines += [f"plots:           {', '.join(files['plots'])}",
               f"runs:            {files['runs']}",
-              f"finished in {summary['seconds']}s"]
+              f"finished in {summary['seconds']}s (the stages behind these results took "
+              f"{summary.get('work_seconds', summary['seconds'])}s when they ran)"]
     return "\n".join(lines)
 
 

@@ -344,7 +344,7 @@ def parse_objective(items: Sequence[str] | None) -> dict[str, float]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regmix.simulate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=Path("model.joblib"), help="model file from regmix.fit")
+    p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.fit")
     p.add_argument("--prior", default="the_pile",
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
     p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: "

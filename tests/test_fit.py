@@ -15,8 +15,6 @@ from regmix.files import ConfigError
 from regmix.fit import (
     REGRESSORS,
     FittedModel,
-    GPMixtureRegressor,
-    LinearMixtureRegressor,
     cross_validate,
     extrapolation_scores,
     farthest_runs,
@@ -27,6 +25,7 @@ from regmix.fit import (
 )
 from regmix.mixing_law import LogLinearMixingLaw
 from regmix.observations import Observations
+from regmix.regressors import GPMixtureRegressor, LinearMixtureRegressor
 from regmix.schema import loss_csv_name, mixture_csv_name
 
 DOMAINS = ["web", "code", "books", "math"]
@@ -125,13 +124,13 @@ def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
     assert model.cv["web"]["spearman"] > 90
     assert set(model.extrapolation) == {"web", "code"} and model.extrapolation["web"]["spearman"] > 80
     assert model.domains == tuple(DOMAINS) and model.targets == ("web", "code")
-    loaded = load_model(model.save(tmp_path / "model.joblib"))
+    loaded = load_model(model.save(tmp_path / "model.npz"))
     fresh, _ = synthetic(30, 6)
     np.testing.assert_array_equal(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()))
     assert loaded.predict_spread(fresh.to_numpy()) is not None  # the GP's own std
-    (tmp_path / "junk.joblib").write_bytes(b"not a model")
-    with pytest.raises(ConfigError, match="junk.joblib"):
-        load_model(tmp_path / "junk.joblib")
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="junk.npz"):
+        load_model(tmp_path / "junk.npz")
 
 
 def test_targets_in_another_order_and_by_loss_column():
@@ -145,14 +144,6 @@ def test_targets_in_another_order_and_by_loss_column():
         fit(observations, ["linear"], targets=["arxiv"], folds=1)
 
 
-def test_model_files_of_earlier_versions_name_targets_by_domain(tmp_path):
-    model = fit(observed(40, 9), ["linear"], folds=1)
-    model.targets, model.cv = ("metric/web_val_loss", "metric/code_val_loss"), {"metric/web_val_loss": {"r2": 1.0}}
-    del model.extrapolation  # not in files of earlier versions
-    loaded = load_model(model.save(tmp_path / "old.joblib"))
-    assert loaded.targets == ("web", "code") and loaded.cv == {"web": {"r2": 1.0}} and loaded.extrapolation == {}
-
-
 def test_ensemble_spread_and_cli(tmp_path, capsys):
     X, Y = synthetic(80, 7)
     ensemble = make_regressor("ensemble").fit(X, Y)
@@ -162,15 +153,15 @@ def test_ensemble_spread_and_cli(tmp_path, capsys):
     observed(80, 7).save(mixture_csv, loss_csv)
     model = fit_module.main(["--mixtures", str(mixture_csv), "--losses", str(loss_csv),
                              "--model", "linear", "--target", "web", "--folds", "3",
-                             "--output", str(tmp_path / "model.joblib")])
+                             "--output", str(tmp_path / "model.npz")])
     assert isinstance(model, FittedModel) and model.targets == ("web",)
     out = capsys.readouterr().out
     assert "kept linear" in out and "3-fold CV" in out and "extrapolation CV" in out and "selection score" in out
-    # as a command: the model file must load in another process (classes pickled by module, not __main__)
+    # as a command: the model file must load in another process
     subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(mixture_csv), "--losses",
                     str(loss_csv), "--model", "linear", "--folds", "1", "--output",
-                    str(tmp_path / "cli.joblib")], check=True, capture_output=True)
-    assert load_model(tmp_path / "cli.joblib").targets == tuple(Y.columns)
+                    str(tmp_path / "cli.npz")], check=True, capture_output=True)
+    assert load_model(tmp_path / "cli.npz").targets == tuple(Y.columns)
     with pytest.raises(SystemExit, match="nowhere_loss_1m.csv: cannot read CSV"):
         fit_module.main(["--mixtures", str(mixture_csv), "--losses", str(tmp_path / "nowhere_loss_1m.csv")])
 

@@ -160,7 +160,7 @@ def test_in_the_zoo_cv_and_model_files(tmp_path):
     assert (table["spearman"] > 90).all()
     model = fit(observations, ["loglinear", "linear"], folds=3)
     assert model.name == "loglinear" and model.predict_spread(X) is None
-    loaded = load_model(model.save(tmp_path / "law.joblib"))
+    loaded = load_model(model.save(tmp_path / "law.npz"))
     assert isinstance(loaded, FittedModel)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     frame = pd.DataFrame(X, columns=["web", "code", "books"])

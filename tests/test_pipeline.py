@@ -75,10 +75,20 @@ def test_pipeline_end_to_end_then_everything_skipped(workdir):
     assert any("beyond the seed spread" in line for line in text)
 
     again: list[str] = []
-    run_pipeline(load_experiment("tiny.yaml"), report=again.append)
+    rerun = run_pipeline(load_experiment("tiny.yaml"), report=again.append)
     skipped = [line for line in again if line.endswith("up to date, skipped")]
     assert len(skipped) == 6, again
     assert any("14 skipped" in line for line in again)
+    assert rerun["work_seconds"] == summary["work_seconds"] > rerun["seconds"]  # the work, not the skips
+
+    Path("runs/tiny/regressor.npz").unlink()  # a stage's file gone: it runs again, and what reads the file
+    third: list[str] = []
+    run_pipeline(load_experiment("tiny.yaml"), report=third.append)
+    assert [line.split("]")[0] for line in third if " done in " in line] == ["[fit", "[simulate"]
+    assert len([line for line in third if line.endswith("up to date, skipped")]) == 4
+    Path("runs/tiny/stages.json").write_text('{"synthesize": "ab\x01')
+    with pytest.raises(ConfigError, match="stages.json: not valid JSON"):
+        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
 
 
 def test_changed_settings_do_not_mix_with_old_runs(workdir):

@@ -84,11 +84,11 @@ def test_weighted_objective_and_refinement(lightgbm_model):
 
 
 def test_yaml_and_plot_from_the_cli(lightgbm_model, tmp_path, capsys):
-    lightgbm_model.save(tmp_path / "model.joblib")
+    lightgbm_model.save(tmp_path / "model.npz")
     (tmp_path / "prior.yaml").write_text(
         "train:\n" + "".join(f"  train_{d}: {w}\n" for d, w in NATURAL.to_dict().items()))
     out = tmp_path / "optimal_mixture.yaml"
-    simulate_module.main(["--model", str(tmp_path / "model.joblib"), "--prior", str(tmp_path / "prior.yaml"),
+    simulate_module.main(["--model", str(tmp_path / "model.npz"), "--prior", str(tmp_path / "prior.yaml"),
                           "--target", "web=1", "code=1", "--num-candidates", "20000", "--top-k", "16",
                           "--output", str(out), "--quiet"])
     config = load_run_config(out)

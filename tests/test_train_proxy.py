@@ -121,7 +121,7 @@ def test_validation_sets_are_fixed_and_capped(tiny_corpus):
     assert torch.equal(again["alpha"][0], sets["alpha"][0])
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch, capsys):
     config = make_config()
     whole = train_one(config, tiny_corpus, tmp_path / "whole")
 
@@ -139,12 +139,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_pa
         train_one(config, tiny_corpus, tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=True)["step"] == 6
     monkeypatch.setattr(MixtureSampler, "next_batch", original)
-    with (tmp_path / "resumed" / HISTORY_NAME).open("a") as fh:
-        fh.write('{"trainer/global_st')  # a line cut off by a crash while appending
+    history_path = tmp_path / "resumed" / HISTORY_NAME
+    # a damaged line before the good ones (reported, they are kept) and one cut off by a crash while appending
+    history_path.write_text("garbage\x00\n" + history_path.read_text() + '{"trainer/global_st')
     other = make_config(weights={"alpha": 0.2, "beta": 0.7, "gamma": 0.1, "delta": 0.0})
     with pytest.raises(ConfigError, match="another mixture"):
         train_one(other, tiny_corpus, tmp_path / "resumed")
+    capsys.readouterr()
     resumed = train_one(config, tiny_corpus, tmp_path / "resumed")
+    assert f"{history_path}:1: damaged line skipped" in capsys.readouterr().err
 
     assert resumed.step == whole.step == 12
     for domain, loss in whole.valid_losses.items():

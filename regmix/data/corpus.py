@@ -8,7 +8,6 @@ ids (documents each followed by the tokenizer's end-of-text id) in the manifest'
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 from dataclasses import asdict, dataclass, field

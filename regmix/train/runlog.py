@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
@@ -85,13 +86,19 @@ class RunLog:
         """Evaluations logged so far, dropping any logged after the checkpoint we resume from."""
         if not self.enabled or not self.history_path.exists():
             return []
-        lines = [line for line in self.history_path.read_text().splitlines() if line.strip()]
+        lines = self.history_path.read_text(encoding="utf-8", errors="replace").splitlines()
         rows = []
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line, cut off by a crash while appending
-                break
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get(STEP), int):
+                    raise ValueError("not an evaluation row")
+            except ValueError:  # json's errors are ValueErrors too
+                if line.strip() and number < len(lines):  # a cut-off last line is what a crash leaves: no news
+                    print(f"warning: {self.history_path}:{number}: damaged line skipped, the rows around it kept",
+                          file=sys.stderr)
+                continue
+            rows.append(row)
         kept = [r for r in rows if r[STEP] <= up_to_step]
         if len(kept) != len(lines):
             write_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
