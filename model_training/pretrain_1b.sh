@@ -3,6 +3,7 @@
 #   model_training/pretrain_1b.sh optimal_mixture            # a name below mixture_config/, or a path
 #   model_training/pretrain_1b.sh optimal_mixture --corpus data/mycorpus --max-step 30000  # flags override the file
 #   model_training/pretrain_1b.sh --smoke                    # tiny model, 4 steps, CPU: checks the path
+#                                                            # (in runs/pretrain/<name>_smoke, apart from the real run)
 # One node: all its GPUs, one process each, FSDP. GPUS=4 limits the GPUs used.
 # Several nodes: run this script on every node with
 #   NUM_NODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's address> MASTER_PORT=29500 GPUS=8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 import traceback
@@ -27,6 +28,63 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
 
 
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+    return parse
+
+
+def number_above(minimum: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number > minimum (>= with `inclusive`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if inclusive else '>'} {minimum}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+def share(include_one: bool = False) -> Callable[[str], float]:
+    """An argparse type: a share of a whole, in (0, 1) (or (0, 1] with `include_one`)."""
+    interval = f"(0, 1{']' if include_one else ')'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}") from None
+        if not (0.0 < value < 1.0 or (include_one and value == 1.0)):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
+        return value
+    return parse
+
+
+def torch_device(text: str) -> str:
+    """An argparse type: a torch device this machine has (`cuda` without a GPU is refused here, not mid-run)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: torch sees no CUDA GPU here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPUs")
+    return text
+
+
 class RunFailed(RuntimeError):
     """The command ran but its work did not finish (e.g. some runs of a sweep failed): exit code 1."""
 
@@ -36,6 +94,8 @@ def run_command(main: Callable[[list[str]], Any], argv: Sequence[str] | None = N
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("REGMIX_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["REGMIX_DEBUG"] = "1"  # deeper layers (a sweep's failure summary) keep their tracebacks
     try:
         result = main(argv)
     except SystemExit as exc:  # argparse (--help: 0, a bad flag: 2, its message already printed)

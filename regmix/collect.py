@@ -14,14 +14,17 @@ import argparse
 import json
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from regmix.cli import ArgumentParser, integer_at_least, run_command
 from regmix.config import RunConfig, load_run_config, run_config_from_dict, run_config_paths
-from regmix.files import ConfigError
+from regmix.files import ConfigError, check_output_folder
 from regmix.mixture import Mixture
 from regmix.observations import Observations
 from regmix.results import load_result
@@ -62,6 +65,7 @@ class CollectReport:
     failed: dict[str, str] = field(default_factory=dict)
     duplicated: dict[str, list[str]] = field(default_factory=dict)
     orphans: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # run files that name no run, by file
 
     def problems(self) -> list[str]:
         """One line per run that is not (cleanly) in the CSVs."""
@@ -69,11 +73,13 @@ class CollectReport:
         lines += [f"failed: {n}: {why}" for n, why in self.failed.items()]
         lines += [f"duplicated: {n}: {', '.join(srcs)}" for n, srcs in self.duplicated.items()]
         lines += [f"no config: {n} ({src})" for n, src in self.orphans.items()]
+        lines += [f"unreadable: {src}: {why}" for src, why in self.unreadable.items()]
         return lines
 
     def summary(self) -> str:
         head = (f"collected {len(self.collected)} runs; missing {len(self.missing)}, failed {len(self.failed)}, "
-                f"duplicated {len(self.duplicated)}, without config {len(self.orphans)}")
+                f"duplicated {len(self.duplicated)}, without config {len(self.orphans)}, "
+                f"unreadable files {len(self.unreadable)}")
         return "\n".join([head, *("  " + line for line in self.problems())])
 
 
@@ -166,23 +172,35 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
     """One entry per wandb run below `root`; the run's display name is the config name.
 
     A resumed run writes one file per session under the same run id: their histories are joined
-    (in path order, which is time order for offline-run-<timestamp> folders), not counted twice.
+    (in path order, which is time order for offline-run-<timestamp> folders), not counted twice. A
+    damaged file counts for what it holds before the damage: an earlier session's (a killed run, resumed)
+    is joined like the others, a damaged last session fails its run, naming the file; a file that names
+    no run is an unnamed entry (reported as unreadable).
     """
     from regmix import wandb_runs
 
+    if not Path(root).is_dir():
+        raise ConfigError(root, "no such folder of wandb offline runs")
     found, sessions = [], {}
     for path in wandb_runs.find_offline_runs(root):
         try:
-            run = wandb_runs.read_offline_run(path)
+            run = wandb_runs.read_offline_run(path, partial=True)
         except ConfigError as exc:
-            found.append(RunLosses(path.parent.name, str(path), {}, None, str(exc)))
+            found.append(RunLosses("", str(path), {}, None, exc.problem))
+            continue
+        if not (run.name or run.run_id):
+            found.append(RunLosses("", str(path), {}, None, run.damage or "names no run"))
             continue
         sessions.setdefault((run.name or run.run_id, run.run_id), []).append((path, run))
     for (name, _), parts in sessions.items():
         history = [row for _, run in parts for row in run.history]
         source = ", ".join(str(p) for p, _ in parts)
-        found.append(_losses_from_history(name, source, history, step))
-        found[-1].requested = _recorded_mixture(parts[-1][1].config, source, name)
+        entry = _losses_from_history(name, source, history, step)
+        last_path, last = parts[-1]
+        if last.damage:
+            entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
+        entry.requested = _recorded_mixture(last.config, source, name)
+        found.append(entry)
     return found
 
 
@@ -217,9 +235,9 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
     """
     configs_by_name = {p.stem: load_run_config(p) for p in run_config_paths(configs)}
     if not configs_by_name:
-        raise ConfigError(configs, "no config files (*.yaml) in this folder")
+        raise ConfigError(configs, "no config files (*.yaml) in this folder (python -m regmix.synthesize writes them)")
     if runs is None and wandb_dir is None and project is None:
-        raise ValueError("give at least one loss source: runs, wandb_dir or project")
+        raise ValueError("give at least one loss source: --runs, --wandb-dir or --project")
     found: list[RunLosses] = []
     if runs is not None:
         found += _local_losses(runs, step)
@@ -233,6 +251,8 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
     for entry in found:
         if entry.name in configs_by_name:
             by_name.setdefault(entry.name, []).append(entry)
+        elif not entry.name and entry.problem:
+            report.unreadable[entry.source] = entry.problem
         else:
             report.orphans[entry.name or "<unnamed>"] = entry.source
     targets = _targets(list(configs_by_name.values()), found)
@@ -273,23 +293,39 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
 
     if strict and report.problems():
         raise ConfigError(configs, "runs are not all usable (--strict):\n" + "\n".join(report.problems()))
+    if not report.collected:  # CSVs without a run would replace good ones and fail at fit
+        problems = sorted(report.problems(), key=lambda line: line.startswith("missing:"))  # the telling ones first
+        more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+        sources = ", ".join(str(s) for s in (runs, wandb_dir, project) if s is not None)
+        raise ConfigError(sources, f"no usable run for any of the {len(configs_by_name)} configs in {configs} "
+                                   f"({'; '.join(problems[:3])}{more}); point the sources at this sweep's runs, "
+                                   "or train them first")
     observations = Observations(tuple(domains), tuple(targets), tuple(index),
                                 np.array(mixture_rows, dtype=np.float64).reshape(len(index), len(domains)),
                                 np.array(loss_rows, dtype=np.float64).reshape(len(index), len(targets)))
     return Collection(observations, report)
 
 
+def file_tag(text: str) -> str:
+    """An argparse type: a part of a file name (letters, digits, `_`, `.`, `-`), so the CSVs land where expected."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be part of a file name: use letters, digits, _ . -")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.collect", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.collect", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", type=Path, required=True, help="sweep folder of n<i>.yaml configs")
     p.add_argument("--runs", type=Path, help="local sweep output: <runs>/<name>/result.json")
     p.add_argument("--wandb-dir", type=Path, help="folder holding wandb offline runs (offline-run-*/run-*.wandb)")
     p.add_argument("--project", help="wandb project (entity/project) to read online")
-    p.add_argument("--step", type=int, help="take the losses logged at this step instead of the last ones")
+    p.add_argument("--step", type=integer_at_least(0),
+                   help="take the losses logged at this step instead of the last ones")
     p.add_argument("--output", type=Path, default=Path("data"), help="folder for the two CSVs (default: data)")
-    p.add_argument("--scale", default="1m", help="proxy scale in the file names (default: 1m)")
-    p.add_argument("--corpus", default="pile", help="corpus tag in the loss file name (default: pile)")
+    p.add_argument("--scale", type=file_tag, default="1m", help="proxy scale in the file names (default: 1m)")
+    p.add_argument("--corpus", type=file_tag, default="pile",
+                   help="corpus tag in the loss file name (default: pile)")
     p.add_argument("--strict", action="store_true", help="fail if any run is missing, failed, duplicated or orphaned")
     p.add_argument("--requested", action="store_true",
                    help="write the mixture each config asked for instead of the one its run achieved "
@@ -298,19 +334,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Collection:
+    """The command: collect, report, write both CSVs (nothing is written unless at least one run is usable)."""
     args = _parser().parse_args(argv)
-    try:
-        collection = collect(args.configs, args.runs, args.wandb_dir, args.project, args.step, args.strict,
-                             args.requested)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(collection.report.summary())
+    check_output_folder(args.output)
+    collection = collect(args.configs, args.runs, args.wandb_dir, args.project, args.step, args.strict,
+                         args.requested)
+    report = collection.report
+    print(report.summary())
     paths = collection.observations.save(args.output / mixture_csv_name(args.scale),
                                          args.output / loss_csv_name(args.corpus, args.scale))
     for path in paths:
         print(f"wrote {path}")
+    if report.problems():
+        print(f"warning: {len(report.problems())} runs or run files are not in the CSVs (listed above; "
+              "--strict makes that an error)", file=sys.stderr)
     return collection
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

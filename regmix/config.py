@@ -13,18 +13,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import yaml
 
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
-from regmix.schema import strip_train, strip_valid, train_key, valid_key
+from regmix.schema import safe_name, strip_train, strip_valid, train_key, valid_key
 
 
 def setting_field(default: Any, help: str) -> Any:
@@ -61,26 +62,45 @@ class TrainingSettings:
             raise ValueError(f"unknown training preset {name!r}; presets: {sorted(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
-    def problems(self) -> list[str]:
-        """Every setting the trainer cannot work with, one line each."""
-        found = [f"{name} must be > 0, got {getattr(self, name)}" for name in
-                 ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
-                  "block_size", "eval_tokens", "grad_clip") if not getattr(self, name) > 0]
-        if self.micro_batch_size > 0 and self.global_batch_size % self.micro_batch_size:
-            found.append(f"global_batch_size {self.global_batch_size} is not a multiple of "
-                         f"micro_batch_size {self.micro_batch_size}")
-        if self.warmup_steps < 0 or not self.learning_rate > 0 or self.min_lr < 0:
-            found.append("learning_rate must be > 0, min_lr and warmup_steps >= 0")
-        if self.lr_schedule not in ("constant", "cosine"):
-            found.append(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.weight_decay < 0:
-            found.append("beta1 and beta2 must be in [0, 1), weight_decay >= 0")
-        return found
+    def problems(self, spell: Callable[[str], str] = str) -> list[str]:
+        """Every setting the trainer cannot work with, one line each; `spell` names a field as the input
+        does (`--max-step` on a command line, `proxy.max_step` in an experiment)."""
+        checks = [(getattr(self, name) > 0, name, "must be > 0") for name in
+                  ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
+                   "block_size", "eval_tokens", "grad_clip")]
+        models = model_names()
+        checks += [(self.model_name in models, "model_name", f"must be a model preset of {models}"),
+                   (self.micro_batch_size <= 0 or self.global_batch_size % self.micro_batch_size == 0,
+                    "global_batch_size", f"must be a multiple of {spell('micro_batch_size')} {self.micro_batch_size}"),
+                   (0 < self.learning_rate < math.inf, "learning_rate", "must be > 0 and finite"),
+                   (0 <= self.min_lr < math.inf, "min_lr", "must be >= 0 and finite"),
+                   (self.lr_schedule != "cosine" or self.min_lr <= self.learning_rate, "min_lr",
+                    f"must be at most {spell('learning_rate')} {self.learning_rate} (the cosine decays to it)"),
+                   (self.lr_schedule in ("constant", "cosine"), "lr_schedule", "must be constant or cosine"),
+                   (self.warmup_steps >= 0, "warmup_steps", "must be >= 0"),
+                   (0 <= self.beta1 < 1, "beta1", "must be in [0, 1)"),
+                   (0 <= self.beta2 < 1, "beta2", "must be in [0, 1)"),
+                   (0 <= self.weight_decay < math.inf, "weight_decay", "must be >= 0 and finite"),
+                   (self.seed >= 0, "seed", "must be >= 0")]
+        return [f"{spell(name)} {problem}, got {getattr(self, name)!r}" for ok, name, problem in checks if not ok]
 
-    def validate(self, source: str | os.PathLike) -> None:
-        found = self.problems()
+    def validate(self, source: str | os.PathLike, spell: Callable[[str], str] = str) -> None:
+        """Raise one ConfigError naming `source` and every bad setting, before anything trains."""
+        found = self.problems(spell)
         if found:
             raise ConfigError(source, "; ".join(found))
+
+
+def model_names() -> list[str]:
+    """The model presets a config may name (imported here: regmix.models loads litgpt, seconds of import)."""
+    from regmix.models import PRESETS as MODELS
+
+    return sorted(MODELS)
+
+
+def flag_name(field_name: str) -> str:
+    """How a settings field is spelled on the command line (add_settings_arguments): `--max-step`."""
+    return "--" + field_name.replace("_", "-")
 
 
 PRESETS: dict[str, TrainingSettings] = {
@@ -119,7 +139,7 @@ def add_settings_arguments(parser: argparse._ActionsContainer, defaults: Any, sk
         if f.name not in skip:
             value = getattr(defaults, f.name)
             shown = f"{only_given}, else {value}" if only_given else "%(default)s"
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value),
+            parser.add_argument(flag_name(f.name), type=type(value),
                                 default=argparse.SUPPRESS if only_given else value,
                                 help=f"{f.metadata.get('help', f.name)} (default: {shown})")
 
@@ -201,6 +221,11 @@ class RunConfig:
             raise ConfigError(source, f"unknown valid domains {missing}; the corpus has {list(manifest.valid_domains)}")
 
 
+def train_mixture(raw: dict, source: str | os.PathLike) -> Mixture:
+    """A `train:` section (`train_<domain>: weight`) as a mixture; a domain names shard files and columns."""
+    return Mixture.from_dict({safe_name(strip_train(str(k)), "domain", source): v for k, v in raw.items()}, source)
+
+
 def _stages(raw: Any, source: str | os.PathLike, max_step: int) -> tuple[Stage, ...]:
     stages, previous = [], 0
     for i, item in enumerate(raw):
@@ -212,8 +237,7 @@ def _stages(raw: Any, source: str | os.PathLike, max_step: int) -> tuple[Stage, 
                                       f"got {until!r}")
         if not isinstance(item["train"], dict):
             raise ConfigError(source, f"schedule stage {i + 1}: 'train:' must map train_<domain> to a weight")
-        mixture = Mixture.from_dict({strip_train(str(k)): v for k, v in item["train"].items()}, source)
-        stages.append(Stage(until, mixture))
+        stages.append(Stage(until, train_mixture(item["train"], source)))
         previous = until
     if not stages:
         raise ConfigError(source, "'schedule:' has no stages")
@@ -245,6 +269,22 @@ def _schedule(data: dict, source: str | os.PathLike, training: TrainingSettings
     raise ConfigError(source, "'schedule:' must be a list of {until_step, train} stages or {policy: <name>, ...}")
 
 
+def setting_value(key: str, value: Any, kind: type, source: str | os.PathLike) -> Any:
+    """A setting read from a file as its field's type: `1e3` steps are 1000, `1.5` steps or `true` are refused."""
+    if kind is str:
+        if isinstance(value, str):
+            return value
+    elif not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is not None and (kind is float or number.is_integer()):
+            return kind(number)
+    raise ConfigError(source, f"{key} must be {'a whole number' if kind is int else 'a ' + kind.__name__}, "
+                              f"got {value!r}")
+
+
 def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
                          defaults: TrainingSettings | None = None) -> RunConfig:
     """A config from parsed YAML; training settings the file lacks come from `defaults` (RegMix's proxies)."""
@@ -261,13 +301,8 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
             sampling[key] = value
         else:
             extra[key] = value
-    for key, value in list(settings.items()):
-        kind = type(getattr(defaults, key))
-        try:
-            settings[key] = kind(value) if kind is not int else int(float(value))
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(source, f"{key} must be a {kind.__name__}, got {value!r}") from None
-    training = dataclasses.replace(defaults, **settings)
+    training = dataclasses.replace(defaults, **{key: setting_value(key, value, type(getattr(defaults, key)), source)
+                                                for key, value in settings.items()})
     training.validate(source)
     stages, policy = _schedule(data, source, training)
     train_raw = data.get("train")
@@ -278,7 +313,7 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
             raise ConfigError(source, "missing the 'train:' section")
         if not isinstance(train_raw, dict) or not train_raw:
             raise ConfigError(source, "the 'train:' section has no domains")
-        train = Mixture.from_dict({strip_train(str(k)): v for k, v in train_raw.items()}, source)
+        train = train_mixture(train_raw, source)
         if stages and not train.close_to(stages_mean(stages, training.max_step), atol=1e-6):
             raise ConfigError(source, "'train:' differs from the schedule's step-weighted mean; leave it out "
                                       "and it is computed")
@@ -289,7 +324,7 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
     valid_raw = data.get("valid") or {}
     if not isinstance(valid_raw, dict):
         raise ConfigError(source, "the 'valid:' section must map valid_<domain> to a weight")
-    valid = tuple(strip_valid(str(k)) for k in valid_raw)
+    valid = tuple(safe_name(strip_valid(str(k)), "valid domain", source) for k in valid_raw)
     return RunConfig(name=name, train=train, valid=valid, training=training, sampling=sampling, extra=extra,
                      stages=stages, policy=policy)
 
@@ -297,7 +332,8 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
 def load_run_config(path: str | os.PathLike, defaults: TrainingSettings | None = None) -> RunConfig:
     """Read one RegMix config file (ours or RegMix's own); the run name is the file's stem."""
     path = Path(path)
-    return run_config_from_dict(read_yaml(path), path, path.stem, defaults)
+    return run_config_from_dict(read_yaml(path), path, safe_name(path.stem, "run name (the file's name)", path),
+                                defaults)
 
 
 def save_run_config(config: RunConfig, path: str | os.PathLike) -> None:
@@ -309,9 +345,12 @@ def _natural_key(path: Path) -> tuple:
 
 
 def run_config_paths(folder: str | os.PathLike) -> list[Path]:
-    """Config files of a sweep folder in natural order (n2 before n10)."""
+    """Config files of a sweep folder in natural order (n2 before n10); hidden files are not configs, and a
+    file name that cannot name a run folder is refused."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(folder, "not a folder of config files")
     paths = [p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")]
+    for path in paths:
+        safe_name(path.stem, "run name (the file's name)", path)
     return sorted(paths, key=_natural_key)

@@ -21,6 +21,8 @@ from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
 from regmix.files import ConfigError, read_yaml
 from regmix.mixture import Mixture
+from regmix.regressors import REGRESSORS
+from regmix.schema import safe_name
 from regmix.search import PROPOSERS
 from regmix.synthesize import SynthesisSettings
 from regmix.train.executor import Executor, executor_from_args
@@ -161,7 +163,7 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
         default = getattr(base, key)
         if isinstance(default, list) and isinstance(value, str):
             value = [value]
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None:
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
             try:
                 value = type(default)(value)
             except (TypeError, ValueError):
@@ -182,7 +184,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     unknown = sorted(set(data) - set(sections) - set(top[:-1]))
     if unknown:
         raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
-    experiment.name = str(data.get("name", experiment.name))
+    experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
     experiment.method = str(data.get("method", experiment.method))
     if experiment.method not in PROPOSERS:
         raise ConfigError(path, f"unknown method {experiment.method!r}; known: {sorted(PROPOSERS)}")
@@ -192,15 +194,21 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
     check_search_settings(experiment.search, path)
     check_simulation_settings(experiment.simulation, path)
+    check_fit_settings(experiment.fit, path)
     if experiment.sweep.num_configs < 1 or experiment.sweep.anchor_seeds < 0:
         raise ConfigError(path, "'sweep.num_configs' must be >= 1 and 'sweep.anchor_seeds' >= 0")
     try:
         experiment.sweep.make_executor()
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, f"'sweep.executor': {exc}") from None
-    experiment.proxy.validate(path)
-    experiment.synthesis.validate(path)
+    experiment.proxy.validate(path, section_spelling("proxy"))
+    experiment.synthesis.validate(path, section_spelling("synthesis"))
     return experiment
+
+
+def section_spelling(section: str) -> Callable[[str], str]:
+    """How an experiment file names a setting of one of its sections: `'proxy.max_step'`."""
+    return lambda name: f"'{section}.{name}'"
 
 
 def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experiment:
@@ -256,6 +264,14 @@ def check_simulation_settings(simulation: SimulationSettings, source: Path) -> N
             raise ConfigError(source, problem)
 
 
+def check_fit_settings(fit: FitSettings, source: Path) -> None:
+    """The `fit:` section names known regressors, before any proxy trains for them."""
+    if not isinstance(fit.regressors, list) or not fit.regressors or set(map(str, fit.regressors)) - set(REGRESSORS):
+        raise ConfigError(source, f"'fit.regressors' must name regressors of {list(REGRESSORS)}, got {fit.regressors}")
+    if fit.folds < 1:
+        raise ConfigError(source, f"'fit.folds' must be >= 1 (1: no cross-validation), got {fit.folds}")
+
+
 def check_search_settings(search: SearchSettings, source: Path) -> None:
     """The `search:` section's shapes, before anything trains."""
     start = search.start_from
@@ -285,6 +301,7 @@ def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], No
     report("[prepare] tokenizing (incremental)")
     manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True)
     objective = experiment_objective(experiment, manifest, source)
+    experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), len(manifest.train_domains))
     for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
         if manifest.empty_domains(split):
             report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "

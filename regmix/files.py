@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -39,6 +39,17 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(path, f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
 
 
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """A folder a command will write into: refused at once when a file is in its way (not halfway through)."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(folder, f"is a file, but {path} should be a folder to write into")
+            break
+    return path
+
+
 def read_json_in(path: str | os.PathLike, file_name: str, missing: str) -> tuple[Path, Any]:
     """Parse a JSON file given by its path or by the folder holding it as `file_name`."""
     path = Path(path)
@@ -54,7 +65,8 @@ os.umask(_UMASK)
 
 
 def replace_atomic(path: str | os.PathLike, write: Any) -> None:
-    """Call `write(temporary path)`, then rename it over `path`: readers see the old file or the new one."""
+    """Call `write(temporary path)`, then rename it over `path`: readers see the old file or the new one. A
+    failed write names `path` (a full disk's own error names no file, or the temporary one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,23 +75,44 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; others on a shared sweep read them too
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename not in (None, tmp):  # about another file (a source read while writing, say)
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file via a temporary file and rename."""
-    replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_files(contents: Mapping[str | os.PathLike, bytes]) -> None:
+    """Write files whole and together: each to a temporary file next to it and onto the disk (fsync), and only
+    once all are written are they renamed over the old ones, so a full disk or a kill while writing leaves every
+    old file as it was (a kill between two renames aside)."""
+    items = list(contents.items())
+
+    def write(index: int) -> None:
+        path, data = items[index]
+
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            if index + 1 < len(items):
+                write(index + 1)  # the next file's temporary file, before this one is renamed
+
+        replace_atomic(path, fill)
+
+    if items:
+        write(0)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a binary file via a temporary file, on disk before the rename: a crash cannot leave it empty."""
+    write_files({path: data})
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
 
-    replace_atomic(path, write)
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file via a temporary file, on disk before the rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))

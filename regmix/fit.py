@@ -23,6 +23,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
+from regmix.cli import ArgumentParser, integer_at_least, run_command, share
 from regmix.files import ConfigError
 from regmix.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.fit
 from regmix.observations import Observations, read_csvs
@@ -159,6 +160,8 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     runs held out) leaves fewer than 3 runs. `targets`: valid domains (or their loss columns) to model,
     all observed ones by default.
     """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1 (1: no cross-validation), got {folds}")
     observations = observations.select(targets or observations.targets)
     X, Y = observations.mixture_frame(), observations.loss_frame()
     smallest = smallest_training_set(len(X), folds, extrapolation)
@@ -167,6 +170,8 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
         raise ValueError(f"too few runs: {', '.join(short)} runs for {X.shape[1]} domains, and the smallest fit here "
                          f"({len(X)} runs, {folds} folds) sees {smallest}; train more runs, use fewer folds or "
                          "another regressor")
+    if folds > len(X):
+        raise ValueError(f"{len(X)} runs cannot be split into {folds} folds; use at most {len(X)} folds")
     rows_per_fold = len(observations) * (folds - 1) // folds if folds > 1 else len(observations)
     if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
         print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "
@@ -198,9 +203,23 @@ def _as_dict(table: pd.DataFrame | None) -> dict[str, dict[str, float]]:
     return table.to_dict(orient="index") if table is not None else {}
 
 
+def fit_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike, models: Sequence[str] = (BEST,),
+             targets: Sequence[str] | None = None, folds: int = 5, num_threads: int = 2,
+             extrapolation: float = 0.2) -> FittedModel:
+    """`fit` on RegMix's two CSVs; what their runs cannot give (too few of them, a target they lack) names the loss
+    CSV, the file the user must grow or fix."""
+    observations = read_csvs(mixture_csv, loss_csv)
+    try:
+        return fit(observations, models, targets, folds, num_threads, extrapolation)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # fit's own checks and scikit-learn's refusals of these rows
+        raise ConfigError(loss_csv, f"{exc} (mixtures: {mixture_csv})") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.fit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.fit", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixtures", type=Path, default=Path("data/train_mixture_1m.csv"),
                    help="mixture CSV (index, train_<domain>...)")
     p.add_argument("--losses", type=Path, default=Path("data/train_pile_loss_1m.csv"),
@@ -209,26 +228,26 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"regressor(s); with several, the best by mean CV and extrapolation Spearman is kept "
                         f"(default: {BEST})")
     p.add_argument("--target", nargs="+", help="loss column(s) or valid domain(s) to model (default: all)")
-    p.add_argument("--folds", type=int, default=5,
-                   help="K of K-fold CV on the training rows (1: skip CV and extrapolation CV)")
-    p.add_argument("--extrapolation", type=float, default=0.2,
-                   help="share of runs, the farthest from the centre, held out for extrapolation CV")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
+    p.add_argument("--folds", type=integer_at_least(1), default=5,
+                   help="K of K-fold CV on the training rows, >= 2; 1: no cross-validation at all (neither K-fold "
+                        "nor extrapolation CV), the first --model is kept (default: %(default)s)")
+    p.add_argument("--extrapolation", type=share(), default=0.2,
+                   help="share of runs, the farthest from the centre, held out for extrapolation CV, in (0, 1)")
+    p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
+                   help="LightGBM threads (default: all cores)")
     p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for regmix.simulate")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> FittedModel:
+    """The command: fit on the two CSVs and write the model file (the old one stays unless the new one is whole)."""
     args = _parser().parse_args(argv)
-    try:
-        model = fit(read_csvs(args.mixtures, args.losses), args.model, args.target, args.folds, args.threads,
-                    args.extrapolation)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
+                     args.extrapolation)
     path = model.save(args.output)
     print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {path}")
     return model
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -28,7 +28,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Product, Sum, WhiteKernel
 from sklearn.linear_model import LinearRegression
 
-from regmix.files import ConfigError, write_bytes_atomic
+from regmix.files import ConfigError, write_files
 from regmix.mixing_law import LogLinearMixingLaw
 from regmix.regressors import (
     REGRESSORS,
@@ -65,7 +65,7 @@ def save_model(model: FittedModel, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     path = Path(path)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_files({path: buffer.getvalue()})
     return path
 
 
@@ -92,9 +92,11 @@ def _read_arrays(path: Path) -> Arrays:
         with open(path, "rb") as file:
             head = file.read(len(_ZIP))
     except FileNotFoundError:
-        raise ConfigError(path, "file not found") from None
+        raise ConfigError(path, f"file not found (fit one: python -m regmix.fit ... --output {path})") from None
     except OSError as exc:
-        raise ConfigError(path, f"cannot read: {exc}") from None
+        raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not head:
+        raise ConfigError(path, f"empty file; fit it again: python -m regmix.fit ... --output {path}")
     if head.startswith(_PICKLE) or (path.suffix in _PICKLE_SUFFIXES and not head.startswith(_ZIP)):
         raise ConfigError(path, LEGACY)
     if not head.startswith(_ZIP):
@@ -129,7 +131,10 @@ def _settings(path: Path, arrays: Arrays) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, exc: Exception) -> ConfigError:
-    return ConfigError(path, f"a damaged or foreign model file ({type(exc).__name__}: {exc})")
+    """The error for a file that breaks while being read: what broke (never an empty reason) and what to do."""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__
+    return ConfigError(path, f"a damaged or foreign model file ({detail}); fit it again: python -m regmix.fit ... "
+                             f"--output {path}")
 
 
 def _plain(value: Any) -> Any:

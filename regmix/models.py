@@ -6,9 +6,10 @@ to a multiple of 64 as in RegMix) and the run config fixes the context length (b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litgpt import GPT, Config
+if TYPE_CHECKING:  # litgpt takes seconds to import: commands that only read configs never need it
+    from litgpt import GPT, Config
 
 PADDING_MULTIPLE = 64
 
@@ -38,6 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def model_config(model_name: str, vocab_size: int, block_size: int) -> Config:
     """litgpt `Config` of a preset for a tokenizer's vocabulary and a context length."""
+    from litgpt import Config
+
     if model_name not in PRESETS:
         raise ValueError(f"unknown model_name {model_name!r}; presets: {sorted(PRESETS)}")
     return Config(name=model_name, vocab_size=vocab_size, block_size=block_size,
@@ -46,6 +49,8 @@ def model_config(model_name: str, vocab_size: int, block_size: int) -> Config:
 
 def build_model(model_name: str, vocab_size: int, block_size: int) -> GPT:
     """A freshly initialised litgpt GPT of the named preset (seed torch first for reproducibility)."""
+    from litgpt import GPT
+
     return GPT(model_config(model_name, vocab_size, block_size))
 
 

@@ -10,7 +10,9 @@ names only, does not import pandas.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from regmix.files import ConfigError, replace_atomic
+from regmix.files import ConfigError, write_files
+from regmix.mixture import SUM_TOLERANCE
 from regmix.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
 
 
@@ -83,32 +86,45 @@ class Observations:
                                    mixtures=np.column_stack(columns) if columns else np.empty((len(self), 0)))
 
     def save(self, mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> tuple[Path, Path]:
-        """Write RegMix's two CSVs (each whole or not at all)."""
-        tables = ((mixture_csv, self.mixture_frame().rename(columns=train_key)),
-                  (loss_csv, self.loss_frame().rename(columns=loss_column)))
-        for path, table in tables:
-            replace_atomic(path, table.to_csv)
+        """Write RegMix's two CSVs, whole and together: a full disk or a kill never leaves one new and one old (or
+        one cut short), whose rows would then pair mixtures with losses they did not cause."""
+        write_files({mixture_csv: self.mixture_frame().rename(columns=train_key).to_csv().encode("utf-8"),
+                     loss_csv: self.loss_frame().rename(columns=loss_column).to_csv().encode("utf-8")})
         return Path(mixture_csv), Path(loss_csv)
 
 
 def _read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """One CSV indexed by its `index` column, every other value a finite number."""
+    """One CSV indexed by its `index` column, at least one run, every other value a finite number."""
     try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found (python -m regmix.collect writes it)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot read CSV: {exc}") from None
+    if not text.strip():
+        raise ConfigError(path, "empty file: collect the runs again (python -m regmix.collect)")
+    header = next(csv.reader(text.splitlines()[:1]))
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if repeated:  # pandas would rename the second `train_a` to `train_a.1`: a domain nobody trained on
+        raise ConfigError(path, f"columns {repeated} appear more than once")
+    try:
+        table = pd.read_csv(io.StringIO(text))
+    except ValueError as exc:
         raise ConfigError(path, f"cannot read CSV: {exc}") from None
     if INDEX_NAME not in table.columns:
         raise ConfigError(path, f"no '{INDEX_NAME}' column (RegMix's CSV layout: {INDEX_NAME}, <columns>...)")
     labels = table[INDEX_NAME]
     if labels.duplicated().any():
         raise ConfigError(path, f"duplicated index values {sorted(set(labels[labels.duplicated()]))}")
+    if table.empty:
+        raise ConfigError(path, "no runs in it, only a header: collect the runs again (python -m regmix.collect)")
     values = table.drop(columns=INDEX_NAME).apply(pd.to_numeric, errors="coerce")
     bad = ~np.isfinite(values.to_numpy(dtype=float))
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise ConfigError(path, f"{int(bad.sum())} values are not finite numbers, first in row "
                                 f"{labels.iloc[row]}, column {values.columns[col]!r}: "
-                                f"{table[values.columns[col]].iloc[row]!r}")
+                                f"{table[values.columns[col]].iloc[row]}")
     return values.set_index(pd.Index(labels, name=INDEX_NAME))
 
 
@@ -125,6 +141,7 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Ob
     bad = [c for c in losses.columns if loss_domain(c) is None]
     if bad:
         raise ConfigError(loss_csv, f"columns {bad} are not {loss_column('<domain>')}")
+    _check_mixtures(mixtures, mixture_csv)
     only_m = mixtures.index.difference(losses.index)
     only_l = losses.index.difference(mixtures.index)
     if len(only_m) or len(only_l):
@@ -134,3 +151,17 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Ob
     targets = tuple(loss_domain(c) for c in losses.columns)
     return Observations(domains, targets, tuple(mixtures.index), mixtures.to_numpy(),
                         losses.loc[mixtures.index].to_numpy())
+
+
+def _check_mixtures(mixtures: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Every row a mixture: weights >= 0 that sum to 1 (a row that does not was edited or written by something else,
+    and a regressor fit on it answers for mixtures no run trained on)."""
+    negative = mixtures.lt(0).any(axis=1)
+    if negative.any():
+        raise ConfigError(path, f"run {negative.idxmax()} has a negative weight; a mixture's weights are >= 0")
+    sums = mixtures.sum(axis=1)
+    off = (sums - 1.0).abs() > SUM_TOLERANCE
+    if off.any():
+        raise ConfigError(path, f"the weights of run {off.idxmax()} sum to {sums[off.idxmax()]:.6g}, not 1 "
+                                f"({int(off.sum())} runs off by more than {SUM_TOLERANCE:g}); a mixture's weights "
+                                "sum to 1")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from regmix.cli import ArgumentParser, run_command
 from regmix.collect import collect
 from regmix.config import RunConfig, load_run_config, run_config_paths, save_run_config
 from regmix.data.corpus import CorpusManifest
@@ -294,17 +295,13 @@ def format_report(summary: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m regmix.pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.pipeline", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
     add_executor_arguments(p)
     args = p.parse_args(argv)
-    try:
-        experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
-        return run_pipeline(experiment)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    return run_pipeline(with_executor(load_experiment(args.config) if args.config else Experiment(), args))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -3,11 +3,16 @@
 RegMix's files spell a domain three ways: `train_<domain>` in config YAML and the mixture CSV,
 `valid_<domain>` in config YAML, and `metric/<domain>_val_loss` in wandb and the loss CSV. In memory
 a domain is always its bare name; every conversion to and from those spellings is written here.
+Every name that becomes part of a path (configs, experiments, domains, mixtures) passes `safe_name`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any
+
+from regmix.files import ConfigError
 
 TRAIN_PREFIX = "train_"
 VALID_PREFIX = "valid_"
@@ -24,6 +29,24 @@ RESULT_NAME = "result.json"
 HISTORY_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOCK_NAME = "lock"
+NAME_LENGTH = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_name(name: Any, what: str, source: str | os.PathLike) -> str:
+    """`name` as a string if it can be one file or folder name, else a ConfigError naming `source` and the name.
+
+    Run folders are `<output>/<config name>/`, experiments write `runs/<name>/`, a domain names shard
+    files: a `/`, a `..` or a leading dot would put files outside their folder or hide them.
+    """
+    text = str(name)
+    problems = [(not text, "is empty"), (len(text) > NAME_LENGTH, f"is over {NAME_LENGTH} characters long"),
+                ("/" in text or "\\" in text, "holds a path separator"), (text.startswith("."), "starts with a dot"),
+                (_CONTROL.search(text) is not None, "holds a control character")]
+    for bad, problem in problems:
+        if bad:
+            raise ConfigError(source, f"{what} {text[:NAME_LENGTH]!r} cannot name a file: it {problem}")
+    return text
 
 
 def train_key(domain: str) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +25,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
+import yaml
 from tqdm.auto import tqdm
 
-from regmix.config import RunConfig, TrainingSettings, save_run_config
-from regmix.files import ConfigError
+from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
+from regmix.config import RunConfig, TrainingSettings
+from regmix.files import ConfigError, write_files
 from regmix.fit import FittedModel, load_model
 from regmix.mixture import Mixture, project_onto_simplex
 from regmix.optimum import RepetitionCaps, exact_optimum
@@ -178,6 +182,8 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
         raise ValueError(f"need num_candidates >= top_k >= 1, got {num_candidates} and {top_k}")
     if not 0 < screen <= 1:
         raise ValueError("screen must be in (0, 1]")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     domains = model.domains
     prior = natural.vector(domains)
     prior = prior / prior.sum()
@@ -310,7 +316,13 @@ def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], o
 
 
 def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:
-    """Bars of the natural and the optimal weight per domain."""
+    """Bars of the natural and the optimal weight per domain, as a PNG written whole or not at all."""
+    write_files({path: mixture_plot(natural, optimal)})
+    return Path(path)
+
+
+def mixture_plot(natural: Mixture, optimal: Mixture) -> bytes:
+    """`plot_mixtures`'s PNG, in memory: a command writes it together with the config it shows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -324,9 +336,10 @@ def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -
     ax.set_ylabel("weight")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    return Path(path)
+    return png.getvalue()
 
 
 def parse_objective(items: Sequence[str] | None) -> dict[str, float]:
@@ -335,33 +348,52 @@ def parse_objective(items: Sequence[str] | None) -> dict[str, float]:
     for item in items or ():
         name, _, weight = item.partition("=")
         try:
-            objective[name] = objective.get(name, 0.0) + (float(weight) if weight else 1.0)
+            value = float(weight) if weight else 1.0
         except ValueError:
-            raise ValueError(f"bad target {item!r}: use <valid_domain> or <valid_domain>=<weight>") from None
+            value = math.nan
+        if not name or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--target {item!r}: use <valid_domain> or <valid_domain>=<weight>, a weight >= 0")
+        objective[name] = objective.get(name, 0.0) + value
+    if objective and not any(objective.values()):
+        raise ValueError(f"--target {' '.join(items or ())}: the weights are all 0")
     return objective
 
 
+def check_prior(natural: Mixture, model: FittedModel, prior: str | os.PathLike, model_path: str | os.PathLike
+                ) -> None:
+    """Raise ConfigError naming both files unless the prior covers the model's domains, and only those: a domain
+    the prior lacks could never be drawn, and one the model lacks would be scored as if it were not there."""
+    only_model = [d for d in model.domains if d not in natural.domains]
+    only_prior = [d for d in natural.active() if d not in model.domains]
+    if only_model or only_prior:
+        raise ConfigError(prior, f"its domains do not match those of the model {model_path}: only in the prior "
+                                 f"{only_prior}, only in the model {only_model}; give the prior the model's runs "
+                                 "were drawn from")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.simulate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.simulate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.fit")
     p.add_argument("--prior", default="the_pile",
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
     p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: "
                    "the_pile_pile_cc or the_pile_pile_cc=0.7 the_pile_arxiv=0.3 (default: the model's first target)")
-    p.add_argument("--num-candidates", type=int, default=1_000_000,
-                   help="mixtures drawn from the prior and scored (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=128,
+    p.add_argument("--num-candidates", type=integer_at_least(1), default=1_000_000,
+                   help="mixtures drawn from the prior and scored, at least --top-k (default: %(default)s)")
+    p.add_argument("--top-k", type=integer_at_least(1), default=128,
                    help="the optimum is the mean of the best k candidates (default: %(default)s, as published)")
-    p.add_argument("--screen", type=float, default=0.01,
-                   help="fraction of each chunk the surrogate passes to the model (1: score all exactly)")
-    p.add_argument("--refine", type=int, default=0, help="candidates of a second round around the first optimum")
-    p.add_argument("--maximum-usage", type=float, default=SynthesisSettings.maximum_usage,
-                   help="epochs a domain may be repeated in the large run (bounds each weight)")
-    p.add_argument("--temperature", type=float, default=SynthesisSettings.temperature,
-                   help="prior = natural distribution ** temperature (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the candidates (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LightGBM threads (default: all cores)")
+    p.add_argument("--screen", type=share(include_one=True), default=0.01,
+                   help="fraction of each chunk the surrogate passes to the model, in (0, 1] (1: score all exactly)")
+    p.add_argument("--refine", type=integer_at_least(0), default=0,
+                   help="candidates of a second round around the first optimum")
+    p.add_argument("--maximum-usage", type=number_above(0.0), default=SynthesisSettings.maximum_usage,
+                   help="epochs a domain may be repeated in the large run (bounds each weight), > 0")
+    p.add_argument("--temperature", type=number_above(0.0), default=SynthesisSettings.temperature,
+                   help="prior = natural distribution ** temperature, > 0 (default: %(default)s)")
+    p.add_argument("--seed", type=integer_at_least(0), default=0, help="seed of the candidates (default: %(default)s)")
+    p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
+                   help="LightGBM threads (default: all cores)")
     p.add_argument("--large-model", default="tinyllama_1_1b", help="model_name written for the large run")
     p.add_argument("--output", type=Path, default=Path("optimal_mixture.yaml"),
                    help="where to write the optimal mixture config (default: %(default)s)")
@@ -371,18 +403,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Simulation:
-    args = _parser().parse_args(argv)
+    """The command: check every input before the simulation, then write the config and its plot together."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    plot = args.plot or args.output.with_suffix(".png")
+    if args.num_candidates < args.top_k:
+        parser.error(f"--num-candidates {args.num_candidates} must be at least --top-k {args.top_k}")
+    if plot.resolve() == args.output.resolve():
+        parser.error(f"--plot {plot} is the --output file; give the plot another name")
     settings = SynthesisSettings(maximum_usage=args.maximum_usage, temperature=args.temperature)
+    objective = parse_objective(args.target)
+    model = load_model(args.model)
+    natural, _ = load_prior(args.prior)
+    check_prior(natural, model, args.prior, args.model)
+    objective = objective or {model.targets[0]: 1.0}
     try:
-        model = load_model(args.model)
-        natural, _ = load_prior(args.prior)
-        objective = parse_objective(args.target) or {model.targets[0]: 1.0}
-        result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
-                          args.refine, args.seed, args.threads, not args.quiet)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    save_run_config(optimal_config(result, model, objective, args.large_model, settings), args.output)
-    plot = plot_mixtures(natural, result.mixture, args.plot or args.output.with_suffix(".png"))
+        objective_weights(model, objective)
+    except ValueError as exc:
+        raise ConfigError(args.model, f"{exc} (--target)") from None
+    result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
+                      args.refine, args.seed, args.threads, not args.quiet)
+    config = optimal_config(result, model, objective, args.large_model, settings)
+    # written as regmix.config.save_run_config writes a config, but together with its plot
+    text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
+    write_files({args.output: text.encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
     spread = "" if result.spread is None else f" +- {result.spread:.4f}"
     print(f"{result.candidates} candidates ({result.scored} scored by the model) in {result.seconds:.1f}s; "
           f"predicted loss {result.predicted_loss:.4f}{spread}")
@@ -393,4 +437,4 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -9,28 +9,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from regmix.cli import ArgumentParser, integer_at_least, run_command
 from regmix.config import (
     SAMPLING_KEYS,
     RunConfig,
     TrainingSettings,
     add_settings_arguments,
+    flag_name,
     save_run_config,
     setting_field,
     settings_from_args,
 )
-from regmix.files import ConfigError
+from regmix.files import ConfigError, check_output_folder
 from regmix.mixture import Mixture, load_distribution
+from regmix.schema import safe_name
 
 PRESETS = ("the_pile",)
+MAX_UNITS = 1e9  # 1/minimum: weights in these units must fit the int64 de-duplication
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,34 @@ class SynthesisSettings:
         """The settings recorded in each config file (RegMix's key names; `seed` is the run's seed)."""
         return {k: getattr(self, k) for k in SAMPLING_KEYS}
 
-    def validate(self, source: str | os.PathLike) -> None:
-        """Raise ConfigError naming `source` for constants the algorithm cannot work with."""
-        checks = [(self.temperature > 0, "temperature must be > 0"),
-                  (0 < self.min_strength <= self.max_strength, "need 0 < min_strength <= max_strength"),
-                  (self.num_strengths >= 1, "num_strengths must be >= 1"),
-                  (self.maximum_usage > 0, "maximum_usage must be > 0"),
-                  (0 < self.minimum <= 1, "minimum must be in (0, 1]"),
-                  (self.sample_multiplier >= 1, "sample_multiplier must be >= 1")]
-        for ok, problem in checks:
-            if not ok:
-                raise ConfigError(source, problem)
+    def problems(self, spell: Callable[[str], str] = str, domains: int | None = None) -> list[str]:
+        """Every constant the algorithm cannot work with, one line each (`spell`: as TrainingSettings').
+
+        Weights are rounded to multiples of `minimum` that must still sum to 1, so 1/minimum is a whole
+        number; with `domains` known it is at least their count, or a draw could lose every weight.
+        """
+        units = 1 / self.minimum if 0 < self.minimum <= 1 else math.nan
+        checks = [(0 < self.temperature < math.inf, "temperature", "must be > 0 and finite"),
+                  (0 < self.min_strength < math.inf, "min_strength", "must be > 0 and finite"),
+                  (self.min_strength <= self.max_strength < math.inf, "max_strength",
+                   f"must be >= {spell('min_strength')} and finite"),
+                  (self.num_strengths >= 1, "num_strengths", "must be >= 1"),
+                  (0 < self.maximum_usage < math.inf, "maximum_usage", "must be > 0 and finite"),
+                  (units <= MAX_UNITS and abs(units - round(units)) <= 1e-6 * units, "minimum",
+                   f"must be 1/k for a whole number k <= {MAX_UNITS:.0e} (weights are multiples of it and sum to "
+                   "1; published: 0.0002 = 1/5000)"),
+                  (domains is None or not units < domains, "minimum",
+                   f"must be at most 1/{domains} for {domains} domains (a draw could lose every weight)"),
+                  (self.sample_multiplier >= 1, "sample_multiplier", "must be >= 1"),
+                  (self.seed >= 0, "seed", "must be >= 0")]
+        return [f"{spell(name)} {problem}, got {getattr(self, name)!r}" for ok, name, problem in checks if not ok]
+
+    def validate(self, source: str | os.PathLike, spell: Callable[[str], str] = str,
+                 domains: int | None = None) -> None:
+        """Raise one ConfigError naming `source` and every bad constant."""
+        found = self.problems(spell, domains)
+        if found:
+            raise ConfigError(source, "; ".join(found))
 
 
 def usage_bounds(natural: np.ndarray, maximum_usage: float) -> np.ndarray:
@@ -109,13 +131,17 @@ def sparsify(weights: np.ndarray, minimum: float) -> np.ndarray:
 def synthesize(natural: Mixture, num_configs: int, settings: SynthesisSettings = SynthesisSettings()
                ) -> list[Mixture]:
     """`num_configs` distinct proxy mixtures around the natural token distribution."""
+    found = settings.problems(domains=len(natural.domains))
     if num_configs <= 0:
-        raise ValueError("num_configs must be > 0")
+        found.append(f"num_configs must be > 0, got {num_configs}")
+    if found:
+        raise ValueError("; ".join(found))
     rng = np.random.default_rng(settings.seed)
     prior = natural.weights / natural.weights.sum()
     weights = sparsify(draw_mixtures(prior, num_configs * settings.sample_multiplier, settings, rng),
                        settings.minimum)
-    weights = weights[(weights <= usage_bounds(prior, settings.maximum_usage) + 1e-12).all(axis=1)]
+    # rounding can push the largest weight below 0 when 1/minimum is near the number of domains
+    weights = weights[((weights >= 0) & (weights <= usage_bounds(prior, settings.maximum_usage) + 1e-12)).all(axis=1)]
     units = np.unique(np.rint(weights / settings.minimum).astype(np.int64), axis=0)
     if len(units) < num_configs:
         raise ValueError(f"only {len(units)} distinct mixtures pass the bounds, {num_configs} asked for: "
@@ -171,26 +197,28 @@ def plot_weights(mixtures: Sequence[Mixture], natural: Mixture, path: Path) -> N
 
 def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
     """Natural distribution and validation domains from a manifest, a YAML/JSON file or a preset name."""
-    if source in PRESETS:
-        path = Path(str(resources.files("regmix") / "presets" / f"{source}.yaml"))
+    path = Path(str(resources.files("regmix") / "presets" / f"{source}.yaml")) if source in PRESETS else Path(source)
+    if path.is_dir() or path.name == "manifest.json":
+        from regmix.data.corpus import load_manifest
+        manifest = load_manifest(path)
+        natural, valid = manifest.token_distribution(), manifest.valid_domains
     else:
-        path = Path(source)
-        if path.is_dir() or path.name == "manifest.json":
-            from regmix.data.corpus import load_manifest
-            manifest = load_manifest(path)
-            return manifest.token_distribution(), manifest.valid_domains
-    return load_distribution(path)
+        natural, valid = load_distribution(path)
+    for domain in natural.domains + tuple(valid):
+        safe_name(domain, "domain", path)
+    return natural, tuple(valid)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.synthesize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.synthesize", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", default="the_pile",
                    help=f"prepared corpus folder (its manifest), a YAML/JSON token distribution, or a preset: "
                         f"{PRESETS} (default: %(default)s)")
     p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"),
                    help="folder for n<i>.yaml (default: %(default)s)")
-    p.add_argument("--num-configs", type=int, default=512, help="how many configs to write (default: %(default)s)")
+    p.add_argument("--num-configs", type=integer_at_least(1), default=512,
+                   help="how many configs to write (default: %(default)s)")
     p.add_argument("--replace", action="store_true",
                    help="remove the n<i>.yaml configs already in --output first (their old runs are then "
                         "reported as another mixture's, never reused)")
@@ -203,19 +231,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """Write the configs; a bad flag or prior raises ConfigError naming it before anything is written."""
     args = _parser().parse_args(argv)
     settings = settings_from_args(SynthesisSettings(), args)
     training = dataclasses.replace(settings_from_args(TrainingSettings(), args), seed=settings.seed)
-    try:
-        training.validate("command line")
-        settings.validate("command line")
-        if args.num_configs < 1:
-            raise ConfigError("command line", "--num-configs must be >= 1")
-        natural, valid = load_prior(args.prior)
-        mixtures = synthesize(natural, args.num_configs, settings)
-        paths = write_configs(mixtures, args.valid or valid, args.output, training, settings, args.replace)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    valid = [safe_name(domain, "validation domain", "--valid") for domain in args.valid or ()]
+    natural, prior_valid = load_prior(args.prior)
+    settings.validate("command line", flag_name, domains=len(natural.domains))
+    training.validate("command line", flag_name)
+    check_output_folder(args.output)
+    mixtures = synthesize(natural, args.num_configs, settings)
+    paths = write_configs(mixtures, valid or prior_valid, args.output, training, settings, args.replace)
     print(f"wrote {len(paths)} configs to {args.output}/")
     if args.plot:
         plot_weights(mixtures, natural, args.output / "weights.png")
@@ -224,4 +250,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -19,20 +19,20 @@ reused or overwritten. The sweep itself is regmix.train.sweep; the loop regmix.t
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from regmix.config import run_config_paths
-from regmix.data.corpus import load_manifest
-from regmix.files import ConfigError
+from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
+from regmix.config import load_run_config, run_config_paths
+from regmix.data.corpus import load_manifest, verify_corpus
+from regmix.files import ConfigError, check_output_folder
 from regmix.train.executor import add_executor_arguments, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m regmix.train_proxy", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
         epilog="example:\n  python -m regmix.synthesize --prior the_pile --output mixture_config/demo "
@@ -44,11 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="prepared corpus folder (with manifest.json), made by `python -m regmix.prepare`")
     p.add_argument("--output", type=Path, default=None,
                    help="folder for the run folders (default: runs/<name of the config folder>)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=integer_at_least(0), default=0,
                    help="parallel worker processes; 0 = one per GPU on CUDA, one per core on CPU")
-    p.add_argument("--group-size", type=int, default=0,
+    p.add_argument("--group-size", type=integer_at_least(0), default=0,
                    help="proxies trained at once by one worker (stacked); 0 = 16 on CUDA, the CPU default on CPU")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", type=torch_device, default=None,
+                   help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
     p.add_argument("--wandb-project", default="regmix", help="wandb project name")
@@ -61,21 +62,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     folder = args.config if args.config.is_dir() else args.config.parent
     output = args.output or Path("runs") / folder.resolve().name
-    try:
-        if not args.config.exists():
-            raise ConfigError(args.config, "no such config file or folder")
-        manifest = load_manifest(args.corpus)
-        paths = run_config_paths(args.config) if args.config.is_dir() else [args.config]
-        if not paths:
-            raise ConfigError(args.config, "no .yaml configs in this folder")
-        entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
-                              group_size=args.group_size, wandb_mode=args.wandb, wandb_project=args.wandb_project,
-                              progress=not args.no_progress, executor=executor_from_args(args))
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 1 if any(e.status == "failed" for e in entries) else 0
+    if not args.config.exists():
+        raise ConfigError(args.config, "no such config file or folder")
+    check_output_folder(output)
+    manifest = load_manifest(args.corpus)
+    print(f"{args.corpus}: {verify_corpus(manifest).summary()}")  # once per sweep: a damaged shard trains nothing
+    paths = run_config_paths(args.config) if args.config.is_dir() else [args.config]
+    if not paths:
+        raise ConfigError(args.config, "no .yaml configs in this folder")
+    if not args.config.is_dir():  # one config: a bad one is bad input (exit 2), not a failed sweep
+        load_run_config(args.config).check_corpus(manifest, args.config)
+    entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
+                          group_size=args.group_size, wandb_mode=args.wandb, wandb_project=args.wandb_project,
+                          progress=not args.no_progress, executor=executor_from_args(args))
+    failed = [e.name for e in entries if e.status == "failed"]
+    if failed:
+        raise RunFailed(f"{output}: {len(failed)} of {len(entries)} runs failed ({', '.join(failed[:5])}"
+                        f"{', ...' if len(failed) > 5 else ''}); the summary above says why")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_command(main))

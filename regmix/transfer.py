@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
 from regmix.config import (
     RunConfig,
     TrainingSettings,
@@ -33,7 +34,7 @@ from regmix.config import (
     settings_from_args,
 )
 from regmix.data.corpus import CorpusManifest, load_manifest
-from regmix.files import ConfigError
+from regmix.files import check_output_folder
 from regmix.mixture import Mixture
 from regmix.results import RunResult, load_result
 from regmix.schema import RESULT_NAME, as_valid_domain
@@ -151,18 +152,20 @@ def format_table(results: Mapping[str, Sequence[RunResult]], objective: Mapping[
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
-    p = argparse.ArgumentParser(prog="python -m regmix.transfer", description=__doc__,
+    p = ArgumentParser(prog="python -m regmix.transfer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimal", type=Path, required=True, help="optimal_mixture.yaml from the simulation")
     p.add_argument("--corpus", type=Path, required=True, help="prepared corpus folder")
     p.add_argument("--baselines", nargs="*", default=list(BUILTIN_BASELINES),
                    help="natural, uniform and/or mixture YAML files (default: natural uniform)")
     p.add_argument("--output", type=Path, default=Path("runs/transfer"), help="folder for the runs")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per mixture (3 gives the table a seed spread; "
+    p.add_argument("--seeds", type=integer_at_least(1), default=1,
+                   help="seeds per mixture (3 gives the table a seed spread; "
                    "default: %(default)s, the settings' seed)")
     p.add_argument("--no-estimate", action="store_true", help="skip timing two steps before the sweep")
-    p.add_argument("--workers", type=int, default=0, help="parallel runs (see train_proxy --help)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--workers", type=integer_at_least(0), default=0, help="parallel runs (see train_proxy --help)")
+    p.add_argument("--device", type=torch_device, default=None,
+                   help="torch device, e.g. cpu or cuda (default: cuda if available)")
     p.add_argument("--wandb", default="auto", choices=WANDB_MODES,
                    help="wandb logging: auto = online with a wandb login, otherwise offline files")
     add_executor_arguments(p)
@@ -170,23 +173,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
     add_settings_arguments(p.add_argument_group("target model training (same for every mixture)"), defaults)
     args = p.parse_args(argv)
     training = settings_from_args(defaults, args)
-    try:
-        training.validate("command line")
-        manifest = load_manifest(args.corpus)
-        optimal = load_run_config(args.optimal)
-        optimal.check_corpus(manifest, args.optimal)
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        results = transfer(optimal, manifest, args.baselines, training, args.output, args.workers, args.device,
-                           args.wandb, [training.seed + k for k in range(args.seeds)], not args.no_estimate,
-                           executor_from_args(args))
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    training.validate("command line")
+    manifest = load_manifest(args.corpus)
+    optimal = load_run_config(args.optimal)
+    optimal.check_corpus(manifest, args.optimal)
+    results = transfer(optimal, manifest, args.baselines, training, check_output_folder(args.output), args.workers,
+                       args.device, args.wandb, [training.seed + k for k in range(args.seeds)], not args.no_estimate,
+                       executor_from_args(args))
     if len(results) < 1 + len(args.baselines) or not all(len(r) == args.seeds and all(x.ok for x in r)
                                                          for r in results.values()):
-        raise SystemExit("error: not every mixture trained to the end (see above)")
+        raise RunFailed(f"{args.output}: not every mixture trained to the end (see above)")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

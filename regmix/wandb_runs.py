@@ -39,6 +39,7 @@ class OfflineRun:
     run_id: str
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    damage: str | None = None  # what stopped the reading of a damaged file (read with `partial`)
 
 
 def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
@@ -95,8 +96,12 @@ def _unwrap_config(config: dict[str, Any]) -> dict[str, Any]:
             for k, v in config.items() if k != "_wandb"}
 
 
-def read_offline_run(path: str | os.PathLike) -> OfflineRun:
-    """Name, id, config and history of one offline run (its .wandb file or its offline-run-* folder)."""
+def read_offline_run(path: str | os.PathLike, partial: bool = False) -> OfflineRun:
+    """Name, id, config and history of one offline run (its .wandb file or its offline-run-* folder).
+
+    A file damaged after its header (a run killed mid-write, a copy cut short) is a ConfigError, or with
+    `partial` what was read before the damage, the damage in `damage`: its run can then be named and reported.
+    """
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("run-*.wandb"))
@@ -114,12 +119,22 @@ def read_offline_run(path: str | os.PathLike) -> OfflineRun:
         raise ConfigError(path, "not a wandb run file (bad header)")
     run = OfflineRun(name="", run_id="")
     config: dict[str, Any] = {}
-    for payload in _payloads(data, path):
-        record = wandb_internal_pb2.Record()
-        try:
-            record.ParseFromString(payload)
-        except DecodeError as exc:
-            raise ConfigError(path, f"undecodable record: {exc}") from None
+    try:
+        for payload in _payloads(data, path):
+            _add_record(run, config, payload, path)
+    except ConfigError as exc:
+        if not partial:
+            raise
+        run.damage = exc.problem
+    run.config = _unwrap_config(config)
+    return run
+
+
+def _add_record(run: OfflineRun, config: dict[str, Any], payload: bytes, path: Path) -> None:
+    """What one record says about the run: its name and id, config entries or a history row."""
+    record = wandb_internal_pb2.Record()
+    try:
+        record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id = record.run.run_id or run.run_id
@@ -129,8 +144,8 @@ def read_offline_run(path: str | os.PathLike) -> OfflineRun:
             config.update(_json_items(record.config.update))
         elif kind == "history":
             run.history.append(_json_items(record.history.item))
-    run.config = _unwrap_config(config)
-    return run
+    except (DecodeError, ValueError) as exc:  # ValueError: a value that is not JSON
+        raise ConfigError(path, f"undecodable record: {exc}") from None
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_wandb_runs import offline_run_file
 
 from regmix import collect as collect_module
+from regmix.cli import run_command
 from regmix.collect import collect
 from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
 from regmix.files import ConfigError
@@ -103,7 +105,7 @@ def test_a_run_of_another_mixture_is_never_paired_with_the_config(tmp_path):
 
 def _offline(monkeypatch, runs: dict[str, OfflineRun]) -> None:
     monkeypatch.setattr("regmix.wandb_runs.find_offline_runs", lambda root: [Path(root) / p for p in runs])
-    monkeypatch.setattr("regmix.wandb_runs.read_offline_run", lambda path: runs[Path(path).name])
+    monkeypatch.setattr("regmix.wandb_runs.read_offline_run", lambda path, partial=False: runs[Path(path).name])
 
 
 def _history(web: float, steps=(5, 10)) -> list[dict]:
@@ -151,6 +153,30 @@ def test_resumed_wandb_run_is_one_run(tmp_path, monkeypatch):
     assert losses_of(result, 1) == 2.0 and not result.report.duplicated
 
 
+def test_damaged_wandb_files_fail_their_run_naming_the_file(tmp_path):
+    configs, _ = make_sweep(tmp_path, ["n1", "n2", "n3"], runs=[])
+    wandb_dir = tmp_path / "wandb"
+    offline_run_file(wandb_dir / "offline-run-1" / "run-a.wandb", "n1", "a", _history(2.0))
+    cut = offline_run_file(wandb_dir / "offline-run-2" / "run-b.wandb", "n2", "b", _history(3.0))
+    cut.write_bytes(cut.read_bytes()[:-20])  # the last session of n2, cut in its last record
+    killed = offline_run_file(wandb_dir / "offline-run-3" / "run-c.wandb", "n3", "c", _history(4.0, steps=(5,)))
+    killed.write_bytes(killed.read_bytes()[:-20])  # n3 killed at step 5, then resumed to the end
+    offline_run_file(wandb_dir / "offline-run-4" / "run-c.wandb", "n3", "c", _history(4.0, steps=(10,)))
+    (wandb_dir / "offline-run-5").mkdir()
+    (wandb_dir / "offline-run-5" / "run-d.wandb").write_bytes(b"not wandb at all")
+    result = collect(configs, wandb_dir=wandb_dir)
+    report = result.report
+    assert report.collected == ["n1", "n3"] and losses_of(result, 3) == 4.0
+    assert "damaged run file (run-b.wandb, its last session): truncated record" in report.failed["n2"]
+    assert str(cut) in report.failed["n2"]
+    assert "bad header" in report.unreadable[str(wandb_dir / "offline-run-5" / "run-d.wandb")]
+    assert not report.orphans and not report.missing
+    (wandb_dir / "offline-run-1" / "run-a.wandb").unlink()
+    (wandb_dir / "offline-run-4" / "run-c.wandb").unlink()
+    with pytest.raises(ConfigError, match=f"{wandb_dir}: no usable run .*damaged run file .*{cut}"):
+        collect(configs, wandb_dir=wandb_dir)
+
+
 def test_local_losses_at_a_step_come_from_the_history(tmp_path):
     configs, runs = make_sweep(tmp_path, ["n1"])
     drawn = {5: Mixture(DOMAINS, [0.6, 0.3, 0.1]), 10: Mixture(DOMAINS, [0.5, 0.3, 0.2])}
@@ -159,7 +185,8 @@ def test_local_losses_at_a_step_come_from_the_history(tmp_path):
     early = collect(configs, runs, step=5)
     assert losses_of(early, 1) == 5.0
     np.testing.assert_allclose(early.observations.mixtures[0], drawn[5].weights)  # achieved by step 5
-    assert "nothing logged at step 7" in collect(configs, runs, step=7).report.failed["n1"]
+    with pytest.raises(ConfigError, match="no usable run .*nothing logged at step 7"):
+        collect(configs, runs, step=7)
 
 
 def test_achieved_mixture_by_default_requested_on_demand(tmp_path, capsys):
@@ -225,7 +252,7 @@ def test_read_csvs_refuses_bad_files_naming_them(tmp_path):
     pd.DataFrame({"run": [1, 2], "train_a": [1.0, 0.0]}).to_csv(mixtures, index=False)
     with pytest.raises(ConfigError, match="mixtures.csv: no 'index' column"):
         read_csvs(mixtures, losses)
-    with pytest.raises(ConfigError, match="nowhere.csv: cannot read CSV"):
+    with pytest.raises(ConfigError, match="nowhere.csv: file not found"):
         read_csvs(tmp_path / "nowhere.csv", losses)
 
 
@@ -279,11 +306,12 @@ def test_schema_refuses_other_names():
 def test_cli(tmp_path, capsys):
     configs, runs = make_sweep(tmp_path, ["n1", "n2"], runs=["n1"])
     collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "out")])
-    out = capsys.readouterr().out
-    assert "missing: n2" in out and (tmp_path / "out" / "train_pile_loss_1m.csv").exists()
+    captured = capsys.readouterr()
+    assert "missing: n2" in captured.out and (tmp_path / "out" / "train_pile_loss_1m.csv").exists()
     assert (tmp_path / "out" / "train_mixture_1m.csv").exists()
-    with pytest.raises(SystemExit, match="strict"):
-        collect_module.main(["--configs", str(configs), "--runs", str(runs), "--strict"])
+    assert "warning: 1 runs or run files are not in the CSVs" in captured.err
+    assert run_command(collect_module.main, ["--configs", str(configs), "--runs", str(runs), "--strict"]) == 2
+    assert "(--strict): missing: n2" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         collect_module.main(["--help"])
     assert exit_info.value.code == 0 and "--requested" in capsys.readouterr().out

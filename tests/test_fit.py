@@ -162,7 +162,7 @@ def test_ensemble_spread_and_cli(tmp_path, capsys):
                     str(loss_csv), "--model", "linear", "--folds", "1", "--output",
                     str(tmp_path / "cli.npz")], check=True, capture_output=True)
     assert load_model(tmp_path / "cli.npz").targets == tuple(Y.columns)
-    with pytest.raises(SystemExit, match="nowhere_loss_1m.csv: cannot read CSV"):
+    with pytest.raises(ConfigError, match="nowhere_loss_1m.csv: file not found"):
         fit_module.main(["--mixtures", str(mixture_csv), "--losses", str(tmp_path / "nowhere_loss_1m.csv")])
 
 

@@ -79,14 +79,44 @@ def test_bad_weights_name_the_file(tmp_path, weights, problem):
     ("train: {}\n", "has no domains"),
     ("valid:\n  valid_a: 1.0\n", "missing the 'train:' section"),
     ("train: [1, 2\n", "not valid YAML"),
-    ("train:\n  train_a: 1.0\nglobal_batch_size: 10\nmicro_batch_size: 4\n", "not a multiple"),
-    ("train:\n  train_a: 1.0\nmax_step: many\n", "max_step must be a int"),
+    ("train:\n  train_a: 1.0\nglobal_batch_size: 10\nmicro_batch_size: 4\n", "must be a multiple of"),
+    ("train:\n  train_a: 1.0\nmax_step: many\n", "max_step must be a whole number"),
+    ("train:\n  train_a: 1.0\nmax_step: 1.5\n", "max_step must be a whole number"),
+    ("train:\n  train_a: 1.0\nmax_step: true\n", "max_step must be a whole number"),
+    ("train:\n  train_a: 1.0\nmodel_name: gpt5\n", "model_name must be a model preset"),
+    ("train:\n  train_a: 1.0\nlearning_rate: .nan\n", "learning_rate must be > 0 and finite"),
+    ("train:\n  train_a: 1.0\nlr_schedule: cosine\nmin_lr: 0.1\n", "min_lr must be at most learning_rate"),
+    ("train:\n  train_a: 1.0\nseed: -1\n", "seed must be >= 0"),
+    ("train:\n  train_../../x: 1.0\n", "domain '../../x' cannot name a file: it holds a path separator"),
+    ("train:\n  train_.a: 1.0\n", "domain '.a' cannot name a file: it starts with a dot"),
+    ("train:\n  train_: 1.0\n", "domain '' cannot name a file: it is empty"),
+    ("train:\n  train_a: 1.0\nvalid:\n  valid_a/b: 1.0\n", "valid domain 'a/b' cannot name a file"),
+    ("schedule:\n- {until_step: 5000, train: {train_a/b: 1.0}}\n", "domain 'a/b' cannot name a file"),
 ])
 def test_bad_files_name_the_file(tmp_path, text, problem):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_run_config(path)
     assert str(err.value).startswith(str(path)) and problem in str(err.value)
+
+
+def test_settings_read_from_files_as_their_type(tmp_path):
+    config = load_run_config(write(tmp_path, "train: {train_a: 1.0}\nmax_step: 1e3\nlearning_rate: 4e-4\n"))
+    assert config.training.max_step == 1000 and config.training.learning_rate == 4e-4
+
+
+@pytest.mark.parametrize("name", ["..yaml", "...yaml", "a\x01.yaml", "x" * 130 + ".yaml"])
+def test_a_config_name_must_name_a_run_folder(tmp_path, name):
+    """A run trains into <output>/<file stem>/: `..yaml` would train into the output's parent."""
+    path = write(tmp_path, REGMIX_OWN_FILE, name)
+    with pytest.raises(ConfigError, match=r"run name .* cannot name a file") as err:
+        load_run_config(path)
+    assert str(err.value).startswith(str(path))
+    if name.startswith("."):
+        assert run_config_paths(tmp_path) == []  # hidden files are no configs of a sweep folder
+    else:
+        with pytest.raises(ConfigError, match="cannot name a file"):
+            run_config_paths(tmp_path)
 
 
 def test_missing_file(tmp_path):

@@ -156,3 +156,14 @@ def test_a_zip_that_is_no_npz_is_refused(tmp_path):
     (tmp_path / "model.npz").write_bytes(buffer.getvalue())
     with pytest.raises(ConfigError, match="model.npz: not a regmix model file \\('settings' is not a NumPy array"):
         load_model(tmp_path / "model.npz")
+
+
+def test_a_file_cut_anywhere_is_refused_with_a_reason(tmp_path):
+    whole = fitted("linear").save(tmp_path / "whole.npz").read_bytes()
+    for size in (0, 1, 3, 4, 30, 200, len(whole) // 2, len(whole) - 22, len(whole) - 1):
+        path = tmp_path / f"cut_{size}.npz"
+        path.write_bytes(whole[:size])
+        with pytest.raises(ConfigError, match=f"cut_{size}.npz: ") as error:
+            load_model(path)
+        problem = error.value.problem
+        assert problem and "()" not in problem and not problem.rstrip().endswith(":"), problem

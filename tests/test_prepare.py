@@ -1,6 +1,7 @@
 """Corpus preparation: shards and manifest, tokenization round trip, incremental re-runs, bad input."""
 
 import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regmix.data.corpus import load_manifest
+from regmix.cli import run_command
+from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.data.default_corpus import DOMAINS, build_default_corpus
 from regmix.data.prepare import main, prepare, token_dtype
 from regmix.data.tokenizer import load_tokenizer
@@ -142,7 +144,10 @@ def test_error_keeps_what_was_finished(corpus, tmp_path):
 
 
 def test_layout_errors(tmp_path, corpus):
-    with pytest.raises(ConfigError, match="no train/ folder"):
+    with pytest.raises(ConfigError, match="missing: no such folder"):
+        prepare(tmp_path / "missing", tmp_path / "out", progress=False)
+    (tmp_path / "missing").mkdir()
+    with pytest.raises(ConfigError, match="missing: no train/ folder"):
         prepare(tmp_path / "missing", tmp_path / "out", progress=False)
     (corpus / "train" / "nodigits.jsonl").write_text("")
     with pytest.raises(ConfigError, match=r"nodigits.jsonl: name must be <domain>_<k>.jsonl"):
@@ -150,10 +155,48 @@ def test_layout_errors(tmp_path, corpus):
 
 
 def test_cli_reports_one_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")])
-    assert str(exit_info.value) == f"error: {tmp_path / 'nowhere'}: no train/ folder: expected " \
-                                   "train/<domain>_<k>.jsonl and valid/<domain>.jsonl"
+    assert run_command(main, [str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: python -m regmix.prepare: argument source: {tmp_path / 'nowhere'}: " \
+                                      "no such folder (expected train/<domain>_<k>.jsonl and valid/<domain>.jsonl) " \
+                                      "(see --help)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_checksums_are_recorded_verified_and_added_to_old_manifests(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    manifest = prepare(corpus, out, vocab_size=300, progress=False)
+    shards = manifest.all_shards()
+    assert all(s.sha256 == hashlib.sha256((out / s.path).read_bytes()).hexdigest() for s in shards)
+    assert run_command(main, ["--verify", "--output", str(out)]) == 0
+    tokens = sum(s.tokens for s in shards)
+    assert capsys.readouterr().out.strip() == \
+        f"verified {len(shards)} shards ({tokens:,} tokens): sizes and token ids and sha256 checksums"
+
+    old = json.loads((out / "manifest.json").read_text())  # as written before shards had checksums
+    for split in old["shards"].values():
+        for domain in split.values():
+            for shard in domain:
+                del shard["sha256"]
+    (out / "manifest.json").write_text(json.dumps(old))
+    assert run_command(main, ["--verify", "--output", str(out)]) == 0
+    assert f"cannot verify the checksums of {len(shards)} shards" in capsys.readouterr().out
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.bin")}
+    again = prepare(corpus, out, vocab_size=300, progress=False)  # records them, tokenizing nothing
+    assert again.to_json() == manifest.to_json()
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*.bin")} == stamps
+
+
+def test_prepare_again_replaces_a_damaged_shard(corpus, tmp_path):
+    out = tmp_path / "out"
+    manifest = prepare(corpus, out, vocab_size=300, progress=False)
+    shard = out / "train" / "legal_0.bin"
+    damaged = bytearray(shard.read_bytes())
+    damaged[10] ^= 1  # same size: only the checksum tells
+    shard.write_bytes(damaged)
+    (out / "valid" / "code.bin").write_bytes(b"\0" * 6)
+    again = prepare(corpus, out, vocab_size=300, progress=False)
+    assert again.to_json() == manifest.to_json()
+    assert verify_corpus(load_manifest(out)).checksums == len(manifest.all_shards())
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from regmix.cli import RunFailed
 from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
 from regmix.files import ConfigError
 from regmix.mixture import Mixture
@@ -33,6 +34,11 @@ def test_resolve_mixture(tmp_path):
         resolve_mixture("dup", root)
     with pytest.raises(ConfigError, match="no such mixture config"):
         resolve_mixture("nope", root)
+    for name in ("../demo/regmix", ".hidden"):  # a name is a file name, never a path
+        with pytest.raises(ConfigError, match="mixture name .* cannot name a file"):
+            resolve_mixture(name, root)
+    with pytest.raises(ConfigError, match="no such mixture config"):  # nor a pattern
+        resolve_mixture("optimal_*", root)
 
 
 def test_the_repo_ships_a_1b_config():
@@ -77,9 +83,17 @@ def test_resume_continues_from_the_checkpoint(tiny_corpus, mixture_file, tmp_pat
 def test_bad_mixture_is_one_clear_error(tiny_corpus, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  train_nowhere: 1.0\n")
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown domains \['nowhere'\]"):
         main([str(bad), "--smoke", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "o")])
-    assert "unknown domains ['nowhere']" in str(err.value) and str(bad) in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_smoke_run_has_its_own_folder(tiny_corpus, mixture_file, tmp_path, monkeypatch):
+    """The real run of a mixture must never find the smoke run's tiny checkpoint in its folder."""
+    monkeypatch.chdir(tmp_path)
+    main([str(mixture_file), "--smoke", "--corpus", str(tiny_corpus.root), "--wandb", "off"])
+    assert load_result(tmp_path / "runs" / "pretrain" / "optimal_mixture_smoke").ok
+    assert not (tmp_path / "runs" / "pretrain" / "optimal_mixture").exists()
 
 
 SMALL = dict(model_name="tinyllama_demo", global_batch_size=4, micro_batch_size=2, warmup_steps=1,
@@ -111,9 +125,8 @@ def test_refuses_a_checkpoint_of_another_mixture(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     common = ["--cpu", "--corpus", str(tiny_corpus.root), "--output", str(out), "--wandb", "off"]
     assert main([str(first), *common]).step == 3
-    with pytest.raises(SystemExit) as error:
+    with pytest.raises(ConfigError, match=f"{CHECKPOINT_NAME}: was trained with another mixture"):
         main([str(second), *common, "--max-step", "6"])
-    assert "another mixture" in str(error.value) and CHECKPOINT_NAME in str(error.value)
 
 
 def test_a_nan_loss_ends_the_large_run_as_failed(tiny_corpus, tmp_path, monkeypatch):
@@ -123,6 +136,7 @@ def test_a_nan_loss_ends_the_large_run_as_failed(tiny_corpus, tmp_path, monkeypa
     path = tmp_path / "m.yaml"
     save_run_config(RunConfig("m", tiny_corpus.token_distribution(), tiny_corpus.valid_domains,
                               TrainingSettings(max_step=5, **SMALL)), path)
-    result = main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "run"),
-                   "--wandb", "off"])
-    assert result.status == "failed" and result.step == 1 and "diverged: training loss is nan" in result.error
+    with pytest.raises(RunFailed, match="m failed at step 1: diverged: training loss is nan"):
+        main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "run"),
+              "--wandb", "off"])
+    assert load_result(tmp_path / "run").status == "failed"

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from regmix.config import load_run_config, run_config_paths
+from regmix.files import ConfigError
 from regmix.mixture import Mixture
 from regmix.synthesize import SynthesisSettings, load_prior, main, synthesize, tempered_prior, usage_bounds
 
@@ -74,14 +75,22 @@ def test_cli_writes_regmix_configs_and_plot(tmp_path):
     assert len(config.valid) == 17
     assert (out / "weights.png").read_bytes()[:4] == b"\x89PNG"
 
-    with pytest.raises(SystemExit, match="already holds 8 configs"):
+    with pytest.raises(ConfigError, match="already holds 8 configs"):
         main(["--prior", "the_pile", "--output", str(out), "--num-configs", "4"])
     main(["--prior", "the_pile", "--output", str(out), "--num-configs", "4", "--replace"])
     assert [p.name for p in run_config_paths(out)] == [f"n{i}.yaml" for i in range(1, 5)]  # no n5..n8 left over
-    for flag, value, problem in (("--minimum", "0", "minimum must be in"), ("--num-strengths", "0", "num_strengths"),
-                                 ("--micro-batch-size", "3", "micro_batch_size")):
-        with pytest.raises(SystemExit, match=f"error: command line: .*{problem}"):
-            main(["--prior", "the_pile", "--output", str(tmp_path / "x"), flag, value])
+
+
+def test_minimum_must_keep_the_weights_summing_to_one():
+    """Weights are multiples of minimum summing to 1: 1/minimum whole, and at least the number of domains."""
+    natural = Mixture.from_dict({"a": 0.5, "b": 0.3, "c": 0.2})
+    for minimum in (0.7, 0.3, 0.0003, 0.0):
+        assert "minimum must be 1/k" in " ".join(SynthesisSettings(minimum=minimum).problems())
+    with pytest.raises(ValueError, match="minimum must be at most 1/3 for 3 domains"):
+        synthesize(natural, 2, SynthesisSettings(minimum=0.5))
+    weights = np.stack([m.weights for m in synthesize(natural, 4, SynthesisSettings(minimum=0.25))])
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    assert (weights >= 0).all() and np.allclose(weights * 4, np.rint(weights * 4))
 
 
 def test_cli_help():
@@ -94,6 +103,6 @@ def test_cli_bad_prior_is_one_clear_error(tmp_path):
     bad.write_text("train:\n  train_a: -1\n")
     result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--prior", str(bad), "--output",
                              str(tmp_path / "o")], capture_output=True, text=True)
-    assert result.returncode != 0
+    assert result.returncode == 2
     expected = f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"
     assert result.stderr.strip().splitlines() == [expected]

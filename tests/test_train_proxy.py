@@ -17,6 +17,7 @@ from conftest import TINY_VOCAB
 from scipy.stats import chisquare
 
 from regmix import train_proxy
+from regmix.cli import run_command
 from regmix.config import RunConfig, TrainingSettings, load_run_config, run_config_paths, save_run_config
 from regmix.data.sampler import MixtureSampler, TokenStream, validation_sets
 from regmix.files import ConfigError
@@ -276,10 +277,10 @@ def test_cli_trains_one_config_and_names_bad_inputs(tiny_corpus, tmp_path, monke
     assert train_proxy.main(["--config", "sweep/n9.yaml", "--corpus", str(tiny_corpus.root), "--wandb", "off",
                     "--no-progress"]) == 0
     assert load_result(tmp_path / "runs" / "sweep" / "n9").ok
-    assert train_proxy.main(["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
+    assert run_command(train_proxy.main, ["--config", "sweep", "--corpus", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "no prepared corpus" in err
-    assert train_proxy.main(["--config", "nope.yaml", "--corpus", str(tiny_corpus.root)]) == 2
+    assert run_command(train_proxy.main, ["--config", "nope.yaml", "--corpus", str(tiny_corpus.root)]) == 2
     assert "nope.yaml: no such config file or folder" in capsys.readouterr().err
     assert not (tmp_path / "runs" / tmp_path.name).exists()
 

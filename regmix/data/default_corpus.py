@@ -26,7 +26,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from regmix.files import ConfigError
+from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command
+from regmix.files import ConfigError, write_atomic
 
 MB = 1_000_000
 MIN_VALID_BYTES = 64_000
@@ -124,12 +125,7 @@ def _collect(domain: Domain, rng: np.random.Generator) -> list[str]:
 
 
 def _write_jsonl(path: Path, docs: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for doc in docs:
-            fh.write(json.dumps({"text": doc}) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "".join(json.dumps({"text": doc}) + "\n" for doc in docs))
 
 
 def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0.05,
@@ -138,15 +134,16 @@ def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0
 
     Built in a `.partial` folder renamed at the end, so an interrupted build is never taken for a corpus.
     """
-    if output.exists() and any(output.iterdir()):
-        raise ConfigError(output, "exists and is not empty; remove it or choose another folder")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(output, "exists and is not an empty folder; remove it or choose another folder")
     final, output = output, output.with_name(output.name + ".partial")
     shutil.rmtree(output, ignore_errors=True)
     rng = np.random.default_rng(seed)
     for domain in DOMAINS:
         docs = _collect(domain, rng)
         if len(docs) < 4:
-            raise RuntimeError(f"the default corpus domain '{domain.name}' found only {len(docs)} documents")
+            raise RunFailed(f"the default corpus domain '{domain.name}' found only {len(docs)} documents of at "
+                            "least 200 characters in this installation; give prepare a corpus folder instead")
         sizes = np.cumsum([len(d.encode()) for d in docs])
         valid_bytes = max(valid_fraction * sizes[-1], MIN_VALID_BYTES)
         n_valid = max(2, int(np.searchsorted(sizes, valid_bytes)) + 1)
@@ -166,18 +163,15 @@ def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m regmix.data.default_corpus", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m regmix.data.default_corpus", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", type=Path, nargs="?", default=Path("data/default_corpus"),
                    help="folder to write train/ and valid/ into (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="shuffle and split seed (default: %(default)s)")
+    p.add_argument("--seed", type=integer_at_least(0), default=42, help="shuffle and split seed (default: %(default)s)")
     args = p.parse_args(argv)
-    try:
-        build_default_corpus(args.output, args.seed)
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    build_default_corpus(args.output, args.seed)
     print(f"wrote the default corpus to {args.output}/")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -16,7 +16,7 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from regmix.data.corpus import TokenizerInfo
-from regmix.files import ConfigError
+from regmix.files import ConfigError, replace_atomic
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "<|end_of_text|>")
 TOKENIZER_NAME = "tokenizer.json"
@@ -69,8 +69,5 @@ def train_bpe(texts: Iterable[str], vocab_size: int, output: str | os.PathLike) 
                                   show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     path = Path(output) / TOKENIZER_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tokenizer.save(str(tmp))
-    tmp.replace(path)
+    replace_atomic(path, lambda tmp: tokenizer.save(str(tmp)))
     return path

@@ -17,10 +17,11 @@ import functools
 from pathlib import Path
 from typing import Sequence
 
+from regmix.cli import ArgumentParser, RunFailed, run_command, torch_device
 from regmix.config import add_settings_arguments, parse_settings, settings_from_args
 from regmix.data.corpus import load_manifest
 from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus
-from regmix.files import ConfigError
+from regmix.files import ConfigError, check_output_folder
 from regmix.online.report import plot_method, write_mixture_configs
 from regmix.online.run import METHODS, MethodResult, method_settings_help, run_method
 from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
@@ -28,7 +29,7 @@ from regmix.train.runlog import WANDB_MODES
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.online", description=__doc__,
+    p = ArgumentParser(prog="python -m regmix.online", description=__doc__,
                                 epilog="method settings (--setting KEY=VALUE), defaults:\n" + method_settings_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=METHODS, default="aioli", help="mixing method (default: %(default)s)")
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", nargs="+", default=[], metavar="KEY=VALUE", help="method settings (below)")
     p.add_argument("--output", type=Path, help="folder shared by methods on one corpus (default: runs/online/"
                                                "<experiment name>)")
-    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--device", type=torch_device, help="torch device (default: cuda if available)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="wandb mode (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_executor_arguments(p)  # with Ray the whole method is one task (its runs depend on each other)
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
             raise ConfigError("--valid", f"{bad} are not valid domains with tokens of the corpus")
         settings = settings_from_args(experiment.proxy, args)
         settings.validate("command line")
-        output = args.output or Path("runs") / "online" / experiment.name
+        output = check_output_folder(args.output or Path("runs") / "online" / experiment.name)
         executor = executor_from_args(args)
         method = functools.partial(run_method, manifest=manifest.absolute(), output=output.resolve(),
                                    settings=settings, domains=domains, valid=valid,
@@ -86,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
                 raise result
         else:
             result = method(args.method)
-    except (ConfigError, ValueError, RuntimeError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except RuntimeError as exc:  # a run of the method failed (its message names the run folder)
+        raise RunFailed(str(exc)) from None
     folder = output / args.method
     files = write_mixture_configs(result, folder) + [plot_method(result, output / "runs", folder / "weights.png")]
     print(f"[{args.method}] mean validation loss {result.mean_loss:.4f}, mean perplexity "
@@ -101,4 +102,4 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

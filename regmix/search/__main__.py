@@ -16,23 +16,24 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+from regmix.cli import ArgumentParser, integer_at_least, run_command
 from regmix.config import parse_settings
 from regmix.experiment import Experiment, load_experiment, with_executor
-from regmix.files import ConfigError
 from regmix.search import PROPOSERS
 from regmix.search.run import run_search
 from regmix.train.executor import add_executor_arguments
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m regmix.search", description=__doc__,
+    p = ArgumentParser(prog="python -m regmix.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
     p.add_argument("--method", choices=sorted(PROPOSERS), help="search method (default: the experiment's "
                    "`method:` unless that is regmix, else bo; --method regmix runs RegMix as a search, in its "
                    "own search_regmix/ folders)")
-    p.add_argument("--budget", type=int, help="proxy runs in all, those started from included")
-    p.add_argument("--batch", type=int, help="proxies per round (default: a GPU's group, or one per CPU worker)")
+    p.add_argument("--budget", type=integer_at_least(1), help="proxy runs in all, those started from included")
+    p.add_argument("--batch", type=integer_at_least(1),
+                   help="proxies per round (default: a GPU's group, or one per CPU worker)")
     p.add_argument("--seed", type=int, help="seed of the search")
     p.add_argument("--start-from", nargs="+", metavar="PATH",
                    help="existing runs to start from: a run folder (e.g. runs/default/proxies) or "
@@ -45,20 +46,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
-    try:
-        experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
-        method = args.method or (experiment.method if experiment.method != "regmix" else "bo")
-        start = args.start_from
-        overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
-                                       ("start_from", start[0] if start and len(start) == 1 else start))
-                     if v is not None}
-        settings = {**experiment.search.settings, **parse_settings(args.setting)}
-        experiment = dataclasses.replace(experiment, method=method,
-                                         search=dataclasses.replace(experiment.search, **overrides, settings=settings))
-        return run_search(experiment)
-    except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
+    method = args.method or (experiment.method if experiment.method != "regmix" else "bo")
+    start = args.start_from
+    overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
+                                   ("start_from", start[0] if start and len(start) == 1 else start))
+                 if v is not None}
+    settings = {**experiment.search.settings, **parse_settings(args.setting)}
+    experiment = dataclasses.replace(experiment, method=method,
+                                     search=dataclasses.replace(experiment.search, **overrides, settings=settings))
+    return run_search(experiment)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -33,7 +33,7 @@ from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
 from regmix.observations import Observations, read_csvs
 from regmix.results import load_result
-from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index
+from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index, safe_name
 from regmix.search import make_proposer
 from regmix.search.proposer import Proposer, Recommendation
 from regmix.search.space import Objective, SearchSpace
@@ -145,7 +145,7 @@ class Search:
                 raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now "
                                              f"({shown}); use a new experiment name, or delete {self.path.parent} "
                                              "to start over")
-            self.trials = [Trial(**t) for t in data["trials"]]
+            self.trials = [Trial(**t) for t in data["trials"] if safe_name(t.get("name"), "trial name", self.path)]
             self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
             self.proposer.load_state_dict(data["proposer"])
         except ConfigError:

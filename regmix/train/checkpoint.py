@@ -11,8 +11,9 @@
     log        wandb run id and the train-loss rows not yet sent to wandb
 
 It is read with `torch.load(weights_only=True)`: a checkpoint never runs code. A checkpoint of
-another mixture, schedule or settings is refused with one error; max_step and the evaluation and
-checkpoint intervals may change (to continue a finished large run, say).
+another model, mixture, schedule or settings, or whose weights have other shapes than the config's
+model, is refused with one error naming the file, before any tensor is loaded; max_step and the
+evaluation and checkpoint intervals may change (to continue a finished large run, say).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import torch
 
 from regmix.config import RunConfig
 from regmix.files import ConfigError
+from regmix.models import build_model
 from regmix.schema import CHECKPOINT_NAME
 
 CHECKPOINT_FORMAT = 2
 CHANGEABLE = ("max_step", "eval_step_interval", "save_step_interval")
+MODEL_SETTINGS = ("model_name", "block_size")  # with the corpus' vocabulary: the shapes of the weights
 
 
 def run_identity(config: RunConfig, manifest: Any = None) -> dict[str, Any]:
@@ -45,21 +48,49 @@ def run_identity(config: RunConfig, manifest: Any = None) -> dict[str, Any]:
 def differences(saved: dict[str, Any], config: RunConfig, manifest: Any = None) -> list[str]:
     """What differs between a run's saved identity and `config`'s, in words (empty: the same run)."""
     wanted = run_identity(config, manifest)
+    settings = saved.get("settings", {})
     found = []
     if saved.get("tokenizer", wanted.get("tokenizer")) != wanted.get("tokenizer"):
         found.append("another corpus tokenizer")
-    requested = saved.get("requested", {})
-    domains = set(requested) | set(wanted["requested"])
-    if any(abs(requested.get(d, 0.0) - wanted["requested"].get(d, 0.0)) > 1e-9 for d in domains):
-        found.append("another mixture")
+    model = {k: settings.get(k, wanted["settings"][k]) for k in MODEL_SETTINGS}
+    if model != {k: wanted["settings"][k] for k in MODEL_SETTINGS}:
+        found.append(f"another model ({_model_words(model)}, the config: {_model_words(wanted['settings'])})")
+    requested, asked = saved.get("requested", {}), wanted["requested"]
+    moved = [f"{d} {requested.get(d, 0.0):.4g} -> {asked.get(d, 0.0):.4g}" for d in dict.fromkeys([*requested, *asked])
+             if abs(requested.get(d, 0.0) - asked.get(d, 0.0)) > 1e-9]
+    if moved:
+        found.append(f"another mixture ({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''})")
     if saved.get("schedule") != wanted["schedule"]:
         found.append("another schedule")
     if saved.get("valid") != wanted["valid"]:
         found.append("other valid domains")
-    changed = sorted(k for k, v in wanted["settings"].items() if saved.get("settings", {}).get(k, v) != v)
+    changed = sorted(k for k, v in wanted["settings"].items() if k not in MODEL_SETTINGS and settings.get(k, v) != v)
     if changed:
         found.append(f"other settings ({', '.join(changed)})")
     return found
+
+
+def _model_words(settings: dict[str, Any]) -> str:
+    return f"{settings['model_name']} with block_size {settings['block_size']}"
+
+
+def model_mismatch(weights: dict[str, Any], config: RunConfig, vocab_size: int) -> str | None:
+    """How saved model weights differ in names or shapes from the model `config` builds; None if they fit.
+
+    Read from the memory-mapped checkpoint before any tensor is loaded, so a model of another size is one
+    error naming the file rather than a size-mismatch traceback from load_state_dict.
+    """
+    with torch.device("meta"):  # shapes only: no memory, even for the 1.1B model
+        model = build_model(config.training.model_name, vocab_size, config.training.block_size)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(getattr(tensor, "shape", ())) for name, tensor in weights.items()}
+    if found == expected:
+        return None
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        return f"{len(missing)} weights missing, {len(extra)} unexpected, e.g. {(missing or extra)[0]}"
+    name = next(n for n in expected if expected[n] != found[n])
+    return f"{name} is {list(found[name])}, the config's {config.training.model_name} needs {list(expected[name])}"
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -71,18 +102,24 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                                 "delete it to train the run from scratch") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(path, "not a checkpoint of this regmix version; delete it to train the run from scratch")
+    if not all(isinstance(state.get(key), dict) for key in ("run", "model")) or not isinstance(state.get("step"), int):
+        raise ConfigError(path, "damaged checkpoint (no run, step or model); delete it to train the run from scratch")
     return state
 
 
 def check_resumable(path: Path, config: RunConfig, manifest: Any = None) -> dict[str, Any] | None:
-    """The checkpoint at `path` (None without one), refused if it belongs to another run than `config`."""
+    """The checkpoint at `path` (None without one), refused before any tensor loads if it belongs to another
+    run than `config`: another model, mixture, schedule or settings, or weights of other shapes."""
     if not path.exists():
         return None
     state = read_checkpoint(path)
     found = differences(state["run"], config, manifest)
+    if not found and manifest is not None:
+        mismatch = model_mismatch(state["model"], config, manifest.tokenizer.vocab_size)
+        found = [f"a model of other shapes ({mismatch})"] if mismatch else []
     if found:
-        raise ConfigError(path, f"was trained with {' and '.join(found)} than {config.name}'s config holds now "
-                                f"(configs written again?); move {path.parent} away to train it anew")
+        raise ConfigError(path, f"was trained with {' and '.join(found)} than {config.name}'s config asks for, so "
+                                f"it cannot be resumed; move {path.parent} away to train the run anew")
     return state
 
 

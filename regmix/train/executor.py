@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from regmix.cli import integer_at_least, number_above
+
 KINDS = ("local", "ray")
 
 
@@ -112,10 +114,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                        help="local: processes on this machine (the default); ray: one Ray task per group of "
                             "proxies, on a local Ray started on the spot, ray:auto (a running cluster, e.g. "
                             "in a SLURM job) or ray:ray://HEAD:10001; needs pip install 'regmix[ray]'")
-    group.add_argument("--ray-gpus", type=_non_negative, metavar="N",
+    group.add_argument("--ray-gpus", type=number_above(0, inclusive=True), metavar="N",
                        help="GPUs per Ray task (default: 1 on CUDA, 0 on CPU; 0.5 packs two tasks per GPU)")
-    group.add_argument("--ray-cpus", type=_positive, metavar="N", help="CPUs per Ray task (default 1)")
-    group.add_argument("--ray-retries", type=_count, metavar="N",
+    group.add_argument("--ray-cpus", type=number_above(0), metavar="N", help="CPUs per Ray task (default 1)")
+    group.add_argument("--ray-retries", type=integer_at_least(0), metavar="N",
                        help="times a Ray task is retried when its worker or node dies (default 3)")
 
 
@@ -126,34 +128,3 @@ def executor_from_args(args: argparse.Namespace, base: Executor = LOCAL) -> Exec
     given = {k: v for k, v in (("gpus", args.ray_gpus), ("cpus", args.ray_cpus), ("retries", args.ray_retries))
              if v is not None}
     return dataclasses.replace(base, **given)
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _number(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text}") from None

@@ -7,6 +7,8 @@ keeps its train-loss rows in the checkpoint and replays its history as its own w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import netrc
 import os
@@ -16,7 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import urlparse
 
 from regmix.config import RunConfig
-from regmix.files import write_atomic
+from regmix.files import ConfigError, write_atomic
 from regmix.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS, weight_column
 from regmix.wandb_runs import wait_until_complete
 
@@ -48,6 +50,25 @@ def train_row(step: int, loss: float, lr: float, weights: Mapping[str, float] | 
             **{weight_column(d): round(w, 6) for d, w in (weights or {}).items()}}
 
 
+def wandb_error(mode: str, exc: Exception) -> ConfigError:
+    return ConfigError(f"--wandb {mode}", f"wandb cannot log: {exc} (check WANDB_API_KEY or `wandb login`, or use "
+                                          "--wandb offline)")
+
+
+def check_wandb(mode: str) -> None:
+    """Before any run: online logging that cannot work (no or a malformed API key) is one error, not a failed
+    run each. Checked locally (no server is contacted)."""
+    if resolve_wandb_mode(mode) != "online":
+        return
+    import wandb
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # wandb's "credentials loaded" notes
+            wandb.login(verify=False)
+    except wandb.errors.Error as exc:
+        raise wandb_error(mode, exc) from None
+
+
 class RunLog:
     """A run's metrics.jsonl and wandb run. `enabled=False` (other Fabric ranks) logs nothing."""
 
@@ -74,10 +95,13 @@ class RunLog:
 
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
                                   disable_git=True, x_save_requirements=False)
-        self.wandb = wandb.init(project=self.project, group=self.group, name=self.config.name, id=self.run_id,
-                                resume="allow", dir=self.run_dir, mode=self.mode,
-                                config={**self.config.to_yaml_dict(), **self.extra}, reinit="finish_previous",
-                                settings=settings)
+        try:
+            self.wandb = wandb.init(project=self.project, group=self.group, name=self.config.name, id=self.run_id,
+                                    resume="allow", dir=self.run_dir, mode=self.mode,
+                                    config={**self.config.to_yaml_dict(), **self.extra}, reinit="finish_previous",
+                                    settings=settings)
+        except wandb.errors.Error as exc:  # a bad API key, no server: the user's to fix, not a crash
+            raise wandb_error(self.mode, exc) from None
         self.run_id = self.wandb.id
         self.wandb.define_metric(STEP)
         self.wandb.define_metric("metric/*", step_metric=STEP)

@@ -26,16 +26,18 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from regmix.cli import describe_os_error
 from regmix.config import RunConfig, load_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.files import ConfigError
 from regmix.results import RunResult, load_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME
+from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME, safe_name
 from regmix.train.checkpoint import check_resumable, checkpoint_step, differences, run_identity
 from regmix.train.engine import SingleEngine, resolve_device
 from regmix.train.executor import LOCAL, Executor, ray_map
 from regmix.train.locks import acquire_lock, lock_holder, release_lock
 from regmix.train.loop import group_key, train
+from regmix.train.runlog import check_wandb
 from regmix.train.stacked import StackedEngine
 
 CUDA_GROUP_SIZE = 16
@@ -93,7 +95,10 @@ def finished_entry(path: Path, output: Path) -> SweepEntry | None:
     Another run: another requested mixture, schedule, valid domains or settings (max_step included)
     than the config holds now, read from the result and the config.yaml the run was trained with.
     """
-    run_dir = output / path.stem
+    try:
+        run_dir = output / safe_name(path.stem, "run name (the file's name)", path)
+    except ConfigError as exc:
+        return SweepEntry(path.stem, "failed", str(exc))
     result_path = run_dir / RESULT_NAME
     if not result_path.exists():
         return None
@@ -152,8 +157,12 @@ def _entries(configs: Sequence[RunConfig], train_them: Callable[[], list[RunResu
                            r.seconds) for r in train_them()]
     except ConfigError as exc:
         return [SweepEntry(c.name, "failed", str(exc)) for c in configs]
+    except OSError as exc:  # a full disk, a lost mount: say which file
+        return [SweepEntry(c.name, "failed", describe_os_error(exc)) for c in configs]
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        detail = f"{type(exc).__name__}: {exc}"
+        if os.environ.get("REGMIX_DEBUG"):
+            detail += "\n" + traceback.format_exc(limit=3)
         return [SweepEntry(c.name, "failed", detail) for c in configs]
 
 
@@ -207,6 +216,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     """
     if workers < 0 or group_size < 0:
         raise ValueError(f"workers and group_size must be >= 0, got {workers} and {group_size}")
+    check_wandb(wandb_mode)
     if executor.kind == "ray":
         task_gpus = executor.task_gpus(device)
         cuda, device = task_gpus > 0, "cuda" if task_gpus > 0 else "cpu"  # a task sees its own GPUs only
