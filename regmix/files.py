@@ -6,8 +6,10 @@ the project writes is written whole or not at all, so a crash never leaves half 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,6 +62,7 @@ def read_json_in(path: str | os.PathLike, file_name: str, missing: str) -> tuple
     return path, read_yaml(path)
 
 
+_HOST = socket.gethostname().replace(".", "_")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -69,7 +72,9 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
     failed write names `path` (a full disk's own error names no file, or the temporary one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}.{_HOST}.{os.getpid()}."
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
@@ -83,6 +88,25 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of `path` left by killed writers on this machine (a SIGKILL leaves them behind). Those of
+    live processes, or of other machines sharing the folder, are theirs: left alone."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(_HOST)}.*.tmp"):
+        pid = stale.name[len(f".{path.name}.{_HOST}."):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_files(contents: Mapping[str | os.PathLike, bytes]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ VERSION = 1
 SETTINGS = "settings"
 LEGACY = ("a model file of an earlier regmix (a pickle, which can run code when loaded); "
           "re-fit it: python -m regmix.fit ... --output model.npz")
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 _ZIP = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
 _PICKLE = b"\x80"  # pickle protocol 2 and later, as joblib.dump writes it
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")  # joblib's compressed pickles start otherwise
@@ -63,7 +65,10 @@ def save_model(model: FittedModel, path: str | os.PathLike) -> Path:
                 "regressor": _state(model.regressor, "regressor", arrays)}
     arrays[SETTINGS] = _text_array(json.dumps(settings, default=_plain))
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:  # np.savez_compressed's layout, but
+        for name, array in arrays.items():  # with a fixed timestamp: the same model gives the same bytes
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH), "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
     path = Path(path)
     write_files({path: buffer.getvalue()})
     return path

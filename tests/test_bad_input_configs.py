@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from bad_input import check_bad_input
+from test_bad_input import check_bad_input
 from test_train_proxy import make_config
 
 from regmix import pipeline, pretrain, synthesize, train_proxy

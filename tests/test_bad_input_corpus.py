@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from bad_input import check_bad_input
 from conftest import TINY_VOCAB
+from test_bad_input import check_bad_input
 
 from regmix import train_proxy
 from regmix.config import RunConfig, TrainingSettings, save_run_config

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from bad_input import check_bad_input, folder_hashes
+from test_bad_input import check_bad_input, folder_hashes
 from test_collect import DOMAINS, VALID, make_sweep
 from test_wandb_runs import offline_run_file
 

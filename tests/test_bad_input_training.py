@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input import check_bad_input
+from test_bad_input import check_bad_input
 from test_train_proxy import make_config
 
 from regmix import pipeline, train_proxy, transfer

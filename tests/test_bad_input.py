@@ -1,5 +1,6 @@
-"""The check every bad input must pass (tests/test_bad_input*.py): the command's exit code, one line on stderr
-naming the file or flag, no traceback, and nothing already computed changed."""
+"""Bad input, checked the same way at every stage: the command's exit code, one line on stderr naming the file or
+flag, no traceback, and nothing already computed changed. The tables of bad inputs live by stage in
+tests/test_bad_input_<stage>.py (corpus, configs, results, training); this module holds the check."""
 
 from __future__ import annotations
 
@@ -33,3 +34,18 @@ def check_bad_input(main: Callable[[list[str]], Any], argv: Sequence[str], capsy
     assert any(str(n) in lines[0] for n in names), f"stderr does not name any of {names}: {lines[0]}"
     assert folder_hashes(*watched) == before, "a bad input changed files already computed"
     return lines[0]
+
+
+def test_the_tables_cover_every_stage():
+    """The bad inputs live by stage in tests/test_bad_input_<stage>.py; together they must span every command."""
+    import test_bad_input_configs as configs
+    import test_bad_input_corpus as corpus
+    import test_bad_input_results as results
+    import test_bad_input_training as training
+
+    tables = {"prepare and the corpus": corpus.PREPARE_CASES + corpus.VERIFY_CASES + corpus.CORPUS_CASES,
+              "synthesize, configs, experiments, pretrain": configs.CASES + configs.RESUMES,
+              "collect, fit, simulate": results.CASES,
+              "train_proxy, pipeline, search, transfer, online": training.CASES}
+    assert all(len(cases) >= 15 for cases in tables.values()), {k: len(v) for k, v in tables.items()}
+    assert sum(len(cases) for cases in tables.values()) >= 60
