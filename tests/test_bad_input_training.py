@@ -3,6 +3,7 @@ naming the flag or file, the right exit code, no traceback, and the finished run
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -117,3 +118,20 @@ def test_a_bad_wandb_key_is_one_error_before_any_run(finished, tiny_corpus, tmp_
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("error: --wandb online: wandb cannot log") and not (tmp_path / "wb").exists()
+
+
+def test_a_full_disk_while_checkpointing_fails_the_run_in_one_line(finished, tiny_corpus, tmp_path, capsys,
+                                                                    monkeypatch):
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if ".checkpoint.pt.tmp." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    save_run_config(make_config("n1", max_step=6, save_step_interval=3), tmp_path / "sweep" / "n1.yaml")
+    check_bad_input(train_proxy.main, ["--config", tmp_path / "sweep", "--corpus", tiny_corpus.root, "--output",
+                                       tmp_path / "full", "--wandb", "off", "--no-progress"], capsys,
+                    names=[str(tmp_path / "full")], code=1, watched=[finished / "runs", tiny_corpus.root])
+    assert not list((tmp_path / "full").rglob("*.tmp")) and not (tmp_path / "full" / "n1" / "result.json").exists()

@@ -10,6 +10,7 @@ models (K = 1 but for the stacked engine); model k belongs to the loop's run k.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from pathlib import Path
@@ -112,8 +113,15 @@ def evaluate_model(model: torch.nn.Module, valid: dict[str, torch.Tensor], batch
 def save_states(paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
     """Write each run's checkpoint next to its path, then rename all: the checkpoints stay in step."""
     temps = [path.with_name(f".{path.name}.tmp") for path in paths]
+
+    def write(tmp: Path, state: dict[str, Any]) -> None:
+        with open(tmp, "wb") as file:  # through Python's file: a full disk is an OSError, not torch's RuntimeError
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+
     for temp, state in zip(temps, states):
-        replace_atomic(temp, lambda tmp, state=state: torch.save(state, tmp))
+        replace_atomic(temp, lambda tmp, state=state: write(tmp, state))
     for temp, path in zip(temps, paths):
         temp.replace(path)
 
