@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from regmix.cli import torch_device
 from regmix.config import TrainingSettings
 from regmix.data.corpus import CorpusManifest
 from regmix.data.default_corpus import build_default_corpus
@@ -26,6 +27,7 @@ from regmix.schema import safe_name
 from regmix.search import PROPOSERS
 from regmix.synthesize import SynthesisSettings
 from regmix.train.executor import Executor, executor_from_args
+from regmix.train.runlog import WANDB_MODES
 
 
 @dataclass
@@ -195,15 +197,29 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     check_search_settings(experiment.search, path)
     check_simulation_settings(experiment.simulation, path)
     check_fit_settings(experiment.fit, path)
-    if experiment.sweep.num_configs < 1 or experiment.sweep.anchor_seeds < 0:
-        raise ConfigError(path, "'sweep.num_configs' must be >= 1 and 'sweep.anchor_seeds' >= 0")
-    try:
-        experiment.sweep.make_executor()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(path, f"'sweep.executor': {exc}") from None
+    check_sweep_settings(experiment.sweep, path)
     experiment.proxy.validate(path, section_spelling("proxy"))
     experiment.synthesis.validate(path, section_spelling("synthesis"))
     return experiment
+
+
+def check_sweep_settings(sweep: SweepSettings, source: Path) -> None:
+    """The `sweep:` section, before any corpus is built: counts, the wandb mode, the device and the executor."""
+    checks = [(sweep.num_configs >= 1, "'sweep.num_configs' must be >= 1"),
+              (sweep.anchor_seeds >= 0, "'sweep.anchor_seeds' must be >= 0"),
+              (sweep.workers >= 0, "'sweep.workers' must be >= 0 (0: one per GPU or core)"),
+              (sweep.wandb in WANDB_MODES, f"'sweep.wandb' must be one of {list(WANDB_MODES)}")]
+    for ok, problem in checks:
+        if not ok:
+            raise ConfigError(source, problem)
+    try:
+        if sweep.device is not None:
+            torch_device(str(sweep.device))
+        sweep.make_executor()
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(source, f"'sweep.device': {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"'sweep.executor': {exc}") from None
 
 
 def section_spelling(section: str) -> Callable[[str], str]:

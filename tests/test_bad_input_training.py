@@ -50,6 +50,9 @@ CASES = [
     ("output is a file", "train_proxy", ["--config", "{sweep}", "--corpus", "{corpus}", "--output", "{work}/file"],
      ["file"], 2),
     ("pipeline executor unknown", "pipeline", ["--config", "{work}/exp.yaml", "--executor", "k8s"], ["k8s"], 2),
+    ("pipeline sweep workers negative", "pipeline", ["--config", "{work}/workers.yaml"], ["workers.yaml"], 2),
+    ("pipeline sweep wandb unknown", "pipeline", ["--config", "{work}/wandb.yaml"], ["wandb.yaml"], 2),
+    ("pipeline sweep device unknown", "pipeline", ["--config", "{work}/device.yaml"], ["device.yaml"], 2),
     ("pipeline config missing", "pipeline", ["--config", "{work}/none.yaml"], ["none.yaml"], 2),
     ("pipeline flag unknown", "pipeline", ["--configg", "x.yaml"], ["--configg"], 2),
     ("search budget zero", "search", ["--config", "{work}/exp.yaml", "--budget", "0"], ["--budget"], 2),
@@ -91,6 +94,8 @@ def finished(tiny_corpus, tmp_path_factory):
     (work / "empty").mkdir()
     (work / "file").write_text("a file where a folder should be\n")
     (work / "exp.yaml").write_text(f"name: bad\ncorpus: {{prepared: {tiny_corpus.root}}}\n")
+    for name, sweep in (("workers", "workers: -1"), ("wandb", "wandb: maybe"), ("device", "device: tpu9")):
+        (work / f"{name}.yaml").write_text(f"name: bad\nsweep: {{{sweep}}}\n")
     return work
 
 

@@ -165,7 +165,7 @@ def test_simulation_settings_are_checked_when_the_experiment_is_read(workdir):
     for extra, problem in (("simulation: {optimum: best}", "'simulation.optimum' must be topk or exact"),
                            ("simulation: {guard_margin: 0.02}", "needs 'simulation.optimum: exact'"),
                            ("simulation: {repetitions: -1}", "'simulation.repetitions' must be >= 0"),
-                           ("sweep: {anchor_seeds: -1}", "'sweep.anchor_seeds' >= 0")):
+                           ("sweep: {anchor_seeds: -1}", "'sweep.anchor_seeds' must be >= 0")):
         Path("bad.yaml").write_text(extra + "\n")
         with pytest.raises(ConfigError, match=f"bad.yaml: .*{problem}"):
             load_experiment("bad.yaml")
