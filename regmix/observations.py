@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from regmix.files import ConfigError, write_files
-from regmix.mixture import SUM_TOLERANCE
 from regmix.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
+
+# RegMix's published mixtures are rounded to 3 decimals: their rows sum to 0.996-1.003
+CSV_SUM_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,8 +162,8 @@ def _check_mixtures(mixtures: pd.DataFrame, path: str | os.PathLike) -> None:
     if negative.any():
         raise ConfigError(path, f"run {negative.idxmax()} has a negative weight; a mixture's weights are >= 0")
     sums = mixtures.sum(axis=1)
-    off = (sums - 1.0).abs() > SUM_TOLERANCE
+    off = (sums - 1.0).abs() > CSV_SUM_TOLERANCE
     if off.any():
         raise ConfigError(path, f"the weights of run {off.idxmax()} sum to {sums[off.idxmax()]:.6g}, not 1 "
-                                f"({int(off.sum())} runs off by more than {SUM_TOLERANCE:g}); a mixture's weights "
+                                f"({int(off.sum())} runs off by more than {CSV_SUM_TOLERANCE:g}); a mixture's weights "
                                 "sum to 1")

@@ -24,7 +24,7 @@ from regmix.fit import (
     selection_score,
 )
 from regmix.mixing_law import LogLinearMixingLaw
-from regmix.observations import Observations
+from regmix.observations import Observations, read_csvs
 from regmix.regressors import GPMixtureRegressor, LinearMixtureRegressor
 from regmix.schema import loss_csv_name, mixture_csv_name
 
@@ -244,3 +244,15 @@ def test_fit_refuses_a_law_with_too_few_runs_for_its_cv():
     assert fit(observations, ["loglinear"], folds=5).name == "loglinear"
     with pytest.raises(ValueError, match="loglinear needs 5 runs for 4 domains.*sees 4"):
         fit(observed(5, 0), ["loglinear", "linear"], folds=5)
+
+
+def test_mixture_csvs_rounded_like_regmixs_published_ones_are_read(tmp_path):
+    """RegMix's published weights are rounded to 3 decimals (rows sum to 0.996-1.003): real data, not damage."""
+    observations = observed(20, 3)
+    mixtures, losses = observations.mixture_frame().round(3), observations.loss_frame()
+    mixtures.iloc[0] = [0.301, 0.2, 0.3, 0.195]  # sums to 0.996
+    observations = Observations(observations.domains, observations.targets, observations.index,
+                                mixtures.to_numpy(), losses.to_numpy())
+    observations.save(tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m"))
+    read = read_csvs(tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m"))
+    assert read.mixtures[0].sum() == pytest.approx(0.996)
