@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from regmix.cli import torch_device
 from regmix.config import TrainingSettings
-from regmix.data.corpus import CorpusManifest
+from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
 from regmix.files import ConfigError, read_yaml
@@ -310,16 +310,31 @@ def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], No
                               ) -> tuple[CorpusManifest, dict[str, float]]:
     """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
     corpus = experiment.corpus
-    source = Path(corpus.source) if corpus.source else Path(corpus.prepared) / "raw"
+    prepared = Path(corpus.prepared)
+    if prepared.exists() and not prepared.is_dir():
+        raise ConfigError(experiment.source, f"'corpus.prepared' is {prepared}, a file; it names a folder")
+    source = Path(corpus.source) if corpus.source else prepared / "raw"
+    if corpus.source is None and (prepared / MANIFEST_NAME).exists() and not (source / "train").is_dir():
+        # a corpus prepared from other text: use it as it is, never replace it with the embedded one
+        report(f"[prepare] using the prepared corpus in {prepared} (no 'corpus.source': nothing is re-tokenized)")
+        manifest = load_manifest(prepared)
+        source = Path(manifest.source)
+        return manifest, _checked_corpus(experiment, manifest, source, report)
     if corpus.source is None and not (source / "train").is_dir():
         report("[corpus] building the embedded default corpus")
         build_default_corpus(source)
     report("[prepare] tokenizing (incremental)")
     manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True)
+    return manifest, _checked_corpus(experiment, manifest, source, report)
+
+
+def _checked_corpus(experiment: Experiment, manifest: CorpusManifest, source: Path,
+                    report: Callable[[str], None]) -> dict[str, float]:
+    """The experiment's objective on this corpus, its synthesis settings checked against it, empty domains said."""
     objective = experiment_objective(experiment, manifest, source)
     experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), len(manifest.train_domains))
     for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
         if manifest.empty_domains(split):
             report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "
                    f"{source / split} (empty files?): {consequence}")
-    return manifest, objective
+    return objective

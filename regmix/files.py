@@ -52,6 +52,28 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike]) -> None:
+    """Files a command will write, by flag, against what it reads, by flag: an output must be a plain file (or
+    not exist yet), not one of the inputs, not inside an input folder and not another output. Checked before any
+    work, so a mistyped flag never destroys what was computed."""
+    seen: dict[Path, str] = {}
+    for flag, output in outputs.items():
+        path = Path(output)
+        if path.exists() and not path.is_file():
+            raise ConfigError(path, f"{flag}: not a plain file (a folder, device or pipe); name a file to write")
+        check_output_folder(path.parent)
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ConfigError(path, f"{flag} is also {seen[resolved]}; give each output its own file")
+        seen[resolved] = flag
+        for source_flag, source in inputs.items():
+            source = Path(source).resolve()
+            if resolved == source or (source.is_dir() and source in resolved.parents):
+                where = "is" if resolved == source else "is inside"
+                raise ConfigError(path, f"{flag} {where} the input {source_flag}; writing it would destroy what "
+                                        "that input holds: name another file")
+
+
 def read_json_in(path: str | os.PathLike, file_name: str, missing: str) -> tuple[Path, Any]:
     """Parse a JSON file given by its path or by the folder holding it as `file_name`."""
     path = Path(path)

@@ -24,7 +24,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
-from regmix.files import ConfigError
+from regmix.files import ConfigError, check_outputs
 from regmix.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.fit
 from regmix.observations import Observations, read_csvs
 from regmix.regressors import BEST, REGRESSORS, LightGBMMixtureRegressor, make_regressor, minimum_runs, select_targets
@@ -242,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> FittedModel:
     """The command: fit on the two CSVs and write the model file (the old one stays unless the new one is whole)."""
     args = _parser().parse_args(argv)
+    check_outputs({"--output": args.output}, {"--mixtures": args.mixtures, "--losses": args.losses})
     model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
                      args.extrapolation)
     path = model.save(args.output)

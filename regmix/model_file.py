@@ -14,6 +14,7 @@ with allow_pickle=False cannot. One file, written atomically by `save_model`:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -203,12 +204,20 @@ def _per_target(cls: type, state: dict[str, Any], key: str, arrays: Arrays) -> A
 
 
 def _booster_state(booster: lgb.Booster, key: str, arrays: Arrays) -> dict[str, Any]:
-    arrays[f"{key}.booster"] = _text_array(booster.model_to_string())
-    return {}
+    text = booster.model_to_string()
+    arrays[f"{key}.booster"] = _text_array(text)
+    return {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
 def _booster(state: dict[str, Any], key: str, arrays: Arrays) -> lgb.Booster:
-    return lgb.Booster(model_str=_text(arrays[f"{key}.booster"]))
+    """LightGBM's parser aborts the process on some malformed model texts (no Python error to catch), so a text
+    that is not the one written (cut, edited) is refused before it reaches LightGBM. A text crafted together
+    with its checksum can still abort it: a crash, never code run."""
+    text = _text(arrays[f"{key}.booster"])
+    if "sha256" in state and hashlib.sha256(text.encode("utf-8")).hexdigest() != state["sha256"]:
+        raise ValueError(f"{key}: the LightGBM model text is not the one written (its sha256 differs): damaged or "
+                         "edited; fit the model again")
+    return lgb.Booster(model_str=text)
 
 
 def _linear_state(model: LinearRegression, key: str, arrays: Arrays) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
 from regmix.config import RunConfig, TrainingSettings
-from regmix.files import ConfigError, write_files
+from regmix.files import ConfigError, check_outputs, write_files
 from regmix.fit import FittedModel, load_model
 from regmix.mixture import Mixture, project_onto_simplex
 from regmix.optimum import RepetitionCaps, exact_optimum
@@ -409,8 +409,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     plot = args.plot or args.output.with_suffix(".png")
     if args.num_candidates < args.top_k:
         parser.error(f"--num-candidates {args.num_candidates} must be at least --top-k {args.top_k}")
-    if plot.resolve() == args.output.resolve():
-        parser.error(f"--plot {plot} is the --output file; give the plot another name")
+    check_outputs({"--output": args.output, "--plot": plot}, {"--model": args.model, "--prior": args.prior})
     settings = SynthesisSettings(maximum_usage=args.maximum_usage, temperature=args.temperature)
     objective = parse_objective(args.target)
     model = load_model(args.model)

@@ -19,6 +19,7 @@ from test_wandb_runs import offline_run_file
 
 from regmix import collect, fit, simulate
 from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.files import ConfigError, check_outputs
 from regmix.mixture import Mixture
 
 COMMANDS = {"collect": collect.main, "fit": fit.main, "simulate": simulate.main}
@@ -94,6 +95,13 @@ CASES = [
     ("target not in the model", "simulate", [*SIMULATE, "--target", "arxiv"], ["model.npz", "arxiv", "'web'"]),
     ("target weight negative", "simulate", [*SIMULATE, "--target", "web=-1"], ["--target"]),
     ("plot over the config", "simulate", [*SIMULATE, "--plot", "{optimal}"], ["--plot"]),
+    ("plot over the model", "simulate", [*SIMULATE, "--plot", "{model}"], ["--plot", "--model"]),
+    ("config over the model", "simulate", replaced(SIMULATE, "--output", "{model}"), ["--output", "--model"]),
+    ("config over the prior", "simulate", replaced(SIMULATE, "--output", "{prior}"), ["--output", "--prior"]),
+    ("config over a folder", "simulate", replaced(SIMULATE, "--output", "{data}"), ["--output", "not a plain file"]),
+    ("model over the mixture CSV", "fit", replaced(FIT, "--output", "{data}/" + MIXTURES), ["--output",
+                                                                                               "--mixtures"]),
+    ("model over a folder", "fit", replaced(FIT, "--output", "{data}"), ["--output", "not a plain file"]),
     ("prior of other domains", "simulate", replaced(SIMULATE, "--prior", "{bad}/other_prior.yaml"),
      ["other_prior.yaml", "model.npz", "math"]),
     ("prior missing", "simulate", replaced(SIMULATE, "--prior", "{bad}/no_prior.yaml"), ["no_prior.yaml"]),
@@ -202,3 +210,13 @@ def test_a_full_disk_keeps_the_old_results(command, change, from_call, name, wor
     before = folder_hashes(*results(copy))
     COMMANDS[command](argv)
     assert folder_hashes(*results(copy)) != before  # with room it replaces them: the files kept above were at stake
+
+
+def test_an_output_inside_an_input_folder_or_on_a_device_is_refused(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match="--output is inside the input --prior"):
+        check_outputs({"--output": tmp_path / "corpus" / "manifest.json"}, {"--prior": tmp_path / "corpus"})
+    with pytest.raises(ConfigError, match="/dev/null: --output: not a plain file"):
+        check_outputs({"--output": "/dev/null"}, {})
+    check_outputs({"--output": tmp_path / "new.yaml", "--plot": tmp_path / "new.png"}, {"--prior": tmp_path / "corpus"})

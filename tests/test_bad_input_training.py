@@ -15,6 +15,7 @@ from test_bad_input import check_bad_input
 from test_train_proxy import make_config
 
 from regmix import pipeline, train_proxy, transfer
+from regmix.cli import run_command
 from regmix.config import save_run_config
 from regmix.online.__main__ import main as online_main
 from regmix.search.__main__ import main as search_main
@@ -140,3 +141,23 @@ def test_a_full_disk_while_checkpointing_fails_the_run_in_one_line(finished, tin
                                        tmp_path / "full", "--wandb", "off", "--no-progress"], capsys,
                     names=[str(tmp_path / "full")], code=1, watched=[finished / "runs", tiny_corpus.root])
     assert not list((tmp_path / "full").rglob("*.tmp")) and not (tmp_path / "full" / "n1" / "result.json").exists()
+
+
+def test_a_symlinked_lock_or_log_never_writes_outside_the_run(finished, tiny_corpus, tmp_path, capsys):
+    """A run folder's lock or metrics.jsonl planted as a link to another file: that file is never written. The
+    lock is refused (bad input); the log is replaced by the run's own file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    for planted in ("lock", "metrics.jsonl"):
+        save_run_config(make_config("n1", max_step=2), tmp_path / planted / "sweep" / "n1.yaml")
+        run = tmp_path / planted / "runs" / "n1"
+        run.mkdir(parents=True)
+        (run / planted).symlink_to(victim)
+        argv = ["--config", tmp_path / planted / "sweep", "--corpus", tiny_corpus.root, "--output", run.parent,
+                "--wandb", "off", "--no-progress"]
+        if planted == "lock":
+            check_bad_input(train_proxy.main, argv, capsys, names=[str(run / "lock")], watched=[victim])
+        else:
+            assert run_command(train_proxy.main, [str(a) for a in argv]) == 0
+            assert not (run / planted).is_symlink()
+        assert victim.read_text() == "precious\n"

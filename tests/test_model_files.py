@@ -167,3 +167,17 @@ def test_a_file_cut_anywhere_is_refused_with_a_reason(tmp_path):
             load_model(path)
         problem = error.value.problem
         assert problem and "()" not in problem and not problem.rstrip().endswith(":"), problem
+
+
+def test_a_cut_or_edited_booster_text_is_refused_before_lightgbm_parses_it(tmp_path):
+    """LightGBM aborts the whole process on some malformed texts: the checksum refuses them first."""
+    path = fitted("lightgbm").save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    key = next(k for k in arrays if k.endswith(".booster"))
+    for label, text in (("cut", arrays[key][: len(arrays[key]) // 2]),
+                        ("edited", np.frombuffer(arrays[key].tobytes().replace(b"num_leaves=", b"num_leaves=9"),
+                                                 dtype=np.uint8))):
+        np.savez(tmp_path / f"{label}.npz", **{**arrays, key: text})
+        with pytest.raises(ConfigError, match=f"{label}.npz: .*not the one written"):
+            load_model(tmp_path / f"{label}.npz")

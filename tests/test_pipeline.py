@@ -2,12 +2,15 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bad_input import folder_hashes
 
 from regmix.config import RunConfig, TrainingSettings, load_run_config
+from regmix.experiment import prepare_experiment_corpus
 from regmix.files import ConfigError
 from regmix.mixture import Mixture
 from regmix.pipeline import load_experiment, run_pipeline
@@ -171,3 +174,17 @@ def test_simulation_settings_are_checked_when_the_experiment_is_read(workdir):
             load_experiment("bad.yaml")
     Path("ok.yaml").write_text("simulation: {optimum: exact, guard_margin: 0.02, kl: 0.05}\n")
     assert load_experiment("ok.yaml").simulation.guard_margin == 0.02
+
+
+def test_a_prepared_corpus_without_a_source_is_used_as_it_is(tiny_corpus, tmp_path):
+    """`corpus: {prepared: X}` with no source: X's own corpus, never replaced by the embedded default one."""
+    corpus = tmp_path / "mine"
+    shutil.copytree(tiny_corpus.root, corpus)
+    before = folder_hashes(corpus)
+    (tmp_path / "exp.yaml").write_text(f"name: mine\ncorpus: {{prepared: {corpus}}}\n")
+    manifest, objective = prepare_experiment_corpus(load_experiment(tmp_path / "exp.yaml"), report=lambda line: None)
+    assert manifest.train_domains == tiny_corpus.train_domains and set(objective) == set(tiny_corpus.valid_domains)
+    assert folder_hashes(corpus) == before
+    (tmp_path / "file.yaml").write_text(f"name: f\ncorpus: {{prepared: {corpus / 'manifest.json'}}}\n")
+    with pytest.raises(ConfigError, match="file.yaml: 'corpus.prepared' is .*manifest.json, a file"):
+        prepare_experiment_corpus(load_experiment(tmp_path / "file.yaml"), report=lambda line: None)

@@ -6,17 +6,25 @@ The kernel drops the lock when its holder dies, so a crashed worker leaves no st
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
 from pathlib import Path
+
+from regmix.files import ConfigError
 
 
 def acquire_lock(path: Path) -> int | None:
     """The lock's descriptor, or None if another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:  # never through a symbolic link: the pid would be written into whatever it points at
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ConfigError(path, "is a symbolic link; a run's lock is a plain file: remove the link") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

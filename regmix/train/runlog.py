@@ -142,7 +142,9 @@ class RunLog:
     def evaluation(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.history_path.open("a", encoding="utf-8") as fh:
+        # appended (a crash cuts at most the last line), never through a symbolic link to a file elsewhere
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         if self.wandb is not None:
             self.wandb.log(row)
