@@ -81,7 +81,11 @@ class TrainingSettings:
                    (0 <= self.beta1 < 1, "beta1", "must be in [0, 1)"),
                    (0 <= self.beta2 < 1, "beta2", "must be in [0, 1)"),
                    (0 <= self.weight_decay < math.inf, "weight_decay", "must be >= 0 and finite"),
-                   (self.seed >= 0, "seed", "must be >= 0")]
+                   (0 <= self.seed < 2**63, "seed", "must be in [0, 2**63)"),
+                   # beyond these no machine holds the tensors (torch would fail deep inside the run)
+                   (self.block_size <= MAX_BLOCK_SIZE, "block_size", f"must be at most {MAX_BLOCK_SIZE}"),
+                   (self.global_batch_size * self.block_size <= MAX_BATCH_TOKENS, "global_batch_size",
+                    f"times {spell('block_size')} must be at most {MAX_BATCH_TOKENS:,} tokens a step")]
         return [f"{spell(name)} {problem}, got {getattr(self, name)!r}" for ok, name, problem in checks if not ok]
 
     def validate(self, source: str | os.PathLike, spell: Callable[[str], str] = str) -> None:
@@ -89,6 +93,10 @@ class TrainingSettings:
         found = self.problems(spell)
         if found:
             raise ConfigError(source, "; ".join(found))
+
+
+MAX_BLOCK_SIZE = 1 << 20
+MAX_BATCH_TOKENS = 1 << 34
 
 
 def model_names() -> list[str]:

@@ -74,7 +74,7 @@ class SynthesisSettings:
                   (domains is None or not units < domains, "minimum",
                    f"must be at most 1/{domains} for {domains} domains (a draw could lose every weight)"),
                   (self.sample_multiplier >= 1, "sample_multiplier", "must be >= 1"),
-                  (self.seed >= 0, "seed", "must be >= 0")]
+                  (0 <= self.seed < 2**63, "seed", "must be in [0, 2**63)")]
         return [f"{spell(name)} {problem}, got {getattr(self, name)!r}" for ok, name, problem in checks if not ok]
 
     def validate(self, source: str | os.PathLike, spell: Callable[[str], str] = str,

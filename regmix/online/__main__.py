@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
             manifest, objective = prepare_experiment_corpus(experiment)
         empty = set(manifest.empty_domains("train"))
         domains = args.domains or [d for d in manifest.train_domains if d not in empty]
+        for flag, names in (("--domains", domains), ("--valid", args.valid or [])):
+            if len(set(names)) != len(names):
+                raise ConfigError(flag, f"names a domain twice: {sorted(d for d in set(names) if names.count(d) > 1)}")
         unknown = sorted(set(domains) - set(manifest.train_domains))
         if unknown:
             raise ConfigError("--domains", f"unknown domains {unknown}; the corpus has {list(manifest.train_domains)}")

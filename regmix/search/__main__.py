@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=integer_at_least(1), help="proxy runs in all, those started from included")
     p.add_argument("--batch", type=integer_at_least(1),
                    help="proxies per round (default: a GPU's group, or one per CPU worker)")
-    p.add_argument("--seed", type=int, help="seed of the search")
+    p.add_argument("--seed", type=integer_at_least(0), help="seed of the search")
     p.add_argument("--start-from", nargs="+", metavar="PATH",
                    help="existing runs to start from: a run folder (e.g. runs/default/proxies) or "
                         "MIXTURE_CSV LOSS_CSV")
