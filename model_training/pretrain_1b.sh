@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 MIXTURE=optimal_mixture
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then MIXTURE=$1; shift; fi
+case "${NUM_NODES:-1}" in
+  ''|*[!0-9]*|0) echo "error: NUM_NODES=${NUM_NODES} must be a whole number >= 1" >&2; exit 2 ;;
+esac
 if [ "${NUM_NODES:-1}" -gt 1 ]; then
   exec "$PYTHON" -m torch.distributed.run --nnodes "$NUM_NODES" --node-rank "${NODE_RANK:?set NODE_RANK}" \
     --nproc-per-node "${GPUS:?set GPUS (GPUs per node)}" --master-addr "${MASTER_ADDR:?set MASTER_ADDR}" \

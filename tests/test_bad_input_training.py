@@ -77,6 +77,8 @@ CASES = [
     ("online domain twice", "online", ["--corpus", "{corpus}", "--method", "natural", "--domains", "alpha", "alpha"],
      ["--domains"], 2),
     ("search seed negative", "search", ["--config", "{work}/exp.yaml", "--seed", "-1"], ["--seed"], 2),
+    ("online setting made by the method", "online", ["--corpus", "{corpus}", "--method", "skillit", "--setting",
+                                                     'skills="/etc/shadow"'], ["--setting"], 2),
     ("online setting unknown", "online", ["--corpus", "{corpus}", "--method", "aioli", "--setting", "etaa=1"],
      ["etaa"], 2),
     ("online output is a file", "online", ["--corpus", "{corpus}", "--method", "natural", "--output", "{work}/file"],

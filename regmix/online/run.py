@@ -155,6 +155,10 @@ def run_method(method: str, manifest: CorpusManifest, output: Path, settings: Tr
             final = train(method, dml_mixture(grid, domains, valid))
     else:
         policy_class = POLICIES[method]
+        made = sorted({"skills", "reference"} & set(options))
+        if made:  # the harness makes these files itself (the single-domain runs, the stratified run)
+            raise ConfigError("--setting", f"{made} are made by the method's own runs here; drop them (to train a "
+                                           "policy on your own files, write its `policy:` into a run config)")
         spec = {"policy": method, **options}
         if method == "skillit":
             singles = {d: train(f"single_{d}", Mixture.from_dict({d: 1.0})).valid_losses for d in domains}
