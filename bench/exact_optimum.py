@@ -27,10 +27,11 @@ import numpy as np
 
 from regmix.fit import FittedModel
 from regmix.observations import read_csvs
+from regmix.optimal import large_run_settings
 from regmix.optimum import RepetitionCaps, epochs, large_run_tokens, repetition_caps
 from regmix.regressors import make_regressor
 from regmix.schema import loss_csv_name, mixture_csv_name
-from regmix.simulate import Simulation, exact_simulation, large_run_settings, objective_weights, simulate
+from regmix.simulate import Simulation, exact_simulation, objective_weights, simulate
 from regmix.synthesize import SynthesisSettings, load_prior, usage_bounds
 
 TARGET = "the_pile_pile_cc"

@@ -26,18 +26,12 @@ from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.fit import fit, load_model
 from regmix.mixture import Mixture
 from regmix.observations import read_csvs
+from regmix.optimal import large_run_settings, mixture_report, plot_mixtures
 from regmix.optimum import epochs, large_run_tokens, repetition_caps
 from regmix.results import load_result
 from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name
 from regmix.search.run import run_search
-from regmix.simulate import (
-    exact_simulation,
-    large_run_settings,
-    mixture_report,
-    optimal_config,
-    plot_mixtures,
-    simulate,
-)
+from regmix.simulate import exact_simulation, optimal_config, simulate
 from regmix.synthesize import plot_weights, synthesize, write_configs
 from regmix.train.executor import add_executor_arguments
 from regmix.train.sweep import train_sweep

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import math
 import os
 import time
@@ -29,12 +28,13 @@ import yaml
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
-from regmix.config import RunConfig, TrainingSettings
+from regmix.config import RunConfig
 from regmix.files import ConfigError, check_outputs, write_files
 from regmix.fit import FittedModel, load_model
 from regmix.mixture import Mixture, project_onto_simplex
+from regmix.optimal import mixture_plot, optimal_run_config
 from regmix.optimum import RepetitionCaps, exact_optimum
-from regmix.schema import as_valid_domain, loss_column
+from regmix.schema import as_valid_domain
 from regmix.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify, usage_bounds
 
 CHUNK = 1 << 18
@@ -275,26 +275,6 @@ def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[
         seconds=result.seconds + time.perf_counter() - start)
 
 
-def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,
-                       large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
-                       **extra: Any) -> RunConfig:
-    """RegMix config for the large run (`optimal_mixture.yaml`), whatever method found the mixture.
-
-    The prediction and how it was made go in extra keys; the objective is written by loss column,
-    the name the runs log it under.
-    """
-    valid = tuple(d for d, w in objective.items() if w > 0)
-    extra = {"predicted_loss": round(predicted, 6),
-             "predicted_loss_spread": None if spread is None else round(spread, 6),
-             "objective": {loss_column(d): float(objective[d]) for d in valid}, **extra}
-    return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
-
-
-def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
-    """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps)."""
-    return TrainingSettings.from_name("large_1b", model_name=large_model)
-
-
 def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[str, float],
                    large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
                    **extra: Any) -> RunConfig:
@@ -306,40 +286,6 @@ def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[st
         top_k=len(result.top_scores),
         top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
         **extra)
-
-
-def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str) -> list[str]:
-    """Report lines: natural and optimal weight per domain, and how to train the optimum at scale."""
-    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
-    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" for d, w in natural.items()]
-    return lines + [f"optimal mixture: {optimal_path}  (train it: model_training/pretrain_1b.sh {optimal_path})"]
-
-
-def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:
-    """Bars of the natural and the optimal weight per domain, as a PNG written whole or not at all."""
-    write_files({path: mixture_plot(natural, optimal)})
-    return Path(path)
-
-
-def mixture_plot(natural: Mixture, optimal: Mixture) -> bytes:
-    """`plot_mixtures`'s PNG, in memory: a command writes it together with the config it shows."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    domains = optimal.domains
-    x = np.arange(len(domains))
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(domains)), 4.5))
-    ax.bar(x - 0.2, natural.vector(domains) / natural.weights.sum(), 0.4, label="natural")
-    ax.bar(x + 0.2, optimal.weights, 0.4, label="optimal (predicted)")
-    ax.set_xticks(x, domains, rotation=60, ha="right")
-    ax.set_ylabel("weight")
-    ax.legend()
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    return png.getvalue()
 
 
 def parse_objective(items: Sequence[str] | None) -> dict[str, float]:

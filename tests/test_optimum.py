@@ -10,9 +10,10 @@ from scipy.optimize import linprog
 from regmix.fit import FittedModel
 from regmix.mixing_law import LogLinearMixingLaw, minimize_law
 from regmix.mixture import Mixture
+from regmix.optimal import large_run_settings
 from regmix.optimum import epochs, exact_optimum, large_run_tokens, repetition_caps
 from regmix.regressors import make_regressor
-from regmix.simulate import exact_simulation, large_run_settings, simulate
+from regmix.simulate import exact_simulation, simulate
 from regmix.synthesize import SynthesisSettings
 
 DOMAINS = ("web", "code", "books", "math")

@@ -32,12 +32,12 @@ from regmix.experiment import Experiment, check_search_settings, prepare_experim
 from regmix.files import ConfigError, read_yaml, write_atomic
 from regmix.mixture import Mixture
 from regmix.observations import Observations, read_csvs
+from regmix.optimal import mixture_report, optimal_run_config, plot_mixtures
 from regmix.results import load_result
 from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index, safe_name
 from regmix.search import make_proposer
 from regmix.search.proposer import Proposer, Recommendation
 from regmix.search.space import Objective, SearchSpace
-from regmix.simulate import mixture_report, optimal_run_config, plot_mixtures
 from regmix.train.engine import resolve_device
 from regmix.train.executor import parallel_tasks
 from regmix.train.runlog import resolve_wandb_mode

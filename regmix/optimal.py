@@ -1,0 +1,73 @@
+"""The large run's mixture config and how it is reported: whatever method found the mixture (RegMix's
+simulation, a sequential search, an online method), `optimal_mixture.yaml` is the same RegMix config with
+the large run's training settings, and the natural-vs-optimal table and plot look the same.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from regmix.config import RunConfig, TrainingSettings
+from regmix.files import write_files
+from regmix.mixture import Mixture
+from regmix.schema import loss_column
+from regmix.synthesize import SynthesisSettings
+
+
+def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,
+                       large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
+                       **extra: Any) -> RunConfig:
+    """RegMix config for the large run (`optimal_mixture.yaml`), whatever method found the mixture.
+
+    The prediction and how it was made go in extra keys; the objective is written by loss column,
+    the name the runs log it under.
+    """
+    valid = tuple(d for d, w in objective.items() if w > 0)
+    extra = {"predicted_loss": round(predicted, 6),
+             "predicted_loss_spread": None if spread is None else round(spread, 6),
+             "objective": {loss_column(d): float(objective[d]) for d in valid}, **extra}
+    return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
+
+
+def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
+    """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps)."""
+    return TrainingSettings.from_name("large_1b", model_name=large_model)
+
+
+def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str) -> list[str]:
+    """Report lines: natural and optimal weight per domain, and how to train the optimum at scale."""
+    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
+    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" for d, w in natural.items()]
+    return lines + [f"optimal mixture: {optimal_path}  (train it: model_training/pretrain_1b.sh {optimal_path})"]
+
+
+def plot_mixtures(natural: Mixture, optimal: Mixture, path: str | os.PathLike) -> Path:
+    """Bars of the natural and the optimal weight per domain, as a PNG written whole or not at all."""
+    write_files({path: mixture_plot(natural, optimal)})
+    return Path(path)
+
+
+def mixture_plot(natural: Mixture, optimal: Mixture) -> bytes:
+    """`plot_mixtures`'s PNG, in memory: a command writes it together with the config it shows."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = optimal.domains
+    x = np.arange(len(domains))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(domains)), 4.5))
+    ax.bar(x - 0.2, natural.vector(domains) / natural.weights.sum(), 0.4, label="natural")
+    ax.bar(x + 0.2, optimal.weights, 0.4, label="optimal (predicted)")
+    ax.set_xticks(x, domains, rotation=60, ha="right")
+    ax.set_ylabel("weight")
+    ax.legend()
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    plt.close(fig)
+    return png.getvalue()
