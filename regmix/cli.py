@@ -28,15 +28,18 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def integer_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum (argparse names the flag in its error)."""
+def integer_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (and <= maximum: counts beyond any machine's memory are a typo,
+    better refused by name than met as a MemoryError); argparse names the flag in its error."""
+    wanted = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:,}]"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text}")
         return value
     return parse
 

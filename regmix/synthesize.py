@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
                         f"{PRESETS} (default: %(default)s)")
     p.add_argument("--output", type=Path, default=Path("mixture_config/config_1m"),
                    help="folder for n<i>.yaml (default: %(default)s)")
-    p.add_argument("--num-configs", type=integer_at_least(1), default=512,
+    p.add_argument("--num-configs", type=integer_at_least(1, 10**6), default=512,
                    help="how many configs to write (default: %(default)s)")
     p.add_argument("--replace", action="store_true",
                    help="remove the n<i>.yaml configs already in --output first (their old runs are then "

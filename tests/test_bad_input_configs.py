@@ -62,8 +62,9 @@ CASES = [
     flag("--minimum", "0.3", "must be 1/k for a whole number k"),  # 3 x 0.3: 0.9
     flag("--minimum", "0.5", "must be at most 1/17 for 17 domains"),  # a draw could lose every weight
     flag("--minimum", "0", "must be 1/k"),
-    flag("--num-configs", "0", "must be an integer >= 1"),
-    flag("--num-configs", "1.5", "must be an integer >= 1"),
+    flag("--num-configs", "0", "must be an integer in [1, 1,000,000]"),
+    flag("--num-configs", "1.5", "must be an integer in [1, 1,000,000]"),
+    flag("--num-configs", "1000000000000", "must be an integer in [1, 1,000,000]"),
     flag("--temperature", "0", "must be > 0"),
     flag("--temperature", "nan", "must be > 0 and finite"),
     flag("--min-strength", "-1", "must be > 0"),

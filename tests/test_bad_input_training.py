@@ -57,6 +57,8 @@ CASES = [
     ("pipeline config missing", "pipeline", ["--config", "{work}/none.yaml"], ["none.yaml"], 2),
     ("pipeline flag unknown", "pipeline", ["--configg", "x.yaml"], ["--configg"], 2),
     ("search budget zero", "search", ["--config", "{work}/exp.yaml", "--budget", "0"], ["--budget"], 2),
+    ("search budget beyond memory", "search", ["--config", "{work}/exp.yaml", "--budget", "1000000000000000"],
+     ["--budget"], 2),
     ("search batch zero", "search", ["--config", "{work}/exp.yaml", "--batch", "0"], ["--batch"], 2),
     ("search method unknown", "search", ["--config", "{work}/exp.yaml", "--method", "cmaes"], ["--method"], 2),
     ("search setting not key=value", "search", ["--config", "{work}/exp.yaml", "--setting", "initial"],

@@ -31,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=sorted(PROPOSERS), help="search method (default: the experiment's "
                    "`method:` unless that is regmix, else bo; --method regmix runs RegMix as a search, in its "
                    "own search_regmix/ folders)")
-    p.add_argument("--budget", type=integer_at_least(1), help="proxy runs in all, those started from included")
-    p.add_argument("--batch", type=integer_at_least(1),
+    p.add_argument("--budget", type=integer_at_least(1, 10**6), help="proxy runs in all, those started from included")
+    p.add_argument("--batch", type=integer_at_least(1, 10**5),
                    help="proxies per round (default: a GPU's group, or one per CPU worker)")
     p.add_argument("--seed", type=integer_at_least(0), help="seed of the search")
     p.add_argument("--start-from", nargs="+", metavar="PATH",
