@@ -86,7 +86,7 @@ def test_bad_weights_name_the_file(tmp_path, weights, problem):
     ("train:\n  train_a: 1.0\nmodel_name: gpt5\n", "model_name must be a model preset"),
     ("train:\n  train_a: 1.0\nlearning_rate: .nan\n", "learning_rate must be > 0 and finite"),
     ("train:\n  train_a: 1.0\nlr_schedule: cosine\nmin_lr: 0.1\n", "min_lr must be at most learning_rate"),
-    ("train:\n  train_a: 1.0\nseed: -1\n", "seed must be >= 0"),
+    ("train:\n  train_a: 1.0\nseed: -1\n", "seed must be in [0, 2**63)"),
     ("train:\n  train_../../x: 1.0\n", "domain '../../x' cannot name a file: it holds a path separator"),
     ("train:\n  train_.a: 1.0\n", "domain '.a' cannot name a file: it starts with a dot"),
     ("train:\n  train_: 1.0\n", "domain '' cannot name a file: it is empty"),
