@@ -145,7 +145,9 @@ class Search:
                 raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now "
                                              f"({shown}); use a new experiment name, or delete {self.path.parent} "
                                              "to start over")
-            self.trials = [Trial(**t) for t in data["trials"] if safe_name(t.get("name"), "trial name", self.path)]
+            for trial in data["trials"]:  # a trial's name becomes a config file and a run folder
+                safe_name(trial.get("name"), "trial name", self.path)
+            self.trials = [Trial(**t) for t in data["trials"]]
             self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
             self.proposer.load_state_dict(data["proposer"])
         except ConfigError:
