@@ -16,8 +16,9 @@ from regmix.observations import read_csvs
 from regmix.pipeline import run_pipeline
 from regmix.search import PROPOSERS, make_proposer
 from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, replay
-from regmix.search.run import STATE_NAME, run_search
+from regmix.search.run import run_search
 from regmix.search.space import Objective, SearchSpace
+from regmix.search.state import STATE_NAME
 from regmix.train.sweep import train_sweep
 from regmix.wandb_runs import read_offline_run
 

@@ -1,13 +1,9 @@
 """A sequential mixture search with real proxy runs: ask -> train the batch -> tell, until a budget of runs.
 
 Every proxy is trained by the sweep machinery (`regmix.train.sweep`: the one training loop, many
-proxies at once on a GPU, resumable runs). The search keeps one state file, `search.json` in its run
-folder, with the proposer's state and every trial, each a small state machine
-
-    proposed -> training -> trained -> recorded      (any of the first three -> failed)
-
-and writes it atomically after every change: a search killed at any moment continues where it
-stopped, with the proposals it had drawn and without training a finished run again. It can start from
+proxies at once on a GPU, resumable runs). The search's state (`regmix.search.state`: the proposer and
+every trial) is written after every change: a search killed at any moment continues where it stopped,
+with the proposals it had drawn and without training a finished run again. It can start from
 existing runs (a RegMix sweep's run folder or CSVs), which count in the budget. Outputs, in the
 experiment's `search_<method>/` folders: optimal_mixture.yaml (as the RegMix path writes it), the runs
 in RegMix's CSV layout (for `regmix.fit`), convergence.png, and a wandb run of the search's progress
@@ -20,7 +16,6 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,58 +24,20 @@ import numpy as np
 from regmix.config import RunConfig, TrainingSettings, save_run_config
 from regmix.data.corpus import CorpusManifest
 from regmix.experiment import Experiment, check_search_settings, prepare_experiment_corpus
-from regmix.files import ConfigError, read_yaml, write_atomic
+from regmix.files import ConfigError, write_atomic
 from regmix.mixture import Mixture
 from regmix.observations import Observations, read_csvs
 from regmix.optimal import mixture_report, optimal_run_config, plot_mixtures
 from regmix.results import load_result
-from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index, safe_name
+from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index
 from regmix.search import make_proposer
-from regmix.search.proposer import Proposer, Recommendation
+from regmix.search.proposer import Recommendation
 from regmix.search.space import Objective, SearchSpace
+from regmix.search.state import STATE_NAME, Search, Trial
 from regmix.train.engine import resolve_device
 from regmix.train.executor import parallel_tasks
 from regmix.train.runlog import resolve_wandb_mode
 from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
-
-STATE_NAME = "search.json"
-STATE_VERSION = 1
-EDGES = {"proposed": ("training", "failed"), "training": ("trained", "failed"), "trained": ("recorded", "failed"),
-         "recorded": (), "failed": ()}
-
-
-@dataclass
-class Trial:
-    """One proxy run of the search; `losses` by valid domain, `achieved` the shares it drew."""
-
-    name: str
-    requested: dict[str, float]
-    round: int
-    status: str = "proposed"
-    achieved: dict[str, float] | None = None
-    losses: dict[str, float] | None = None
-    source: str = "search"  # or the file it was imported from
-    error: str | None = None
-    history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
-
-    def __post_init__(self) -> None:
-        if self.status not in EDGES:
-            raise ValueError(f"trial {self.name}: unknown status {self.status!r}")
-
-    def mark(self, status: str, **values: Any) -> None:
-        """Move along one edge of the state machine (no-op if already there); illegal edges are bugs."""
-        if status == self.status:
-            return
-        if status not in EDGES[self.status]:
-            raise RuntimeError(f"trial {self.name}: no transition {self.status} -> {status}")
-        for key, value in values.items():
-            setattr(self, key, value)
-        self.status = status
-        self.history.append([status, round(time.time(), 3)])
-
-    @property
-    def pending(self) -> bool:
-        return self.status in ("proposed", "training", "trained")
 
 
 class SearchLog:
@@ -108,60 +65,6 @@ class SearchLog:
             run.log(row)
         run.finish()
         return run.id
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-class Search:
-    """The state file of one search: settings, trials and the proposer, saved after every change."""
-
-    def __init__(self, path: Path, proposer: Proposer, identity: dict[str, Any]):
-        self.path, self.proposer, self.identity = path, proposer, identity
-        self.trials: list[Trial] = []
-        self.rounds: list[dict[str, Any]] = []  # per finished round: runs, recommendation
-        self.wandb_id: str | None = None
-        self.logged = 0  # recorded trials already in the wandb run
-
-    def save(self) -> None:
-        write_atomic(self.path, json.dumps({
-            "version": STATE_VERSION, "identity": self.identity, "trials": [dataclasses.asdict(t) for t in self.trials],
-            "rounds": self.rounds, "proposer": self.proposer.state_dict(), "wandb_id": self.wandb_id,
-            "logged": self.logged}, indent=1))
-
-    def load(self) -> None:
-        """Restore from the state file; another method, space, objective or proxy setting is refused."""
-        data = read_yaml(self.path)
-        try:
-            if data.get("version") != STATE_VERSION:
-                raise ConfigError(self.path, f"search state version {data.get('version')!r}, this regmix reads "
-                                             f"{STATE_VERSION}")
-            old = data["identity"]
-            changed = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
-            if changed:
-                shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(self.identity.get(k))}" for k in changed)
-                raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now "
-                                             f"({shown}); use a new experiment name, or delete {self.path.parent} "
-                                             "to start over")
-            for trial in data["trials"]:  # a trial's name becomes a config file and a run folder
-                safe_name(trial.get("name"), "trial name", self.path)
-            self.trials = [Trial(**t) for t in data["trials"]]
-            self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
-            self.proposer.load_state_dict(data["proposer"])
-        except ConfigError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(self.path, f"unreadable search state: {exc}") from None
-
-    def next_names(self, n: int) -> list[str]:
-        used = [run_index(t.name) for t in self.trials]
-        start = max([i for i in used if isinstance(i, int)], default=0) + 1
-        return [f"n{i}" for i in range(start, start + n)]
-
-    def recorded(self) -> list[Trial]:
-        return [t for t in self.trials if t.status == "recorded"]
 
 
 COMPARABLE = ("model_name", "max_step", "block_size", "global_batch_size", "learning_rate", "lr_schedule",
