@@ -38,7 +38,7 @@ from regmix.files import check_output_folder
 from regmix.mixture import Mixture
 from regmix.results import RunResult, load_result
 from regmix.schema import RESULT_NAME, as_valid_domain
-from regmix.train.executor import LOCAL, Executor, add_executor_arguments, executor_from_args, parallel_tasks, ray_map
+from regmix.train.executor import LOCAL, Executor, add_executor_arguments, executor_from_args, parallel_tasks, ray_call
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_proxies, train_sweep
 from regmix.verify import format_verification, objective_value, seed_runs, verification
@@ -90,13 +90,9 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
             names[run] = name
     if estimate and not all((output / p.stem / RESULT_NAME).exists() for p in paths):
         if executor.kind == "ray":
-            gpus = executor.task_gpus(device)
-            timing = functools.partial(seconds_per_step, manifest=manifest.absolute(),
-                                       folder=output.resolve() / ".estimate", device="cuda" if gpus else "cpu")
-            [(_, per_step)] = ray_map(timing, [load_run_config(paths[0])], executor, gpus, "regmix_estimate")
-            if isinstance(per_step, BaseException):
-                raise per_step
-            parallel = parallel_tasks(executor, gpus)
+            per_step = ray_call(functools.partial(seconds_per_step, load_run_config(paths[0]), manifest.absolute(),
+                                                  output.resolve() / ".estimate"), executor, device, "regmix_estimate")
+            parallel = parallel_tasks(executor, executor.task_gpus(device))
         else:
             per_step = seconds_per_step(load_run_config(paths[0]), manifest, output / ".estimate", device)
             parallel = max(1, workers or 1)

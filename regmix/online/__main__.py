@@ -24,7 +24,7 @@ from regmix.experiment import Experiment, load_experiment, prepare_experiment_co
 from regmix.files import ConfigError, check_output_folder
 from regmix.online.report import plot_method, write_mixture_configs
 from regmix.online.run import METHODS, MethodResult, method_settings_help, run_method
-from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
+from regmix.train.executor import add_executor_arguments, executor_from_args, ray_call
 from regmix.train.runlog import WANDB_MODES
 
 
@@ -83,11 +83,8 @@ def main(argv: Sequence[str] | None = None) -> MethodResult:
                                    method_settings=parse_settings(args.setting), wandb_mode=args.wandb,
                                    device=args.device, progress=not args.no_progress)
         if executor.kind == "ray":
-            gpus = executor.task_gpus(args.device)
-            [(_, result)] = ray_map(functools.partial(method, device="cuda" if gpus else "cpu", progress=False),
-                                    [args.method], executor, gpus, "regmix_online")
-            if isinstance(result, BaseException):
-                raise result
+            result = ray_call(lambda device: method(args.method, device=device, progress=False), executor,
+                              args.device, "regmix_online")
         else:
             result = method(args.method)
     except RuntimeError as exc:  # a run of the method failed (its message names the run folder)

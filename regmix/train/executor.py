@@ -107,6 +107,21 @@ def ray_map(fn: Callable[[Any], Any], items: Sequence[Any], executor: Executor, 
             yield index, exc
 
 
+def task_device(gpus: float) -> str:
+    """The torch device inside a task: Ray shows it only the GPUs it asked for."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
+def ray_call(fn: Callable[[str], Any], executor: Executor, device: str | None, name: str) -> Any:
+    """fn(the task's device) as one Ray task, on a node like those the runs train on; its result, or its error
+    raised here."""
+    gpus = executor.task_gpus(device)
+    [(_, result)] = ray_map(fn, [task_device(gpus)], executor, gpus, name)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """--executor and the Ray task resources, the same on every command that trains many runs."""
     group = parser.add_argument_group("executor (where the runs train)")

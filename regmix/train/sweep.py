@@ -34,7 +34,7 @@ from regmix.results import RunResult, load_result
 from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME, safe_name
 from regmix.train.checkpoint import check_resumable, checkpoint_step, differences, run_identity
 from regmix.train.engine import SingleEngine, resolve_device
-from regmix.train.executor import LOCAL, Executor, ray_map
+from regmix.train.executor import LOCAL, Executor, ray_map, task_device
 from regmix.train.locks import acquire_lock, lock_holder, release_lock
 from regmix.train.loop import group_key, train
 from regmix.train.runlog import check_wandb
@@ -219,7 +219,7 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     check_wandb(wandb_mode)
     if executor.kind == "ray":
         task_gpus = executor.task_gpus(device)
-        cuda, device = task_gpus > 0, "cuda" if task_gpus > 0 else "cpu"  # a task sees its own GPUs only
+        cuda, device = task_gpus > 0, task_device(task_gpus)
     else:
         cuda = resolve_device(device).type == "cuda"
     gpus = torch.cuda.device_count() if cuda and ":" not in (device or "") else 0  # an explicit cuda:N is kept
