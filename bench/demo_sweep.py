@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from regmix.config import TrainingSettings
 from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
-from regmix.synthesize import SynthesisSettings, synthesize, write_configs
+from regmix.search.synthesize import SynthesisSettings, synthesize, write_configs
+from regmix.settings.training import TrainingSettings
 from regmix.train.sweep import train_sweep
 
 

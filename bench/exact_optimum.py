@@ -25,14 +25,15 @@ from typing import Mapping
 
 import numpy as np
 
-from regmix.fit import FittedModel
-from regmix.observations import read_csvs
-from regmix.optimal import large_run_settings
-from regmix.optimum import RepetitionCaps, epochs, large_run_tokens, repetition_caps
-from regmix.regressors import make_regressor
-from regmix.schema import loss_csv_name, mixture_csv_name
-from regmix.simulate import Simulation, exact_simulation, objective_weights, simulate
-from regmix.synthesize import SynthesisSettings, load_prior, usage_bounds
+from regmix.core.observations import read_csvs
+from regmix.core.schema import loss_csv_name, mixture_csv_name
+from regmix.core.space import usage_bounds
+from regmix.regression.fit import FittedModel
+from regmix.regression.optimum import RepetitionCaps, epochs, large_run_tokens, repetition_caps
+from regmix.regression.regressors import make_regressor
+from regmix.regression.simulate import Simulation, exact_simulation, objective_weights, simulate
+from regmix.search.synthesize import SynthesisSettings, load_prior
+from regmix.study.optimal_mixture import large_run_settings
 
 TARGET = "the_pile_pile_cc"
 REGRESSORS = ("loglinear", "lightgbm")

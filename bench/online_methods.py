@@ -1,6 +1,6 @@
 """Aioli's comparison (its Table 2) on our own data, on CPU, with the library's own harness and loop.
 
-Every method of `regmix.online.run` (stratified, natural, grid, dml, skillit, doremi, doge, aioli) is
+Every method of `regmix.study.online_methods` (stratified, natural, grid, dml, skillit, doremi, doge, aioli) is
 trained by `run_method` on three settings of the embedded default corpus: all 5 domains, and a 2- and
 a 3-domain subset (Aioli's smaller settings), each validated on its own domains. Every method's final
 run has the same steps and tokens; its extra runs (grid and dml: the grid, skillit: one per domain,
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from regmix.config import TrainingSettings
 from regmix.data.corpus import load_manifest
-from regmix.online.run import run_method
+from regmix.settings.training import TrainingSettings
+from regmix.study.online_methods import run_method
 from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
 
 METHODS = ("stratified", "natural", "grid", "dml", "skillit", "doremi", "doge", "aioli")

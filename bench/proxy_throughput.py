@@ -25,9 +25,9 @@ from typing import Callable
 
 import torch
 
-from regmix.config import TrainingSettings
-from regmix.models import build_model, non_embedding_parameters
+from regmix.settings.training import TrainingSettings
 from regmix.train.engine import adamw, autocast, next_token_loss
+from regmix.train.models import build_model, non_embedding_parameters
 from regmix.train.stacked import DEFAULT_LOSS_CHUNK, StackedEngine
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0}
@@ -127,7 +127,7 @@ def group_step(args: argparse.Namespace, k: int, device: torch.device, compile: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tinyllama_1M", help="preset of regmix.models")
+    p.add_argument("--model", default="tinyllama_1M", help="preset of regmix.train.models")
     p.add_argument("--vocab", type=int, default=50432)
     p.add_argument("--block", type=int, default=2048)
     p.add_argument("--global-batch", type=int, default=512, help="sequences per optimizer step (per proxy)")

@@ -1,6 +1,6 @@
 """Regression accuracy on RegMix's published proxy data (Pile-CC target).
 
-Each regressor is scored on the 512 training runs only, as `regmix.fit` scores candidates: K-fold CV and
+Each regressor is scored on the 512 training runs only, as `regmix.regression.fit` scores candidates: K-fold CV and
 extrapolation CV (fit on the runs nearest the centre, scored on the farthest 20%), averaged into fit's
 selection score. Then it is fit on all 512 and scored on the 256 held-out runs, which no model sees
 before that: the check of whether the selection score picks a model that ranks unseen mixtures well.
@@ -14,9 +14,16 @@ import argparse
 import time
 from pathlib import Path
 
-from regmix.fit import REGRESSORS, cross_validate, evaluate, extrapolation_scores, make_regressor, selection_score
-from regmix.observations import read_csvs
-from regmix.schema import loss_csv_name, mixture_csv_name
+from regmix.core.observations import read_csvs
+from regmix.core.schema import loss_csv_name, mixture_csv_name
+from regmix.regression.fit import (
+    REGRESSORS,
+    cross_validate,
+    evaluate,
+    extrapolation_scores,
+    make_regressor,
+    selection_score,
+)
 
 TARGET = "the_pile_pile_cc"
 

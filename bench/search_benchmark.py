@@ -8,7 +8,7 @@ simulated candidates, mean of the top 128) reaches with 512.
 
 Problems (`--problems`, all by default):
 - paper: RegMix's published runs (`--data`, default ../shared/regmix_paper_data beside the checkout; 17
-  domains). Oracle: the GP regressor of `regmix.fit` (ARD RBF on log weights) fitted on all 768 runs
+  domains). Oracle: the GP regressor of `regmix.regression.fit` (ARD RBF on log weights) fitted on all 768 runs
   (512 train + 256 test, test put on the train's domain order), target `--target` (the_pile_pile_cc),
   as a `ModelObjective`. The proposers see it plus Gaussian noise of the oracle's own fitted white-noise
   std in loss units (sqrt(WhiteKernel noise_level) x the stored y scale; `--noise` overrides). Space:
@@ -61,13 +61,14 @@ from botorch.exceptions import InputDataWarning
 from linear_operator.utils.warnings import NumericalWarning
 from tqdm.auto import tqdm
 
-from regmix.fit import FittedModel, evaluate, make_regressor
-from regmix.observations import read_csvs
-from regmix.schema import loss_csv_name, mixture_csv_name
+from regmix.core.objective import Objective
+from regmix.core.observations import read_csvs
+from regmix.core.schema import loss_csv_name, mixture_csv_name
+from regmix.core.space import SearchSpace
+from regmix.regression.fit import FittedModel, evaluate, make_regressor
 from regmix.search import make_proposer
 from regmix.search.offline import ModelObjective, PowerLawObjective, minimize_on_space, regret, replay
-from regmix.search.space import Objective, SearchSpace
-from regmix.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify
+from regmix.search.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify
 
 warnings.filterwarnings("ignore", category=NumericalWarning)
 warnings.filterwarnings("ignore", category=InputDataWarning)

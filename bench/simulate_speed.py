@@ -1,4 +1,4 @@
-"""Simulation speed: `regmix.simulate` on 1M and 10M candidates against plain `predict`, same process.
+"""Simulation speed: `regmix.regression.simulate` on 1M and 10M candidates against plain `predict`, same process.
 
 The model is RegMix's published LightGBM (1000 trees) fit on the 512 published runs, target Pile-CC.
 Baseline: `predict` over every one of 1M candidates (timed; 10M is 10x that, extrapolated, since
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.fit import fit
-from regmix.observations import read_csvs
-from regmix.regressors import REGRESSORS
-from regmix.schema import loss_csv_name, mixture_csv_name
-from regmix.simulate import CHUNK, simulate
-from regmix.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify, usage_bounds
+from regmix.core.observations import read_csvs
+from regmix.core.schema import loss_csv_name, mixture_csv_name
+from regmix.core.space import usage_bounds
+from regmix.regression.fit import fit
+from regmix.regression.regressors import REGRESSORS
+from regmix.regression.simulate import CHUNK, simulate
+from regmix.search.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify
 
 TARGET = "the_pile_pile_cc"
 

@@ -1,11 +1,12 @@
-"""Synthesis speed: vectorised `regmix.synthesize` against a per-draw loop (the published script's
+"""Synthesis speed: vectorised `regmix.search.synthesize` against a per-draw loop (the published script's
 shape) in the same process, for 512 configs from The Pile preset."""
 
 import time
 
 import numpy as np
 
-from regmix.synthesize import SynthesisSettings, load_prior, sparsify, synthesize, tempered_prior, usage_bounds
+from regmix.core.space import usage_bounds
+from regmix.search.synthesize import SynthesisSettings, load_prior, sparsify, synthesize, tempered_prior
 
 
 def per_draw_loop(natural: np.ndarray, num_configs: int, s: SynthesisSettings) -> np.ndarray:
@@ -37,6 +38,6 @@ if __name__ == "__main__":
     ours = timed(lambda: synthesize(natural, 512, settings))
     loop = timed(lambda: per_draw_loop(natural.weights, 512, settings), repeats=1)
     print(f"512 configs, The Pile preset, {512 * settings.sample_multiplier:,} draws")
-    print(f"  regmix.synthesize (vectorised): {ours:.3f} s")
+    print(f"  regmix.search.synthesize (vectorised): {ours:.3f} s")
     print(f"  per-draw loop (baseline):       {loop:.3f} s")
     print(f"  speed-up: {loop / ours:.1f}x")

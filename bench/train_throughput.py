@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from regmix.config import RunConfig, TrainingSettings
+from regmix.core.mixture import Mixture
 from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
-from regmix.mixture import Mixture
-from regmix.models import build_model, non_embedding_parameters
+from regmix.settings.run_config import RunConfig
+from regmix.settings.training import TrainingSettings
+from regmix.train.models import build_model, non_embedding_parameters
 from regmix.train.sweep import train_proxies
 
 DOMAINS = ("web", "code", "books")

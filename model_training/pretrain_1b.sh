@@ -7,7 +7,7 @@
 # One node: all its GPUs, one process each, FSDP. GPUS=4 limits the GPUs used.
 # Several nodes: run this script on every node with
 #   NUM_NODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's address> MASTER_PORT=29500 GPUS=8
-# (it starts torchrun with those values); any other flag goes to `python -m regmix.pretrain --help`.
+# (it starts torchrun with those values); any other flag goes to `python -m regmix.train.pretrain --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -19,7 +19,7 @@ esac
 if [ "${NUM_NODES:-1}" -gt 1 ]; then
   exec "$PYTHON" -m torch.distributed.run --nnodes "$NUM_NODES" --node-rank "${NODE_RANK:?set NODE_RANK}" \
     --nproc-per-node "${GPUS:?set GPUS (GPUs per node)}" --master-addr "${MASTER_ADDR:?set MASTER_ADDR}" \
-    --master-port "${MASTER_PORT:-29500}" -m regmix.pretrain "$MIXTURE" --devices "$GPUS" \
+    --master-port "${MASTER_PORT:-29500}" -m regmix.train.pretrain "$MIXTURE" --devices "$GPUS" \
     --num-nodes "$NUM_NODES" "$@"
 fi
-exec "$PYTHON" -m regmix.pretrain "$MIXTURE" --devices "${GPUS:-auto}" "$@"
+exec "$PYTHON" -m regmix.train.pretrain "$MIXTURE" --devices "${GPUS:-auto}" "$@"

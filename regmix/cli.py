@@ -16,7 +16,7 @@ import sys
 import traceback
 from typing import Any, Callable, Sequence
 
-from regmix.files import ConfigError
+from regmix.core.files import ConfigError
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
 

@@ -1,4 +1,4 @@
-"""The whole RegMix pipeline from one experiment YAML (settings: `regmix.experiment`): prepare ->
+"""The whole RegMix pipeline from one experiment YAML (settings: `regmix.study.experiment`): prepare ->
 synthesize -> train the proxy sweep -> collect -> fit -> simulate, then a short report.
 
 Resumable at every stage: a stage whose inputs and settings are unchanged since it last finished is
@@ -18,24 +18,24 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from regmix.cli import ArgumentParser, run_command
-from regmix.collect import collect
-from regmix.config import RunConfig, load_run_config, run_config_paths, save_run_config
+from regmix.core.files import ConfigError, read_yaml, write_atomic
+from regmix.core.mixture import Mixture
+from regmix.core.observations import read_csvs
+from regmix.core.results import load_result
+from regmix.core.schema import RESULT_NAME, loss_csv_name, mixture_csv_name
 from regmix.data.corpus import CorpusManifest
-from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus, with_executor
-from regmix.files import ConfigError, read_yaml, write_atomic
-from regmix.fit import fit, load_model
-from regmix.mixture import Mixture
-from regmix.observations import read_csvs
-from regmix.optimal import large_run_settings, mixture_report, plot_mixtures
-from regmix.optimum import epochs, large_run_tokens, repetition_caps
-from regmix.results import load_result
-from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name
-from regmix.search.run import run_search
-from regmix.simulate import exact_simulation, optimal_config, simulate
-from regmix.synthesize import plot_weights, synthesize, write_configs
+from regmix.regression.fit import fit, load_model
+from regmix.regression.optimum import epochs, large_run_tokens, repetition_caps
+from regmix.regression.simulate import exact_simulation, optimal_config, simulate
+from regmix.search.synthesize import plot_weights, synthesize, write_configs
+from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths, save_run_config
+from regmix.study.collect import collect
+from regmix.study.experiment import Experiment, load_experiment, prepare_experiment_corpus, with_executor
+from regmix.study.optimal_mixture import large_run_settings, mixture_report, plot_mixtures
+from regmix.study.search_run import run_search
+from regmix.study.verify import format_verification, gain_against_floor, noise_floor, seed_runs, verification
 from regmix.train.executor import add_executor_arguments
 from regmix.train.sweep import train_sweep
-from regmix.verify import format_verification, gain_against_floor, noise_floor, seed_runs, verification
 
 ANCHOR = "anchor_"  # config name prefix of the natural and uniform runs with seeds
 

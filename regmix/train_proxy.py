@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Sequence
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
-from regmix.config import load_run_config, run_config_paths
+from regmix.core.files import ConfigError, check_output_folder
 from regmix.data.corpus import load_manifest, verify_corpus
-from regmix.files import ConfigError, check_output_folder
+from regmix.settings.run_config import load_run_config, run_config_paths
 from regmix.train.executor import add_executor_arguments, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_sweep

@@ -14,8 +14,10 @@ import yaml
 from test_bad_input import check_bad_input
 from test_train_proxy import make_config
 
-from regmix import pipeline, pretrain, synthesize, train_proxy
-from regmix.schema import CHECKPOINT_NAME
+from regmix import pipeline, train_proxy
+from regmix.core.schema import CHECKPOINT_NAME
+from regmix.search import synthesize
+from regmix.train import pretrain
 from regmix.train.sweep import train_proxies
 
 COMMANDS = {"synthesize": synthesize.main, "train_proxy": train_proxy.main, "pipeline": pipeline.main,

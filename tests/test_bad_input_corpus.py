@@ -20,12 +20,13 @@ from conftest import TINY_VOCAB
 from test_bad_input import check_bad_input
 
 from regmix import train_proxy
-from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
 from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.data.prepare import main as prepare_main
 from regmix.data.prepare import prepare
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
+from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.settings.training import TrainingSettings
 
 WORDS = "the a river mountain def return import class hereby pursuant license party".split()
 

@@ -17,10 +17,12 @@ from test_bad_input import check_bad_input, folder_hashes
 from test_collect import DOMAINS, VALID, make_sweep
 from test_wandb_runs import offline_run_file
 
-from regmix import collect, fit, simulate
-from regmix.config import RunConfig, TrainingSettings, save_run_config
-from regmix.files import ConfigError, check_outputs
-from regmix.mixture import Mixture
+from regmix.core.files import ConfigError, check_outputs
+from regmix.core.mixture import Mixture
+from regmix.regression import fit, simulate
+from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.study import collect
 
 COMMANDS = {"collect": collect.main, "fit": fit.main, "simulate": simulate.main}
 NAMES = [f"n{i}" for i in range(1, 7)]

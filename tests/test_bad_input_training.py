@@ -14,11 +14,12 @@ import torch
 from test_bad_input import check_bad_input
 from test_train_proxy import make_config
 
-from regmix import pipeline, train_proxy, transfer
+from regmix import pipeline, train_proxy
 from regmix.cli import run_command
-from regmix.config import save_run_config
 from regmix.online.__main__ import main as online_main
 from regmix.search.__main__ import main as search_main
+from regmix.settings.run_config import save_run_config
+from regmix.study import transfer
 from regmix.train.sweep import train_sweep
 
 COMMANDS = {"train_proxy": train_proxy.main, "pipeline": pipeline.main, "search": search_main,

@@ -10,15 +10,12 @@ import pandas as pd
 import pytest
 from test_wandb_runs import offline_run_file
 
-from regmix import collect as collect_module
 from regmix.cli import run_command
-from regmix.collect import collect
-from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.observations import Observations, read_csvs
-from regmix.results import RunResult, evaluation_row, load_result, save_result
-from regmix.schema import (
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.observations import Observations, read_csvs
+from regmix.core.results import RunResult, evaluation_row, load_result, save_result
+from regmix.core.schema import (
     HISTORY_NAME,
     achieved_column,
     achieved_domain,
@@ -31,7 +28,11 @@ from regmix.schema import (
     train_domain,
     train_key,
 )
-from regmix.wandb_runs import OfflineRun
+from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.study import collect as collect_module
+from regmix.study.collect import collect
+from regmix.study.wandb_runs import OfflineRun
 
 DOMAINS = ("web", "code", "books")
 VALID = ("web", "code")
@@ -104,8 +105,8 @@ def test_a_run_of_another_mixture_is_never_paired_with_the_config(tmp_path):
 
 
 def _offline(monkeypatch, runs: dict[str, OfflineRun]) -> None:
-    monkeypatch.setattr("regmix.wandb_runs.find_offline_runs", lambda root: [Path(root) / p for p in runs])
-    monkeypatch.setattr("regmix.wandb_runs.read_offline_run", lambda path, partial=False: runs[Path(path).name])
+    monkeypatch.setattr("regmix.study.wandb_runs.find_offline_runs", lambda root: [Path(root) / p for p in runs])
+    monkeypatch.setattr("regmix.study.wandb_runs.read_offline_run", lambda path, partial=False: runs[Path(path).name])
 
 
 def _history(web: float, steps=(5, 10)) -> list[dict]:

@@ -97,21 +97,21 @@ def test_every_stage_killed_twice_then_resumed_gives_the_uninterrupted_files(tmp
     corpus, configs, runs, data = tmp_path / "prepared", tmp_path / "configs", tmp_path / "runs", tmp_path / "data"
     killed_and_resumed(["regmix.prepare", "raw", "--output", "prepared", "--vocab-size", "300", "--workers", "1"],
                        [corpus], tmp_path, rng)
-    subprocess.run([sys.executable, "-m", "regmix.synthesize", "--prior", "prepared", "--output", "configs",
+    subprocess.run([sys.executable, "-m", "regmix.search.synthesize", "--prior", "prepared", "--output", "configs",
                     "--num-configs", "6", "--model-name", "tinyllama_demo", "--global-batch-size", "4",
                     "--micro-batch-size", "4", "--max-step", "40", "--eval-step-interval", "10",
                     "--save-step-interval", "5", "--warmup-steps", "2", "--block-size", "32", "--eval-tokens", "256"],
                    cwd=tmp_path, check=True, capture_output=True)
     killed_and_resumed(["regmix.train_proxy", "--config", "configs", "--corpus", "prepared", "--output", "runs",
                         "--workers", "1", "--wandb", "off", "--no-progress"], [runs], tmp_path, rng)
-    killed_and_resumed(["regmix.collect", "--configs", "configs", "--runs", "runs", "--output", "data",
+    killed_and_resumed(["regmix.study.collect", "--configs", "configs", "--runs", "runs", "--output", "data",
                         "--scale", "tiny", "--corpus", "faults"], [data], tmp_path, rng)
     mixtures, losses = data / "train_mixture_tiny.csv", data / "train_faults_loss_tiny.csv"
     assert mixtures.exists() and losses.exists()
-    killed_and_resumed(["regmix.fit", "--mixtures", str(mixtures), "--losses", str(losses), "--model", "lightgbm",
-                        "linear", "--folds", "1", "--threads", "1", "--output", "model.npz"],
+    killed_and_resumed(["regmix.regression.fit", "--mixtures", str(mixtures), "--losses", str(losses),
+                        "--model", "lightgbm", "linear", "--folds", "1", "--threads", "1", "--output", "model.npz"],
                        [tmp_path / "model.npz"], tmp_path, rng)
-    killed_and_resumed(["regmix.simulate", "--model", "model.npz", "--prior", "prepared", "--num-candidates",
+    killed_and_resumed(["regmix.regression.simulate", "--model", "model.npz", "--prior", "prepared", "--num-candidates",
                         "200000", "--top-k", "64", "--threads", "1", "--output", "optimal.yaml", "--plot",
                         "optimal.png", "--quiet"], [tmp_path / "optimal.yaml", tmp_path / "optimal.png"], tmp_path,
                        rng)

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regmix import fit as fit_module
-from regmix.files import ConfigError
-from regmix.fit import (
+from regmix.core.files import ConfigError
+from regmix.core.observations import Observations, read_csvs
+from regmix.core.schema import loss_csv_name, mixture_csv_name
+from regmix.regression import fit as fit_module
+from regmix.regression.fit import (
     REGRESSORS,
     FittedModel,
     cross_validate,
@@ -23,10 +25,8 @@ from regmix.fit import (
     make_regressor,
     selection_score,
 )
-from regmix.mixing_law import LogLinearMixingLaw
-from regmix.observations import Observations, read_csvs
-from regmix.regressors import GPMixtureRegressor, LinearMixtureRegressor
-from regmix.schema import loss_csv_name, mixture_csv_name
+from regmix.regression.mixing_law import LogLinearMixingLaw
+from regmix.regression.regressors import GPMixtureRegressor, LinearMixtureRegressor
 
 DOMAINS = ["web", "code", "books", "math"]
 
@@ -158,7 +158,7 @@ def test_ensemble_spread_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "kept linear" in out and "3-fold CV" in out and "extrapolation CV" in out and "selection score" in out
     # as a command: the model file must load in another process
-    subprocess.run([sys.executable, "-m", "regmix.fit", "--mixtures", str(mixture_csv), "--losses",
+    subprocess.run([sys.executable, "-m", "regmix.regression.fit", "--mixtures", str(mixture_csv), "--losses",
                     str(loss_csv), "--model", "linear", "--folds", "1", "--output",
                     str(tmp_path / "cli.npz")], check=True, capture_output=True)
     assert load_model(tmp_path / "cli.npz").targets == tuple(Y.columns)

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from regmix.config import RunConfig, Stage, TrainingSettings, load_run_config, save_run_config
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.results import load_result
+from regmix.core.schema import CHECKPOINT_NAME, HISTORY_NAME
 from regmix.online.policy import OnlinePolicy
-from regmix.results import load_result
-from regmix.schema import CHECKPOINT_NAME, HISTORY_NAME
+from regmix.settings.run_config import RunConfig, Stage, load_run_config, save_run_config
+from regmix.settings.training import TrainingSettings
 from regmix.train.sweep import train_proxies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_unknown_online_policy_or_setting_names_the_file(tiny_corpus, tmp_path):
 
 KILL_SCRIPT = """
 import os, signal, sys, torch
-from regmix.config import load_run_config
+from regmix.settings.run_config import load_run_config
 from regmix.data.corpus import load_manifest
 from regmix.data.sampler import MixtureSampler
 from regmix.train.sweep import train_proxies

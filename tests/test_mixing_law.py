@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regmix.fit import FittedModel, cross_validate, fit, load_model, make_regressor
-from regmix.mixing_law import LogLinearMixingLaw, minimize_law
-from regmix.observations import Observations
+from regmix.core.observations import Observations
+from regmix.regression.fit import FittedModel, cross_validate, fit, load_model, make_regressor
+from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
 
 C = np.array([2.0, 3.0])
 K = np.array([0.5, 1.2])

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regmix.config import RunConfig, TrainingSettings, load_run_config, run_config_paths, save_run_config
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture, load_distribution
 from regmix.data.corpus import CorpusManifest, Shard, TokenizerInfo
-from regmix.files import ConfigError
-from regmix.mixture import Mixture, load_distribution
+from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths, save_run_config
+from regmix.settings.training import TrainingSettings
 
 REGMIX_OWN_FILE = """\
 train:

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from regmix.files import ConfigError
-from regmix.fit import FittedModel, load_model
-from regmix.model_file import SETTINGS, save_model
-from regmix.regressors import REGRESSORS, LightGBMMixtureRegressor, make_regressor
+from regmix.core.files import ConfigError
+from regmix.regression.fit import FittedModel, load_model
+from regmix.regression.model_file import SETTINGS, save_model
+from regmix.regression.regressors import REGRESSORS, LightGBMMixtureRegressor, make_regressor
 
 DOMAINS = ("web", "code", "books", "math")
 TARGETS = ("web", "code")

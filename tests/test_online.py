@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from regmix.config import RunConfig, TrainingSettings
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
 from regmix.data.sampler import exact_counts
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
 from regmix.online import make_policy
 from regmix.online.aioli import Aioli, AioliSettings, interaction_matrix, smoothed_one_hot
 from regmix.online.doge import DoGE, DoGESettings
 from regmix.online.doremi import DoReMi, DoReMiSettings
 from regmix.online.skillit import SkillIt, SkillItSettings
+from regmix.settings.run_config import RunConfig
+from regmix.settings.training import TrainingSettings
 from regmix.train.sweep import train_proxies
 
 DOMAINS = ("a", "b", "c")

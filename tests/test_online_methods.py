@@ -9,11 +9,12 @@ import pytest
 import torch
 import yaml
 
-from regmix.config import TrainingSettings, load_run_config
-from regmix.files import ConfigError
+from regmix.core.files import ConfigError
 from regmix.online.__main__ import main
-from regmix.online.run import METHODS, grid_mixtures, run_method
-from regmix.pretrain import resolve_mixture
+from regmix.settings.run_config import load_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.study.online_methods import METHODS, grid_mixtures, run_method
+from regmix.train.pretrain import resolve_mixture
 
 SETTINGS = TrainingSettings(model_name="tinyllama_demo", global_batch_size=8, micro_batch_size=4, max_step=6,
                             warmup_steps=1, eval_step_interval=3, save_step_interval=3, block_size=32,

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from scipy.optimize import linprog
 
-from regmix.fit import FittedModel
-from regmix.mixing_law import LogLinearMixingLaw, minimize_law
-from regmix.mixture import Mixture
-from regmix.optimal import large_run_settings
-from regmix.optimum import epochs, exact_optimum, large_run_tokens, repetition_caps
-from regmix.regressors import make_regressor
-from regmix.simulate import exact_simulation, simulate
-from regmix.synthesize import SynthesisSettings
+from regmix.core.mixture import Mixture
+from regmix.regression.fit import FittedModel
+from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
+from regmix.regression.optimum import epochs, exact_optimum, large_run_tokens, repetition_caps
+from regmix.regression.regressors import make_regressor
+from regmix.regression.simulate import exact_simulation, simulate
+from regmix.search.synthesize import SynthesisSettings
+from regmix.study.optimal_mixture import large_run_settings
 
 DOMAINS = ("web", "code", "books", "math")
 TOKENS = {"web": 10_000_000, "code": 4_000_000, "books": 1_000_000, "math": 100_000}

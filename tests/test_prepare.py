@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from regmix.cli import run_command
+from regmix.core.files import ConfigError
 from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.data.default_corpus import DOMAINS, build_default_corpus
 from regmix.data.prepare import main, prepare, token_dtype
 from regmix.data.tokenizer import load_tokenizer
-from regmix.files import ConfigError
 
 SHARED_NEOX = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "gpt-neox"
 WORDS = {

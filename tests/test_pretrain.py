@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from regmix.cli import RunFailed
-from regmix.config import RunConfig, TrainingSettings, load_run_config, save_run_config
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.pretrain import main, resolve_mixture
-from regmix.results import load_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.results import load_result
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME
+from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.train.pretrain import main, resolve_mixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,11 +18,11 @@ from test_train_proxy import WEIGHTS, make_config
 
 from regmix import train_proxy
 from regmix.cli import run_command
-from regmix.config import run_config_paths, save_run_config
-from regmix.experiment import load_experiment, with_executor
-from regmix.files import ConfigError
-from regmix.results import load_result
-from regmix.schema import CHECKPOINT_NAME, HISTORY_NAME, LOCK_NAME, STEP
+from regmix.core.files import ConfigError
+from regmix.core.results import load_result
+from regmix.core.schema import CHECKPOINT_NAME, HISTORY_NAME, LOCK_NAME, STEP
+from regmix.settings.run_config import run_config_paths, save_run_config
+from regmix.study.experiment import load_experiment, with_executor
 from regmix.train.executor import LOCAL, Executor, add_executor_arguments
 from regmix.train.sweep import train_sweep
 

@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 from test_pipeline import EXPERIMENT, write_corpus
 
-from regmix.config import load_run_config
-from regmix.experiment import load_experiment
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.observations import read_csvs
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.observations import read_csvs
+from regmix.core.space import SearchSpace
 from regmix.pipeline import run_pipeline
-from regmix.search import PROPOSERS, make_proposer
+from regmix.search import OFFLINE, SEQUENTIAL, make_proposer
 from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, replay
-from regmix.search.run import run_search
-from regmix.search.space import Objective, SearchSpace
-from regmix.search.state import STATE_NAME
+from regmix.settings.run_config import load_run_config
+from regmix.study.experiment import load_experiment
+from regmix.study.search_run import run_search
+from regmix.study.state import STATE_NAME
+from regmix.study.wandb_runs import read_offline_run
 from regmix.train.sweep import train_sweep
-from regmix.wandb_runs import read_offline_run
 
 FAST = {"bo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
         "turbo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
@@ -39,7 +40,7 @@ def bounded_problem(dim: int = 17) -> tuple[PowerLawObjective, SearchSpace]:
     return problem, SearchSpace(problem.domains, problem.prior, lower, upper)
 
 
-@pytest.mark.parametrize("method", sorted(PROPOSERS))
+@pytest.mark.parametrize("method", sorted(OFFLINE + SEQUENTIAL))
 def test_every_proposal_is_on_the_simplex_and_within_bounds(method):
     problem, space = bounded_problem()
     proposer = make_proposer(method, space, problem.objective(), seed=1, settings=fast(method))
@@ -53,7 +54,7 @@ def test_every_proposal_is_on_the_simplex_and_within_bounds(method):
     assert space.contains(best.mixture.vector(space.domains)).all() and np.isfinite(best.predicted)
 
 
-@pytest.mark.parametrize("method", sorted(PROPOSERS))
+@pytest.mark.parametrize("method", sorted(OFFLINE + SEQUENTIAL))
 def test_a_restored_proposer_asks_for_the_same_mixtures(method):
     problem = PowerLawObjective(5, seed=0, noise=0.01)
     proposer = make_proposer(method, problem.space(), problem.objective(), seed=4, settings=fast(method, **(

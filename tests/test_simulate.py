@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regmix import simulate as simulate_module
-from regmix.config import load_run_config
-from regmix.fit import FittedModel
-from regmix.mixture import Mixture
-from regmix.observations import Observations
-from regmix.regressors import make_regressor
-from regmix.simulate import Surrogate, objective_weights, optimal_config, simulate
-from regmix.synthesize import SynthesisSettings, usage_bounds
+from regmix.core.mixture import Mixture
+from regmix.core.observations import Observations
+from regmix.core.space import usage_bounds
+from regmix.regression import simulate as simulate_module
+from regmix.regression.fit import FittedModel
+from regmix.regression.regressors import make_regressor
+from regmix.regression.simulate import Surrogate, objective_weights, optimal_config, simulate
+from regmix.search.synthesize import SynthesisSettings
+from regmix.settings.run_config import load_run_config
 
 DOMAINS = ("web", "code", "books", "math", "chat")
 NATURAL = Mixture(DOMAINS, np.array([0.4, 0.3, 0.15, 0.1, 0.05]))

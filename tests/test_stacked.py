@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regmix.config import RunConfig, TrainingSettings
-from regmix.mixture import Mixture
-from regmix.models import build_model
-from regmix.results import load_result
-from regmix.schema import CHECKPOINT_NAME, HISTORY_NAME
+from regmix.core.mixture import Mixture
+from regmix.core.results import load_result
+from regmix.core.schema import CHECKPOINT_NAME, HISTORY_NAME
+from regmix.settings.run_config import RunConfig
+from regmix.settings.training import TrainingSettings
 from regmix.train import stacked
 from regmix.train.checkpoint import checkpoint_step
 from regmix.train.loop import train
+from regmix.train.models import build_model
 from regmix.train.sweep import train_proxies
 
 TOLERANCE = 1e-4  # relative; fp32 batched matmuls and chunked softmax only reorder sums

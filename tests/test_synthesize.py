@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from regmix.config import load_run_config, run_config_paths
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.synthesize import SynthesisSettings, load_prior, main, synthesize, tempered_prior, usage_bounds
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.space import usage_bounds
+from regmix.search.synthesize import SynthesisSettings, load_prior, main, synthesize, tempered_prior
+from regmix.settings.run_config import load_run_config, run_config_paths
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_cli_help():
 def test_cli_bad_prior_is_one_clear_error(tmp_path):
     bad = tmp_path / "prior.yaml"
     bad.write_text("train:\n  train_a: -1\n")
-    result = subprocess.run([sys.executable, "-m", "regmix.synthesize", "--prior", str(bad), "--output",
+    result = subprocess.run([sys.executable, "-m", "regmix.search.synthesize", "--prior", str(bad), "--output",
                              str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2
     expected = f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"

@@ -18,19 +18,20 @@ from scipy.stats import chisquare
 
 from regmix import train_proxy
 from regmix.cli import run_command
-from regmix.config import RunConfig, TrainingSettings, load_run_config, run_config_paths, save_run_config
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.results import load_result
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, LOCK_NAME
 from regmix.data.sampler import MixtureSampler, TokenStream, validation_sets
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.models import PRESETS, build_model, non_embedding_parameters
-from regmix.results import load_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, LOCK_NAME
+from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths, save_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.study.wandb_runs import find_offline_runs, read_offline_run
 from regmix.train import engine as engine_module
 from regmix.train.engine import CrossEntropy
 from regmix.train.locks import acquire_lock, release_lock
+from regmix.train.models import PRESETS, build_model, non_embedding_parameters
 from regmix.train.runlog import resolve_wandb_mode
 from regmix.train.sweep import train_proxies, train_sweep
-from regmix.wandb_runs import find_offline_runs, read_offline_run
 
 WEIGHTS = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1, "delta": 0.0}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regmix.mixture import Mixture
-from regmix.results import RunResult
-from regmix.verify import beats, format_verification, gain_against_floor, noise_floor, seed_runs, verification
+from regmix.core.mixture import Mixture
+from regmix.core.results import RunResult
+from regmix.study.verify import beats, format_verification, gain_against_floor, noise_floor, seed_runs, verification
 
 OBJECTIVE = {"x": 1.0, "y": 1.0}
 

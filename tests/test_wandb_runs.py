@@ -10,8 +10,8 @@ from typing import Any, Sequence
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from regmix.files import ConfigError
-from regmix.wandb_runs import (
+from regmix.core.files import ConfigError
+from regmix.study.wandb_runs import (
     BLOCK_SIZE,
     FILE_HEADER,
     FIRST,

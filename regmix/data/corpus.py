@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from regmix.files import ConfigError, read_json_in, write_bytes_atomic
-from regmix.mixture import Mixture
+from regmix.core.files import ConfigError, read_json_in, write_bytes_atomic
+from regmix.core.mixture import Mixture
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "valid")

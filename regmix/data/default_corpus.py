@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command
-from regmix.files import ConfigError, write_atomic
+from regmix.core.files import ConfigError, write_atomic
 
 MB = 1_000_000
 MIN_VALID_BYTES = 64_000

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command
+from regmix.core.files import ConfigError, replace_atomic, write_atomic
 from regmix.data.corpus import (
     MANIFEST_NAME,
     SPLITS,
@@ -40,7 +41,6 @@ from regmix.data.corpus import (
     verify_corpus,
     verify_shard,
 )
-from regmix.files import ConfigError, replace_atomic, write_atomic
 
 TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)\.jsonl(?:\.gz)?$")
 VALID_FILE = re.compile(r"^(?P<domain>.+?)\.jsonl(?:\.gz)?$")

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from regmix.core.mixture import Mixture
 from regmix.data.corpus import CorpusManifest
-from regmix.mixture import Mixture
 
 
 class TokenStream:

@@ -15,8 +15,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from regmix.core.files import ConfigError, replace_atomic
 from regmix.data.corpus import TokenizerInfo
-from regmix.files import ConfigError, replace_atomic
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "<|end_of_text|>")
 TOKENIZER_NAME = "tokenizer.json"

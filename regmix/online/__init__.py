@@ -10,8 +10,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
 from regmix.online.aioli import Aioli
 from regmix.online.doge import DoGE
 from regmix.online.doremi import DoReMi
@@ -28,8 +28,8 @@ POLICIES: dict[str, type[OnlinePolicy]] = {
 }
 
 
-def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.PathLike) -> OnlinePolicy:
-    """The policy a schedule spec names (`{policy: name, interval: N, ...settings}`), settings checked."""
+def policy_settings(spec: Mapping[str, Any], source: str | os.PathLike) -> Any:
+    """The `Settings` of the policy a schedule spec names (`{policy: name, interval: N, ...settings}`), checked."""
     settings = {k: v for k, v in spec.items() if k not in ("policy", "interval")}
     name = spec.get("policy")
     if name not in POLICIES:
@@ -42,12 +42,23 @@ def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.Path
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
         raise ConfigError(source, f"schedule interval must be an integer >= 0, got {interval!r}")
     try:
-        policy = POLICIES[name](initial, POLICIES[name].Settings(**settings))
+        return POLICIES[name].Settings(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"policy {name!r}: {exc}") from None
+
+
+def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.PathLike
+                ) -> OnlinePolicy:
+    """The policy a schedule spec names, settings checked (policy_settings) and its files read."""
+    settings = policy_settings(spec, source)
+    name = spec["policy"]
+    try:
+        policy = POLICIES[name](initial, settings)
     except (TypeError, ValueError) as exc:
         raise ConfigError(source, f"policy {name!r}: {exc}") from None
     if "interval" in spec:
-        if policy.interval and interval != policy.interval:
+        if policy.interval and spec["interval"] != policy.interval:
             raise ConfigError(source, f"policy {name!r} sets its own interval ({policy.interval} steps); "
                                       "leave `interval:` out")
-        policy.interval = interval
+        policy.interval = spec["interval"]
     return policy

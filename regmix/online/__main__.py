@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Sequence
 
 from regmix.cli import ArgumentParser, RunFailed, run_command, torch_device
-from regmix.config import add_settings_arguments, parse_settings, settings_from_args
+from regmix.core.files import ConfigError, check_output_folder
 from regmix.data.corpus import load_manifest
-from regmix.experiment import Experiment, load_experiment, prepare_experiment_corpus
-from regmix.files import ConfigError, check_output_folder
-from regmix.online.report import plot_method, write_mixture_configs
-from regmix.online.run import METHODS, MethodResult, method_settings_help, run_method
+from regmix.settings.training import add_settings_arguments, parse_settings, settings_from_args
+from regmix.study.experiment import Experiment, load_experiment, prepare_experiment_corpus
+from regmix.study.online_methods import METHODS, MethodResult, method_settings_help, run_method
+from regmix.study.online_report import plot_method, write_mixture_configs
 from regmix.train.executor import add_executor_arguments, executor_from_args, ray_call
 from regmix.train.runlog import WANDB_MODES
 

@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from regmix.config import setting_field
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
 from regmix.online.policy import OnlinePolicy, Probe
+from regmix.settings.training import setting_field
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import torch
 
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
 
 
 class Probe(Protocol):

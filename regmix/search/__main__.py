@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command
-from regmix.config import parse_settings
-from regmix.experiment import Experiment, load_experiment, with_executor
 from regmix.search import PROPOSERS
-from regmix.search.run import run_search
+from regmix.settings.training import parse_settings
+from regmix.study.experiment import Experiment, load_experiment, with_executor
+from regmix.study.search_run import run_search
 from regmix.train.executor import add_executor_arguments
 
 

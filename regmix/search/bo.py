@@ -37,11 +37,12 @@ from botorch.utils.sampling import get_polytope_samples, sample_simplex
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.space import SearchSpace
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
-from regmix.search.space import Objective, SearchSpace
-from regmix.synthesize import SynthesisSettings, draw_mixtures
+from regmix.search.synthesize import SynthesisSettings, draw_mixtures
 
 DESIGNS = ("prior", "sobol")
 DTYPE = torch.float64

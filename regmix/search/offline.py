@@ -16,10 +16,11 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from regmix.fit import FittedModel
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.space import SearchSpace
+from regmix.regression.fit import FittedModel
 from regmix.search.proposer import Proposer, Recommendation
-from regmix.search.space import Objective, SearchSpace
 
 
 class PowerLawObjective:

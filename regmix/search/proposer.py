@@ -1,6 +1,6 @@
 """The interface every mixture-search method implements, and what it shares.
 
-A proposer is driven the same way by the search driver (`regmix.search.run`), the offline benchmark
+A proposer is driven the same way by the search driver (`regmix.study.search_run`), the offline benchmark
 and a plain Python loop:
 
     proposer = make_proposer("bo", space, objective, seed=0)
@@ -10,7 +10,11 @@ and a plain Python loop:
     best = proposer.recommend()
 
 `tell` takes per-domain validation losses, which the proposer reduces with the shared `Objective`,
-and the mixtures the runs achieved (not only the ones asked for). `state_dict()` is plain JSON data
+and the mixtures the runs achieved (not only the ones asked for). The study runner
+(`regmix.study.runner`) asks through `requests(n)`: runs that may carry a name of their own (a run
+shared by the methods of a study), an online `schedule:` policy, a kept checkpoint; it tells through
+`tell_results` with the finished runs. A proposer is `done` when it has nothing more to ask
+(the online methods' fixed sequences); the others run until the runner's budget. `state_dict()` is plain JSON data
 (observations, random state, method state): `load_state_dict` on a fresh proposer of the same
 settings continues exactly, the next `ask` included.
 """
@@ -18,13 +22,15 @@ settings continues exactly, the next `ask` included.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from regmix.mixture import Mixture
-from regmix.search.space import Objective, SearchSpace
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.results import RunResult
+from regmix.core.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,27 @@ class Recommendation:
     predicted: float
     uncertainty: float | None
     basis: str  # how it was chosen, for the report
+    details: Mapping[str, Any] = field(default_factory=dict)  # what else the report shows (JSON data)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run a proposer asks for. `name`: a run shared by methods, named by its content (`stratified`);
+    None: the runner numbers it. `policy`: an online schedule; `valid`: its validation domains (None: all)."""
+
+    mixture: Mixture
+    name: str | None = None
+    policy: Mapping[str, Any] | None = None
+    keep_checkpoint: bool = False
+    valid: tuple[str, ...] | None = None
 
 
 class Proposer(ABC):
     """ask(n) -> n mixtures; tell(mixtures, losses); recommend(); state_dict() / load_state_dict()."""
 
     name: ClassVar[str]
+    batch_all: ClassVar[bool] = False  # asks its whole budget at once (RegMix's one sweep)
+    uses_anchors: ClassVar[bool] = True  # the study's anchor runs (natural, uniform) are told to it
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0):
         self.space, self.objective, self.seed = space, objective, seed
@@ -70,6 +91,19 @@ class Proposer(ABC):
             raise ValueError("objective values must be finite: leave failed runs out of tell()")
         self.mixtures = np.vstack([self.mixtures, rows])
         self.losses += [{d: float(v) for d, v in record.items()} for record in losses]
+
+    def requests(self, n: int) -> list[RunRequest]:
+        """The next runs, as the runner asks: `ask(n)`'s mixtures, numbered by the runner."""
+        return [RunRequest(m) for m in self.ask(n)]
+
+    def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
+        """Finished runs (`names`: the runs' names in the study), told as their achieved mixtures and losses."""
+        self.tell([r.mixture for r in results], [r.valid_losses for r in results])
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to ask: the runner stops before its budget (the online methods' fixed sequences)."""
+        return False
 
     @abstractmethod
     def recommend(self) -> Recommendation:

@@ -1,6 +1,6 @@
 """`random`: RegMix's proposal distribution as a search baseline.
 
-Mixtures are drawn as `regmix.synthesize` draws its proxies (Dirichlet around the tempered natural
+Mixtures are drawn as `regmix.search.synthesize` draws its proxies (Dirichlet around the tempered natural
 distribution with log-spaced strengths, sparsified), kept inside the space's bounds, never one that
 was already observed. The recommendation is the best run observed, as in quasi-random search.
 """
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.space import SearchSpace
 from regmix.search.proposer import Proposer, Recommendation
-from regmix.search.space import Objective, SearchSpace
-from regmix.synthesize import SynthesisSettings, draw_mixtures, sparsify
+from regmix.search.synthesize import SynthesisSettings, draw_mixtures, sparsify
 
 ATTEMPTS = 20
 

@@ -1,5 +1,5 @@
 """`regmix`: RegMix as a proposer. Random batches from the synthesis prior, then the fitted regressor
-(`regmix.fit`) and the simulation (`regmix.simulate`) turn all observations into one mixture.
+(`regmix.regression.fit`) and the simulation (`regmix.regression.simulate`) turn all observations into one mixture.
 
 The same code as the pipeline's fit and simulate stages; the search only feeds them its observations.
 """
@@ -10,14 +10,15 @@ from typing import Sequence
 
 import numpy as np
 
-from regmix.fit import fit, smallest_training_set
-from regmix.observations import Observations
-from regmix.regressors import BEST, REGRESSORS, minimum_runs
+from regmix.core.objective import Objective
+from regmix.core.observations import Observations
+from regmix.core.space import SearchSpace
+from regmix.regression.fit import fit, smallest_training_set
+from regmix.regression.regressors import BEST, REGRESSORS, minimum_runs
+from regmix.regression.simulate import simulate
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
-from regmix.search.space import Objective, SearchSpace
-from regmix.simulate import simulate
-from regmix.synthesize import SynthesisSettings
+from regmix.search.synthesize import SynthesisSettings
 
 
 class RegMixProposer(RandomProposer):

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
 from regmix.search.bo import DTYPE, BOProposer, LogWeights, fit_surrogate
 
 

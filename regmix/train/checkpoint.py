@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from regmix.config import RunConfig
-from regmix.files import ConfigError
-from regmix.models import build_model
-from regmix.schema import CHECKPOINT_NAME
+from regmix.core.files import ConfigError
+from regmix.core.schema import CHECKPOINT_NAME
+from regmix.settings.run_config import RunConfig
+from regmix.train.models import build_model
 
 CHECKPOINT_FORMAT = 2
 CHANGEABLE = ("max_step", "eval_step_interval", "save_step_interval")

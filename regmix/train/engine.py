@@ -18,10 +18,10 @@ from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import torch
 
-from regmix.config import TrainingSettings
-from regmix.files import replace_atomic
-from regmix.models import build_model, non_embedding_parameters
+from regmix.core.files import replace_atomic
+from regmix.settings.training import TrainingSettings
 from regmix.train.checkpoint import read_checkpoint
+from regmix.train.models import build_model, non_embedding_parameters
 
 Draw = Callable[[], torch.Tensor]  # the next micro-batch: (K, batch, block_size + 1) token ids on the CPU
 

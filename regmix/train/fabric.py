@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
-from regmix.config import TrainingSettings
-from regmix.models import build_model, non_embedding_parameters
+from regmix.settings.training import TrainingSettings
 from regmix.train.engine import Draw, SingleEngine, adamw, next_token_loss
+from regmix.train.models import build_model, non_embedding_parameters
 
 
 def make_fabric(devices: int | str, num_nodes: int, cpu: bool) -> Any:

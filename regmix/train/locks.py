@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from regmix.files import ConfigError
+from regmix.core.files import ConfigError
 
 
 def acquire_lock(path: Path) -> int | None:

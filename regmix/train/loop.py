@@ -20,13 +20,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.core.mixture import Mixture, mixture_of_counts
+from regmix.core.results import RunResult, evaluation_row, save_result
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
 from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler, validation_sets
-from regmix.mixture import Mixture, mixture_of_counts
 from regmix.online import POLICIES
-from regmix.results import RunResult, evaluation_row, save_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
+from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.settings.training import TrainingSettings
 from regmix.train.checkpoint import CHECKPOINT_FORMAT, check_resumable, run_identity
 from regmix.train.engine import Engine, per_token_losses, trained_model
 from regmix.train.runlog import RunLog

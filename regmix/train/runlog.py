@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from regmix.config import RunConfig
-from regmix.files import ConfigError, write_atomic
-from regmix.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS, weight_column
-from regmix.wandb_runs import wait_until_complete
+from regmix.core.files import ConfigError, write_atomic
+from regmix.core.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS, weight_column
+from regmix.settings.run_config import RunConfig
+from regmix.study.wandb_runs import wait_until_complete
 
 WANDB_MODES = ("auto", "online", "offline", "off")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from regmix.config import RunConfig, Stage
-from regmix.mixture import Mixture
+from regmix.core.mixture import Mixture
 from regmix.online import make_policy
 from regmix.online.policy import OnlinePolicy, Probe
+from regmix.settings.run_config import RunConfig, Stage
 
 
 class MixtureSchedule:

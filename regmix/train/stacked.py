@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from litgpt import GPT, Config
 from litgpt.model import apply_rope
 
-from regmix.config import TrainingSettings
-from regmix.models import build_model, non_embedding_parameters
+from regmix.settings.training import TrainingSettings
 from regmix.train.checkpoint import read_checkpoint
 from regmix.train.engine import Draw, Engine, adamw, autocast, save_states
+from regmix.train.models import build_model, non_embedding_parameters
 
 DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the loss
 

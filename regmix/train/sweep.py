@@ -27,11 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from regmix.cli import describe_os_error
-from regmix.config import RunConfig, load_run_config
+from regmix.core.files import ConfigError
+from regmix.core.results import RunResult, load_result
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME, safe_name
 from regmix.data.corpus import CorpusManifest
-from regmix.files import ConfigError
-from regmix.results import RunResult, load_result
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RESULT_NAME, safe_name
+from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.train.checkpoint import check_resumable, checkpoint_step, differences, run_identity
 from regmix.train.engine import SingleEngine, resolve_device
 from regmix.train.executor import LOCAL, Executor, ray_map, task_device

@@ -1,6 +1,6 @@
 """Fit the mixture -> validation-loss regressor, score it on the training runs, save it.
 
-The candidates are the named regressors of `regmix.regressors` (published LightGBM, linear, GP, the
+The candidates are the named regressors of `regmix.regression.regressors` (published LightGBM, linear, GP, the
 log-linear mixing law, `ensemble`, the law + residual hybrids).
 
 Each candidate gets two scores, both from the training runs only (held-out data is never seen): K-fold CV
@@ -24,10 +24,17 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
-from regmix.files import ConfigError, check_outputs
-from regmix.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.fit
-from regmix.observations import Observations, read_csvs
-from regmix.regressors import BEST, REGRESSORS, LightGBMMixtureRegressor, make_regressor, minimum_runs, select_targets
+from regmix.core.files import ConfigError, check_outputs
+from regmix.core.observations import Observations, read_csvs
+from regmix.regression.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.regression.fit
+from regmix.regression.regressors import (
+    BEST,
+    REGRESSORS,
+    LightGBMMixtureRegressor,
+    make_regressor,
+    minimum_runs,
+    select_targets,
+)
 
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 
@@ -218,7 +225,7 @@ def fit_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike, models
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m regmix.fit", description=__doc__,
+    p = ArgumentParser(prog="regmix fit", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixtures", type=Path, default=Path("data/train_mixture_1m.csv"),
                    help="mixture CSV (index, train_<domain>...)")
@@ -235,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of runs, the farthest from the centre, held out for extrapolation CV, in (0, 1)")
     p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
                    help="LightGBM threads (default: all cores)")
-    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for regmix.simulate")
+    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for regmix.regression.simulate")
     return p
 
 

@@ -1,6 +1,6 @@
 """Simulate: score millions of candidate mixtures with the fitted regressor, average the top k.
 
-Candidates come from the synthesis prior (`regmix.synthesize`: tempered natural distribution,
+Candidates come from the synthesis prior (`regmix.search.synthesize`: tempered natural distribution,
 Dirichlet strengths, per-domain usage bounds, sparsified), in chunks so memory stays bounded at any
 count. Scoring 10M candidates exactly with 1000 boosted trees takes minutes, so by default a cheap
 surrogate (depth-2 boosted trees distilled from the model on a pilot sample, compiled to lookup
@@ -28,14 +28,15 @@ import yaml
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
-from regmix.config import RunConfig
-from regmix.files import ConfigError, check_outputs, write_files
-from regmix.fit import FittedModel, load_model
-from regmix.mixture import Mixture, project_onto_simplex
-from regmix.optimal import mixture_plot, optimal_run_config
-from regmix.optimum import RepetitionCaps, exact_optimum
-from regmix.schema import as_valid_domain
-from regmix.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify, usage_bounds
+from regmix.core.files import ConfigError, check_outputs, write_files
+from regmix.core.mixture import Mixture, project_onto_simplex
+from regmix.core.schema import as_valid_domain
+from regmix.core.space import usage_bounds
+from regmix.regression.fit import FittedModel, load_model
+from regmix.regression.optimum import RepetitionCaps, exact_optimum
+from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
+from regmix.settings.run_config import RunConfig
+from regmix.study.optimal_mixture import mixture_plot, optimal_run_config
 
 CHUNK = 1 << 18
 PILOT = 30_000
@@ -257,7 +258,7 @@ def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[
                      settings: SynthesisSettings, caps: RepetitionCaps | None, kl: float = 0.0,
                      guard_margin: float | None = None) -> Simulation:
     """The simulation's answer replaced by the exact optimum within the same bounds (usage bounds and caps),
-    seeded by its top candidates (regmix.optimum.exact_optimum); `guard_margin`: no target may be predicted
+    seeded by its top candidates (regmix.regression.optimum.exact_optimum); `guard_margin`: no target may be predicted
     worse than at the natural mixture by more than this."""
     start = time.perf_counter()
     prior = natural.vector(model.domains)
@@ -318,9 +319,9 @@ def check_prior(natural: Mixture, model: FittedModel, prior: str | os.PathLike, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m regmix.simulate", description=__doc__,
+    p = ArgumentParser(prog="regmix simulate", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.fit")
+    p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.regression.fit")
     p.add_argument("--prior", default="the_pile",
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
     p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: "
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
                       args.refine, args.seed, args.threads, not args.quiet)
     config = optimal_config(result, model, objective, args.large_model, settings)
-    # written as regmix.config.save_run_config writes a config, but together with its plot
+    # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot
     text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
     write_files({args.output: text.encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
     spread = "" if result.spread is None else f" +- {result.spread:.4f}"

@@ -13,8 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from regmix.files import ConfigError, read_yaml
-from regmix.schema import strip_train, strip_valid
+from regmix.core.files import ConfigError, read_yaml
+from regmix.core.schema import strip_train, strip_valid
 
 SUM_TOLERANCE = 1e-3
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regmix.files import ConfigError, read_yaml, write_atomic
-from regmix.schema import run_index, safe_name
+from regmix.core.files import ConfigError, read_yaml, write_atomic
+from regmix.core.schema import run_index, safe_name
 from regmix.search.proposer import Proposer
 
 STATE_NAME = "search.json"

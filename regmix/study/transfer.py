@@ -3,7 +3,7 @@
 Trains one target model (e.g. the 60M preset) per mixture and seed — the optimal one, the natural
 token distribution, uniform, and any mixture YAML — with the same settings and token budget, then
 prints the validation losses side by side (mean +- seed std with several seeds) with the objective
-the optimum was chosen for, and the verification verdict of regmix.verify (does the optimum beat
+the optimum was chosen for, and the verification verdict of regmix.study.verify (does the optimum beat
 natural and uniform beyond the seed spread?). Before the sweep it times two steps of the target
 model and prints what the whole check will cost on this machine.
 
@@ -25,23 +25,17 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
-from regmix.config import (
-    RunConfig,
-    TrainingSettings,
-    add_settings_arguments,
-    load_run_config,
-    save_run_config,
-    settings_from_args,
-)
+from regmix.core.files import check_output_folder
+from regmix.core.mixture import Mixture
+from regmix.core.results import RunResult, load_result
+from regmix.core.schema import RESULT_NAME, as_valid_domain
 from regmix.data.corpus import CorpusManifest, load_manifest
-from regmix.files import check_output_folder
-from regmix.mixture import Mixture
-from regmix.results import RunResult, load_result
-from regmix.schema import RESULT_NAME, as_valid_domain
+from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
+from regmix.settings.training import TrainingSettings, add_settings_arguments, settings_from_args
+from regmix.study.verify import format_verification, objective_value, seed_runs, verification
 from regmix.train.executor import LOCAL, Executor, add_executor_arguments, executor_from_args, parallel_tasks, ray_call
 from regmix.train.runlog import WANDB_MODES
 from regmix.train.sweep import train_proxies, train_sweep
-from regmix.verify import format_verification, objective_value, seed_runs, verification
 
 BUILTIN_BASELINES = ("natural", "uniform")
 
@@ -148,7 +142,7 @@ def format_table(results: Mapping[str, Sequence[RunResult]], objective: Mapping[
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
-    p = ArgumentParser(prog="python -m regmix.transfer", description=__doc__,
+    p = ArgumentParser(prog="regmix transfer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimal", type=Path, required=True, help="optimal_mixture.yaml from the simulation")
     p.add_argument("--corpus", type=Path, required=True, help="prepared corpus folder")

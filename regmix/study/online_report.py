@@ -7,10 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from regmix.config import save_run_config
-from regmix.online.run import MethodResult
-from regmix.optimal import optimal_run_config
-from regmix.schema import HISTORY_NAME, STEP, loss_column
+from regmix.core.schema import HISTORY_NAME, STEP, loss_column
+from regmix.settings.run_config import save_run_config
+from regmix.study.online_methods import MethodResult
+from regmix.study.optimal_mixture import optimal_run_config
 
 
 def write_mixture_configs(result: MethodResult, folder: Path, large_model: str = "tinyllama_1_1b") -> list[Path]:

@@ -4,7 +4,7 @@
 target order, so the order of the mixture columns is decided once, here. On disk they are RegMix's
 pair of CSVs, rows matched by index: `train_mixture_<scale>.csv` (index, train_<domain>...) and
 `train_<corpus>_loss_<scale>.csv` (index, metric/<domain>_val_loss...). In memory every name is bare;
-the spellings come from `regmix.schema`. Kept apart from it so the training side, which needs the
+the spellings come from `regmix.core.schema`. Kept apart from it so the training side, which needs the
 names only, does not import pandas.
 """
 
@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from regmix.files import ConfigError, write_files
-from regmix.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
+from regmix.core.files import ConfigError, write_files
+from regmix.core.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
 
 # RegMix's published mixtures are rounded to 3 decimals: their rows sum to 0.996-1.003
 CSV_SUM_TOLERANCE = 0.01
@@ -100,11 +100,11 @@ def _read_table(path: str | os.PathLike) -> pd.DataFrame:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, "file not found (python -m regmix.collect writes it)") from None
+        raise ConfigError(path, "file not found (regmix collect writes it)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read CSV: {exc}") from None
     if not text.strip():
-        raise ConfigError(path, "empty file: collect the runs again (python -m regmix.collect)")
+        raise ConfigError(path, "empty file: collect the runs again (regmix collect)")
     header = next(csv.reader(text.splitlines()[:1]))
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:  # pandas would rename the second `train_a` to `train_a.1`: a domain nobody trained on
@@ -119,7 +119,7 @@ def _read_table(path: str | os.PathLike) -> pd.DataFrame:
     if labels.duplicated().any():
         raise ConfigError(path, f"duplicated index values {sorted(set(labels[labels.duplicated()]))}")
     if table.empty:
-        raise ConfigError(path, "no runs in it, only a header: collect the runs again (python -m regmix.collect)")
+        raise ConfigError(path, "no runs in it, only a header: collect the runs again (regmix collect)")
     values = table.drop(columns=INDEX_NAME).apply(pd.to_numeric, errors="coerce")
     bad = ~np.isfinite(values.to_numpy(dtype=float))
     if bad.any():

@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from regmix.files import ConfigError, read_json_in, write_atomic
-from regmix.mixture import Mixture
-from regmix.schema import RESULT_NAME, STEP, TRAIN_LOSS, achieved_column, loss_column, perplexity_column, weight_column
+from regmix.core.files import ConfigError, read_json_in, write_atomic
+from regmix.core.mixture import Mixture
+from regmix.core.schema import (
+    RESULT_NAME,
+    STEP,
+    TRAIN_LOSS,
+    achieved_column,
+    loss_column,
+    perplexity_column,
+    weight_column,
+)
 
 STATUSES = ("finished", "failed")
 

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from regmix.cli import torch_device
-from regmix.config import TrainingSettings
+from regmix.core.files import ConfigError, read_yaml
+from regmix.core.mixture import Mixture
+from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
-from regmix.files import ConfigError, read_yaml
-from regmix.mixture import Mixture
-from regmix.regressors import REGRESSORS
-from regmix.schema import safe_name
+from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
-from regmix.synthesize import SynthesisSettings
+from regmix.search.synthesize import SynthesisSettings
+from regmix.settings.training import TrainingSettings
 from regmix.train.executor import Executor, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 
@@ -43,7 +43,7 @@ class CorpusSettings:
 @dataclass
 class SweepSettings:
     """`anchor_seeds`: the natural and the uniform mixture are trained with this many seeds as part of the
-    sweep (regmix.verify: the noise floor; the regressors see them too); 0: none. `executor`: where the
+    sweep (regmix.study.verify: the noise floor; the regressors see them too); 0: none. `executor`: where the
     runs train (regmix.train.executor): `local`, `ray`, `ray:ADDRESS`, or a mapping of Executor's fields,
     e.g. {kind: ray, address: auto, gpus: 0.5, retries: 3}."""
 
@@ -74,11 +74,11 @@ class FitSettings:
 @dataclass
 class SimulationSettings:
     """How the optimum is chosen. `repetitions`: R, the epochs a domain may be repeated in the large run
-    (regmix.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
-    candidates) or exact (regmix.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
+    (regmix.regression.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
+    candidates) or exact (regmix.regression.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
     natural mixture; `guard_margin` (exact only): no target's predicted loss above natural's + margin.
     `verify`: train the optimum as a proxy with the anchors' seeds and compare
-    (regmix.verify)."""
+    (regmix.study.verify)."""
 
     candidates: int = 1_000_000
     top_k: int = 128

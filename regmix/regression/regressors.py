@@ -1,10 +1,10 @@
 """The regressor zoo: mixture weights -> validation loss per target, each a scikit-learn estimator.
 
 By name (`make_regressor`): the published LightGBM, the linear baseline, a Gaussian process on log
-weights, Ye et al.'s log-linear mixing law (`regmix.mixing_law`), `ensemble` (GP + LightGBM averaged,
+weights, Ye et al.'s log-linear mixing law (`regmix.regression.mixing_law`), `ensemble` (GP + LightGBM averaged,
 their disagreement as the spread), which wins on cross-validation, and the hybrids `law_gp` /
 `law_lightgbm` (the law plus a GP or LightGBM on what it leaves). Every regressor fits one model per
-target column. Choosing among them is `regmix.fit`'s job.
+target column. Choosing among them is `regmix.regression.fit`'s job.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from regmix.mixing_law import LogLinearMixingLaw
+from regmix.regression.mixing_law import LogLinearMixingLaw
 
 REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
 BEST = "ensemble"

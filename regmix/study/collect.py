@@ -1,6 +1,6 @@
 """Collect a sweep's proxy runs into RegMix's two CSVs, matching runs to configs by name.
 
-One row per proxy (layout: `regmix.observations`), index = i of config n<i> (other names are kept as
+One row per proxy (layout: `regmix.core.observations`), index = i of config n<i> (other names are kept as
 they are). A row's mixture is the one its run achieved, the shares of the sequences it actually drew,
 because that is what its losses answer to; `requested` writes the one its config asked for instead.
 Losses come from local run folders (`<runs>/<name>/result.json`), wandb offline run files, or a
@@ -23,12 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command
-from regmix.config import RunConfig, load_run_config, run_config_from_dict, run_config_paths
-from regmix.files import ConfigError, check_output_folder
-from regmix.mixture import Mixture
-from regmix.observations import Observations
-from regmix.results import load_result
-from regmix.schema import (
+from regmix.core.files import ConfigError, check_output_folder
+from regmix.core.mixture import Mixture
+from regmix.core.observations import Observations
+from regmix.core.results import load_result
+from regmix.core.schema import (
     HISTORY_NAME,
     RESULT_NAME,
     STEP,
@@ -39,6 +38,7 @@ from regmix.schema import (
     mixture_csv_name,
     run_index,
 )
+from regmix.settings.run_config import RunConfig, load_run_config, run_config_from_dict, run_config_paths
 
 STEP_KEYS = (STEP, "step")
 
@@ -177,7 +177,7 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
     is joined like the others, a damaged last session fails its run, naming the file; a file that names
     no run is an unnamed entry (reported as unreadable).
     """
-    from regmix import wandb_runs
+    from regmix.study import wandb_runs
 
     if not Path(root).is_dir():
         raise ConfigError(root, "no such folder of wandb offline runs")
@@ -314,7 +314,7 @@ def file_tag(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m regmix.collect", description=__doc__,
+    p = ArgumentParser(prog="regmix collect", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", type=Path, required=True, help="sweep folder of n<i>.yaml configs")
     p.add_argument("--runs", type=Path, help="local sweep output: <runs>/<name>/result.json")

@@ -30,9 +30,9 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Product, Sum, WhiteKernel
 from sklearn.linear_model import LinearRegression
 
-from regmix.files import ConfigError, write_files
-from regmix.mixing_law import LogLinearMixingLaw
-from regmix.regressors import (
+from regmix.core.files import ConfigError, write_files
+from regmix.regression.mixing_law import LogLinearMixingLaw
+from regmix.regression.regressors import (
     REGRESSORS,
     EnsembleMixtureRegressor,
     GPMixtureRegressor,
@@ -42,13 +42,13 @@ from regmix.regressors import (
 )
 
 if TYPE_CHECKING:
-    from regmix.fit import FittedModel
+    from regmix.regression.fit import FittedModel
 
 FORMAT = "regmix model"
 VERSION = 1
 SETTINGS = "settings"
 LEGACY = ("a model file of an earlier regmix (a pickle, which can run code when loaded); "
-          "re-fit it: python -m regmix.fit ... --output model.npz")
+          "re-fit it: regmix fit ... --output model.npz")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 _ZIP = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
 _PICKLE = b"\x80"  # pickle protocol 2 and later, as joblib.dump writes it
@@ -77,7 +77,7 @@ def save_model(model: FittedModel, path: str | os.PathLike) -> Path:
 
 def load_model(path: str | os.PathLike) -> FittedModel:
     """The model in a file `save_model` wrote; ConfigError for anything else (nothing is ever unpickled)."""
-    from regmix.fit import FittedModel  # fit.py saves through this module
+    from regmix.regression.fit import FittedModel  # fit.py saves through this module
 
     path = Path(path)
     arrays = _read_arrays(path)
@@ -98,11 +98,11 @@ def _read_arrays(path: Path) -> Arrays:
         with open(path, "rb") as file:
             head = file.read(len(_ZIP))
     except FileNotFoundError:
-        raise ConfigError(path, f"file not found (fit one: python -m regmix.fit ... --output {path})") from None
+        raise ConfigError(path, f"file not found (fit one: regmix fit ... --output {path})") from None
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
     if not head:
-        raise ConfigError(path, f"empty file; fit it again: python -m regmix.fit ... --output {path}")
+        raise ConfigError(path, f"empty file; fit it again: regmix fit ... --output {path}")
     if head.startswith(_PICKLE) or (path.suffix in _PICKLE_SUFFIXES and not head.startswith(_ZIP)):
         raise ConfigError(path, LEGACY)
     if not head.startswith(_ZIP):
@@ -129,7 +129,7 @@ def _settings(path: Path, arrays: Arrays) -> dict[str, Any]:
         raise ConfigError(path, "not a regmix model file (no regmix settings)")
     if settings.get("version") != VERSION:
         raise ConfigError(path, f"model file format version {settings.get('version')!r}; this regmix reads version "
-                                f"{VERSION} (re-fit it: python -m regmix.fit ... --output model.npz)")
+                                f"{VERSION} (re-fit it: regmix fit ... --output model.npz)")
     if settings.get("name") not in REGRESSORS:
         raise ConfigError(path, f"unknown regressor {settings.get('name')!r}; "
                                 f"this regmix knows {', '.join(REGRESSORS)}")
@@ -139,7 +139,7 @@ def _settings(path: Path, arrays: Arrays) -> dict[str, Any]:
 def _unreadable(path: Path, exc: Exception) -> ConfigError:
     """The error for a file that breaks while being read: what broke (never an empty reason) and what to do."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__
-    return ConfigError(path, f"a damaged or foreign model file ({detail}); fit it again: python -m regmix.fit ... "
+    return ConfigError(path, f"a damaged or foreign model file ({detail}); fit it again: regmix fit ... "
                              f"--output {path}")
 
 

@@ -25,18 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command
-from regmix.config import (
-    RunConfig,
-    TrainingSettings,
-    add_settings_arguments,
-    flag_name,
-    load_run_config,
-    settings_from_args,
-)
+from regmix.core.files import ConfigError, check_output_folder
+from regmix.core.results import RunResult
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, safe_name
 from regmix.data.corpus import CorpusManifest, load_manifest
-from regmix.files import ConfigError, check_output_folder
-from regmix.results import RunResult
-from regmix.schema import CHECKPOINT_NAME, CONFIG_NAME, safe_name
+from regmix.settings.run_config import RunConfig, load_run_config
+from regmix.settings.training import TrainingSettings, add_settings_arguments, flag_name, settings_from_args
 from regmix.train.checkpoint import check_resumable, checkpoint_step
 from regmix.train.fabric import FabricEngine, make_fabric
 from regmix.train.loop import train
@@ -105,7 +99,7 @@ def _devices(value: str) -> int | str:
 
 def main(argv: Sequence[str] | None = None) -> RunResult | None:
     """Train the mixture; its result (rank 0). Bad input raises ConfigError, a run that failed RunFailed."""
-    p = ArgumentParser(prog="python -m regmix.pretrain", description=__doc__,
+    p = ArgumentParser(prog="python -m regmix.train.pretrain", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mixture", nargs="?", default="optimal_mixture",
                    help="mixture config: a path or a name below mixture_config/ (default: %(default)s)")

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
-from regmix.files import ConfigError
+from regmix.core.files import ConfigError
 
 FILE_HEADER = struct.Struct("<4sHB")
 MAGIC, IDENT = b":W&B", 0xBEE1

@@ -1,12 +1,12 @@
 """A sequential mixture search with real proxy runs: ask -> train the batch -> tell, until a budget of runs.
 
 Every proxy is trained by the sweep machinery (`regmix.train.sweep`: the one training loop, many
-proxies at once on a GPU, resumable runs). The search's state (`regmix.search.state`: the proposer and
+proxies at once on a GPU, resumable runs). The search's state (`regmix.study.state`: the proposer and
 every trial) is written after every change: a search killed at any moment continues where it stopped,
 with the proposals it had drawn and without training a finished run again. It can start from
 existing runs (a RegMix sweep's run folder or CSVs), which count in the budget. Outputs, in the
 experiment's `search_<method>/` folders: optimal_mixture.yaml (as the RegMix path writes it), the runs
-in RegMix's CSV layout (for `regmix.fit`), convergence.png, and a wandb run of the search's progress
+in RegMix's CSV layout (for `regmix.regression.fit`), convergence.png, and a wandb run of the search's progress
 next to one wandb run per trial.
 """
 
@@ -21,19 +21,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from regmix.config import RunConfig, TrainingSettings, save_run_config
+from regmix.core.files import ConfigError, write_atomic
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.observations import Observations, read_csvs
+from regmix.core.results import load_result
+from regmix.core.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index
+from regmix.core.space import SearchSpace
 from regmix.data.corpus import CorpusManifest
-from regmix.experiment import Experiment, check_search_settings, prepare_experiment_corpus
-from regmix.files import ConfigError, write_atomic
-from regmix.mixture import Mixture
-from regmix.observations import Observations, read_csvs
-from regmix.optimal import mixture_report, optimal_run_config, plot_mixtures
-from regmix.results import load_result
-from regmix.schema import RESULT_NAME, loss_csv_name, mixture_csv_name, run_index
 from regmix.search import make_proposer
 from regmix.search.proposer import Recommendation
-from regmix.search.space import Objective, SearchSpace
-from regmix.search.state import STATE_NAME, Search, Trial
+from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.settings.training import TrainingSettings
+from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
+from regmix.study.optimal_mixture import mixture_report, optimal_run_config, plot_mixtures
+from regmix.study.state import STATE_NAME, Search, Trial
 from regmix.train.engine import resolve_device
 from regmix.train.executor import parallel_tasks
 from regmix.train.runlog import resolve_wandb_mode
@@ -159,7 +161,7 @@ def _identity(experiment: Experiment, space: SearchSpace, objective: Objective) 
 
 def _pipeline_settings(experiment: Experiment) -> dict[str, Any]:
     """What a method shares with the pipeline: the synthesis prior, and for regmix the fit and simulation."""
-    shared: dict[str, Any] = {"synthesis": experiment.synthesis}
+    shared: dict[str, Any] = {}
     if experiment.method == "regmix":
         shared |= {"regressor": list(experiment.fit.regressors), "folds": experiment.fit.folds,
                    "candidates": experiment.simulation.candidates, "top_k": experiment.simulation.top_k}
@@ -192,7 +194,8 @@ def run_search(experiment: Experiment, report: Callable[[str], None] = print,
     objective = Objective(objective_weights)
     batch = batch_size(experiment)
     proposer = make_proposer(experiment.method, space, objective, settings.seed,
-                             {**_pipeline_settings(experiment), **settings.settings}, experiment.source)
+                             {**_pipeline_settings(experiment), **settings.settings}, experiment.source,
+                             synthesis=experiment.synthesis)
     runs = experiment.search_runs
     search = Search(runs / STATE_NAME, proposer, _identity(experiment, space, objective))
     if search.path.exists():

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any
 
-from regmix.files import ConfigError
+from regmix.core.files import ConfigError
 
 TRAIN_PREFIX = "train_"
 VALID_PREFIX = "valid_"

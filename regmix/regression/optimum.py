@@ -8,7 +8,7 @@ up to about 4 epochs nearly as good as fresh data, with returns falling fast bey
 The exact optimum minimizes sum_i v_i L_i(w) + kl * KL(w || prior) subject to w >= 0, sum w = 1 and
 the upper bounds (usage bounds and caps), and optionally a guard: no target predicted worse than at the
 natural mixture by more than a margin. Solvers, and why:
-- the log-linear mixing law: convex with analytic gradients, so SLSQP (regmix.mixing_law.minimize_law)
+- the log-linear mixing law: convex with analytic gradients, so SLSQP (regmix.regression.mixing_law.minimize_law)
   is exact and takes milliseconds at m <= 100; cvxpy would add a dependency for the same answer;
 - any other regressor (boosted trees are piecewise constant: their gradient is 0 almost everywhere): a
   derivative-free search on the feasible set, seeded by the simulation's best candidates: rounds of
@@ -28,10 +28,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from regmix.config import TrainingSettings
-from regmix.fit import FittedModel
-from regmix.mixing_law import GUARD_TOLERANCE, LogLinearMixingLaw, minimize_law
-from regmix.mixture import project_onto_simplex
+from regmix.core.mixture import project_onto_simplex
+from regmix.regression.fit import FittedModel
+from regmix.regression.mixing_law import GUARD_TOLERANCE, LogLinearMixingLaw, minimize_law
+from regmix.settings.training import TrainingSettings
 
 REPETITIONS = 4.0
 _WIDEST, _FINEST = 1e2, 1e6  # Dirichlet strengths of the search's perturbations around the incumbent

@@ -3,7 +3,7 @@
 A method is the static baselines Aioli measures against or an online policy (regmix.online):
 - `stratified` (uniform) and `natural` (token shares): one run;
 - `grid`: `runs` full runs on a grid of the simplex (m <= 3) or a space-filling set; the best is its run;
-- `dml`: the log-linear data mixing law (regmix.mixing_law) fitted on the grid's runs, minimized on
+- `dml`: the log-linear data mixing law (regmix.regression.mixing_law) fitted on the grid's runs, minimized on
   the simplex, and trained;
 - `skillit`: one run per training domain, their final losses as the skills graph, then the online run;
 - `doremi`: a reference run (stratified, kept), the proxy run, then a run on its averaged weights;
@@ -29,14 +29,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from scipy.stats import qmc
 
-from regmix.config import RunConfig, TrainingSettings
+from regmix.core.files import ConfigError, write_atomic
+from regmix.core.mixture import Mixture
+from regmix.core.results import RunResult, load_result
+from regmix.core.schema import RESULT_NAME
 from regmix.data.corpus import CorpusManifest
-from regmix.files import ConfigError, write_atomic
-from regmix.mixing_law import LogLinearMixingLaw, minimize_law
-from regmix.mixture import Mixture
 from regmix.online import POLICIES, make_policy
-from regmix.results import RunResult, load_result
-from regmix.schema import RESULT_NAME
+from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
+from regmix.settings.run_config import RunConfig
+from regmix.settings.training import TrainingSettings
 from regmix.train.sweep import train_proxies
 
 STATIC_METHODS = ("stratified", "natural", "grid", "dml")

@@ -14,11 +14,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from regmix.files import ConfigError
-from regmix.mixture import Mixture
-from regmix.synthesize import usage_bounds
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
 
 TOLERANCE = 1e-6
+
+
+def usage_bounds(natural: np.ndarray, maximum_usage: float) -> np.ndarray:
+    """Upper weight per domain: a domain may be repeated at most `maximum_usage` epochs.
+
+    As published, the bound comes from the natural distribution, before the temperature.
+    """
+    return np.minimum(natural * maximum_usage, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,9 +36,12 @@ class SearchSpace:
     prior: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    caps: np.ndarray | None = None  # the large run's repetition caps: a recommendation keeps to them
 
     def __post_init__(self) -> None:
-        for field in ("prior", "lower", "upper"):
+        for field in ("prior", "lower", "upper", "caps"):
+            if getattr(self, field) is None:
+                continue
             values = np.array(getattr(self, field), dtype=np.float64).reshape(-1)
             if len(values) != len(self.domains):
                 raise ValueError(f"{field} has {len(values)} values for {len(self.domains)} domains")
@@ -41,11 +51,13 @@ class SearchSpace:
 
     @classmethod
     def around(cls, natural: Mixture, maximum_usage: float = 15.0,
-               bounds: Mapping[str, Any] | None = None, source: str | os.PathLike = "<search space>"
-               ) -> SearchSpace:
+               bounds: Mapping[str, Any] | None = None, source: str | os.PathLike = "<search space>",
+               caps: np.ndarray | None = None) -> SearchSpace:
         """The space of a sweep: usage caps from the natural distribution, tightened by `bounds`.
 
-        `bounds`: {domain: [lower, upper]} (either may be null). Infeasible bounds name `source`.
+        `bounds`: {domain: [lower, upper]} (either may be null). `caps`: the large run's repetition caps
+        (natural's domain order), which the recommendation keeps to, not the proxies. Infeasible bounds
+        name `source`.
         """
         prior = natural.weights / natural.weights.sum()
         lower, upper = np.zeros(len(prior)), usage_bounds(prior, maximum_usage)
@@ -63,11 +75,17 @@ class SearchSpace:
                 raise ConfigError(source, f"bounds of {domain!r} must lie in [0, 1], got {pair!r}")
             lower[j] = lower[j] if lo is None else max(lower[j], lo)
             upper[j] = upper[j] if hi is None else min(upper[j], hi)
-        space = cls(natural.domains, prior, lower, upper)
-        problem = space.problem()
-        if problem:
-            raise ConfigError(source, problem)
+        space = cls(natural.domains, prior, lower, upper, caps)
+        for problem in (space.problem(), space.recommendable().problem()):
+            if problem:
+                raise ConfigError(source, problem)
         return space
+
+    def recommendable(self) -> SearchSpace:
+        """Where a recommendation may lie: this space within the repetition caps."""
+        if self.caps is None:
+            return self
+        return SearchSpace(self.domains, self.prior, self.lower, np.minimum(self.upper, self.caps))
 
     def problem(self) -> str | None:
         """Why no mixture fits these bounds, or None."""
@@ -79,8 +97,8 @@ class SearchSpace:
         if self.lower.sum() > 1 + TOLERANCE:
             return f"lower bounds sum to {self.lower.sum():.4g} > 1"
         if self.upper.sum() < 1 - TOLERANCE:
-            return (f"upper bounds (usage caps included) sum to {self.upper.sum():.4g} < 1: no mixture fits; "
-                    "raise maximum_usage or the upper bounds")
+            return (f"upper bounds (usage and repetition caps included) sum to {self.upper.sum():.4g} < 1: no "
+                    "mixture fits; raise maximum_usage, the repetitions or the upper bounds")
         return None
 
     @property
@@ -116,22 +134,3 @@ class SearchSpace:
     def vectors(self, mixtures: Sequence[Mixture]) -> np.ndarray:
         """Mixtures as rows in this space's domain order (an unknown weighted domain is an error)."""
         return np.stack([m.vector(self.domains) for m in mixtures]) if mixtures else np.empty((0, self.dim))
-
-
-@dataclass(frozen=True)
-class Objective:
-    """The pipeline's target: sum of weight x validation loss over named valid domains (weights sum to 1)."""
-
-    weights: Mapping[str, float]
-
-    def __post_init__(self) -> None:
-        total = sum(self.weights.values())
-        if not self.weights or total <= 0 or any(w < 0 for w in self.weights.values()):
-            raise ValueError(f"objective weights must be >= 0 and not all 0, got {dict(self.weights)}")
-        object.__setattr__(self, "weights", {d: float(w) / total for d, w in self.weights.items()})
-
-    def value(self, losses: Mapping[str, float]) -> float:
-        missing = [d for d in self.weights if d not in losses]
-        if missing:
-            raise ValueError(f"no loss for objective domains {missing}; have {sorted(losses)}")
-        return float(sum(w * float(losses[d]) for d, w in self.weights.items()))

@@ -20,7 +20,7 @@ from scipy.optimize import least_squares, minimize
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from regmix.mixture import project_onto_simplex
+from regmix.core.mixture import project_onto_simplex
 
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 _MAX_EXPONENT = 300.0  # exp(300) ~ 1e130: predictions stay finite whatever the weights

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from regmix.results import RunResult
+from regmix.core.results import RunResult
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from regmix.config import RunConfig, TrainingSettings
-from regmix.files import write_files
-from regmix.mixture import Mixture
-from regmix.schema import loss_column
-from regmix.synthesize import SynthesisSettings
+from regmix.core.files import write_files
+from regmix.core.mixture import Mixture
+from regmix.core.schema import loss_column
+from regmix.search.synthesize import SynthesisSettings
+from regmix.settings.run_config import RunConfig
+from regmix.settings.training import TrainingSettings
 
 
 def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,

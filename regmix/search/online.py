@@ -1,0 +1,269 @@
+"""Online mixing methods and the static baselines Aioli measures against, as proposers of the study runner.
+
+Each method is a short, fixed sequence of rounds of runs; a run may carry an online `schedule:` (a
+policy of `regmix.online`) that changes its mixture while it trains:
+- `stratified` (uniform) and `natural` (token shares): one run;
+- `grid`: `runs` runs on a grid of the simplex (m <= 3) or a space-filling set; the best by the objective;
+- `dml`: the log-linear data mixing law (regmix.regression.mixing_law) fitted on the grid's runs,
+  minimized for the objective on the space, and trained;
+- `skillit`: one run per training domain, their final losses as the skills graph, then the online run;
+- `doremi`: the stratified run as the reference (its checkpoint kept), the proxy run, then a run on the
+  proxy's step-averaged weights;
+- `doge`: the proxy run, then a run on its averaged weights;
+- `aioli`, `highest_loss` (and any other policy): the online run itself.
+
+Runs of fixed content carry their own names (`stratified`, `natural`, `grid_<i>`, `single_<domain>`),
+so the methods of one study share them and the runner trains each once.
+
+The answer is the final run's last mixture (the step-averaged one for the methods that retrain), the
+mixture a large run would train on; its predicted objective is what the final run measured. The
+objective's weights choose among the grid and weight dml's law; the policies themselves steer by
+their own published criteria over the validation domains of the objective (Aioli's and DoGE's mean
+over domains, DoReMi's worst-case excess loss), a deviation from the objective's weights, stated.
+"""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+from scipy.stats import qmc
+
+from regmix.core.files import ConfigError, write_atomic
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.results import RunResult
+from regmix.core.schema import CHECKPOINT_NAME
+from regmix.core.space import SearchSpace
+from regmix.search.proposer import Proposer, Recommendation, RunRequest
+
+STATIC_METHODS = ("stratified", "natural", "grid", "dml")
+GRID_RUNS = 10  # Aioli's grid search and DML: 10 full runs
+POLICY_METHODS = ("aioli", "doge", "doremi", "highest_loss", "skillit")
+
+
+def averaged_mixture(result: RunResult, domains: Sequence[str]) -> Mixture:
+    """A run's mixture averaged over its steps (every step trains the same number of tokens)."""
+    if not result.trajectory:
+        return result.requested.on_domains(domains)
+    total = np.zeros(len(domains))
+    ends = [t["step"] for t in result.trajectory[1:]] + [result.step]
+    for entry, end in zip(result.trajectory, ends):
+        total += (end - entry["step"]) * Mixture.from_dict(entry["mixture"], normalize=True).vector(domains)
+    return Mixture(tuple(domains), total / total.sum()) if total.sum() > 0 else result.requested.on_domains(domains)
+
+
+def last_mixture(result: RunResult, domains: Sequence[str]) -> Mixture:
+    mixture = Mixture.from_dict(result.trajectory[-1]["mixture"], normalize=True) if result.trajectory \
+        else result.requested
+    return mixture.on_domains(domains)
+
+
+def grid_mixtures(domains: Sequence[str], count: int, seed: int) -> list[Mixture]:
+    """Up to `count` mixtures: the interior points of the simplex grid of step 1/n (m <= 3, n the finest with
+    at most `count` points), else a scrambled Sobol set mapped to the simplex (Dirichlet(1) transform)."""
+    m = len(domains)
+    if m == 1:
+        return [Mixture(tuple(domains), np.ones(1))]
+    if m <= 3:
+        n = m
+        while comb(n, m - 1) <= count:
+            n += 1
+        points = [p for p in np.ndindex(*(n,) * m) if sum(p) == n and min(p) > 0]
+        return [Mixture(tuple(domains), np.array(p, dtype=np.float64) / n) for p in points]
+    u = qmc.Sobol(m, scramble=True, seed=seed).random_base2(max(count - 1, 1).bit_length())[:count]
+    z = -np.log(np.clip(u, 1e-12, 1.0))
+    return [Mixture(tuple(domains), row / row.sum()) for row in z]
+
+
+def dml_mixture(runs: Sequence[Mapping[str, Any]], space: SearchSpace, objective: Objective) -> Mixture:
+    """The mixture minimizing the objective's weighted log-linear laws fitted on `runs` (one law per domain)."""
+    from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
+
+    targets = list(objective.weights)
+    X = np.stack([Mixture.from_dict(r["achieved"], normalize=True).vector(space.domains) for r in runs])
+    y = np.array([[r["losses"][v] for v in targets] for r in runs])
+    law = LogLinearMixingLaw().fit(X, y)
+    weights = minimize_law(law, np.array([objective.weights[t] for t in targets]), space.lower, space.upper)
+    return space.mixture(space.project(weights)[0])
+
+
+class OnlineMethod(Proposer):
+    """One online method or static baseline: rounds of named runs, then the final run's mixture.
+
+    `runs` (set by the study runner): the folder of the study's runs, where DoReMi's reference
+    checkpoint and Skill-it's skills file are found.
+    """
+
+    name: ClassVar[str] = "online"
+    uses_anchors: ClassVar[bool] = False  # a method's own runs are its evidence, as in Aioli's comparison
+
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, runs: str | None = None,
+                 **settings: Any):
+        super().__init__(space, objective, seed)
+        self.folder = None if runs is None else Path(runs)
+        self.settings = dict(settings)
+        self.stage = 0
+        self.observed: dict[str, dict[str, Any]] = {}  # run name -> losses, achieved, last, averaged
+        self.final: str | None = None
+        self.check_settings()
+
+    # -- the method's sequence ---------------------------------------------------------------------------
+    def check_settings(self) -> None:
+        method = self.name
+        if method in STATIC_METHODS:
+            allowed = {"runs"} if method in ("grid", "dml") else set()
+            extra = sorted(set(self.settings) - allowed)
+            if extra:
+                raise ValueError(f"method {method!r} takes {sorted(allowed) or 'no settings'}, not {extra}")
+            return
+        from regmix.online import policy_settings
+
+        made = sorted({"skills", "reference"} & set(self.settings))
+        if made:  # the runner makes these files itself (the single-domain runs, the stratified run)
+            raise ValueError(f"{made} are made by the method's own runs here; drop them (to train a policy on your "
+                             "own files, write its `policy:` into a run config)")
+        probe = {"policy": method, **self.settings}
+        if method == "skillit":
+            probe["skills"] = "skills.json"
+        if method == "doremi":
+            probe["reference"] = CHECKPOINT_NAME
+        try:
+            policy_settings(probe, "the method's settings")
+        except ConfigError as exc:
+            raise ValueError(exc.problem) from None
+
+    def uniform(self) -> Mixture:
+        return Mixture.uniform(self.space.domains)
+
+    def natural(self) -> Mixture:
+        return self.space.mixture(self.space.prior)
+
+    def retrains(self) -> bool:
+        from regmix.online import POLICIES
+
+        return self.name in POLICIES and POLICIES[self.name].retrain
+
+    def requests(self, n: int) -> list[RunRequest]:
+        """The next round's runs (all at once: `n` does not cut a round), [] once the final run is known."""
+        if self.final is not None:
+            return []
+        method, stage = self.name, self.stage
+        if method == "stratified":
+            return [RunRequest(self.uniform(), "stratified", keep_checkpoint=True)]
+        if method == "natural":
+            return [RunRequest(self.natural(), "natural")]
+        if method in ("grid", "dml"):
+            if stage == 0:
+                count = int(self.settings.get("runs", GRID_RUNS))
+                return [RunRequest(m, f"grid_{i}") for i, m in enumerate(grid_mixtures(self.space.domains, count,
+                                                                                         self.seed))]
+            return [RunRequest(dml_mixture(list(self.observed.values()), self.space, self.objective), "dml")]
+        spec: dict[str, Any] = {"policy": method, **self.settings}
+        steps: list[list[RunRequest]] = []
+        if method == "skillit":
+            steps.append([RunRequest(Mixture.from_dict({d: 1.0}).on_domains(self.space.domains), f"single_{d}")
+                          for d in self.space.domains])
+        if method == "doremi":
+            steps.append([RunRequest(self.uniform(), "stratified", keep_checkpoint=True)])
+        if stage < len(steps):
+            return steps[stage]
+        if stage == len(steps):
+            if method == "skillit":
+                spec["skills"] = str(self.write_skills())
+            if method == "doremi":
+                spec["reference"] = str(self.runs_folder() / "stratified" / CHECKPOINT_NAME)
+            return [RunRequest(self.uniform(), f"{method}_proxy" if self.retrains() else method, policy=spec,
+                               valid=self.objective.domains)]
+        proxy = self.observed[f"{method}_proxy"]
+        return [RunRequest(Mixture.from_dict(proxy["averaged"], normalize=True), method)]
+
+    def runs_folder(self) -> Path:
+        if self.folder is None:
+            raise ValueError(f"method {self.name!r} needs the study's run folder (`runs`) for its files")
+        return self.folder
+
+    def write_skills(self) -> Path:
+        singles = {d: self.observed[f"single_{d}"]["losses"] for d in self.space.domains}
+        path = self.runs_folder() / "skills.json"
+        write_atomic(path, json.dumps(singles, indent=1))
+        return path
+
+    def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
+        super().tell_results(names, results)
+        for name, result in zip(names, results):
+            self.observed[name] = {"losses": dict(result.valid_losses), "achieved": result.mixture.to_dict(),
+                                   "last": last_mixture(result, self.space.domains).to_dict(),
+                                   "averaged": averaged_mixture(result, self.space.domains).to_dict()}
+        self.stage += 1
+        method = self.name
+        if method in ("stratified", "natural", "dml") or method == "grid":
+            if method == "grid":
+                self.final = min(self.observed, key=lambda r: self.objective.value(self.observed[r]["losses"]))
+            else:
+                self.final = names[-1]
+        elif method in names:
+            self.final = method
+
+    def ask(self, n: int) -> list[Mixture]:
+        return [r.mixture for r in self.requests(n)]
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+    def recommend(self) -> Recommendation:
+        if self.final is None:
+            return self.best_observed()
+        final = self.observed[self.final]
+        mixture = Mixture.from_dict(final["last"], normalize=True)
+        losses = final["losses"]
+        predicted = self.objective.value(losses) if all(d in losses for d in self.objective.weights) else float("nan")
+        return Recommendation(mixture.on_domains(self.space.domains), predicted, None,
+                              f"the last mixture of the run {self.final} (its measured objective)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "stage": self.stage, "observed": self.observed, "final": self.final}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.stage, self.observed, self.final = int(state["stage"]), dict(state["observed"]), state["final"]
+
+
+class StratifiedMethod(OnlineMethod):
+    name = "stratified"
+
+
+class NaturalMethod(OnlineMethod):
+    name = "natural"
+
+
+class GridMethod(OnlineMethod):
+    name = "grid"
+
+
+class DmlMethod(OnlineMethod):
+    name = "dml"
+
+
+class AioliMethod(OnlineMethod):
+    name = "aioli"
+
+
+class DogeMethod(OnlineMethod):
+    name = "doge"
+
+
+class DoremiMethod(OnlineMethod):
+    name = "doremi"
+
+
+class HighestLossMethod(OnlineMethod):
+    name = "highest_loss"
+
+
+class SkillitMethod(OnlineMethod):
+    name = "skillit"
