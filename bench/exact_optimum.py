@@ -29,11 +29,11 @@ from regmix.core.observations import read_csvs
 from regmix.core.schema import loss_csv_name, mixture_csv_name
 from regmix.core.space import usage_bounds
 from regmix.regression.fit import FittedModel
+from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, epochs, large_run_tokens, repetition_caps
 from regmix.regression.regressors import make_regressor
 from regmix.regression.simulate import Simulation, exact_simulation, objective_weights, simulate
 from regmix.search.synthesize import SynthesisSettings, load_prior
-from regmix.study.optimal_mixture import large_run_settings
 
 TARGET = "the_pile_pile_cc"
 REGRESSORS = ("loglinear", "lightgbm")

@@ -1,11 +1,12 @@
 """Aioli's comparison (its Table 2) on our own data, on CPU, with the library's own harness and loop.
 
-Every method of `regmix.study.online_methods` (stratified, natural, grid, dml, skillit, doremi, doge, aioli) is
-trained by `run_method` on three settings of the embedded default corpus: all 5 domains, and a 2- and
-a 3-domain subset (Aioli's smaller settings), each validated on its own domains. Every method's final
-run has the same steps and tokens; its extra runs (grid and dml: the grid, skillit: one per domain,
-doremi: the reference and the proxy, doge: the proxy) are counted. Seeds 0..--seeds-1 change the
-models' initialization and the data order of every run of a setting.
+Every online method and static baseline of `regmix.search.online` (stratified, natural, grid, dml,
+skillit, doremi, doge, aioli) is trained by the study runner (`regmix.study.runner.run_study`, without
+anchors or verification: Aioli's table scores the final run) on three settings of the embedded default
+corpus: all 5 domains, and a 2- and a 3-domain subset (Aioli's smaller settings), each validated on its
+own domains. Every method's final run has the same steps and tokens; its extra runs (grid and dml: the
+grid, skillit: one per domain, doremi: the reference and the proxy, doge: the proxy) are counted. Seeds
+0..--seeds-1 change the models' initialization and the data order of every run of a setting.
 
 Score, as Aioli: the mean over the valid domains of the validation perplexity of the final run. Table:
 stratified's mean +- seed std, every other method as its change against stratified (mean over seeds of
@@ -30,8 +31,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
+import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,7 +45,8 @@ import torch
 
 from regmix.data.corpus import load_manifest
 from regmix.settings.training import TrainingSettings
-from regmix.study.online_methods import run_method
+from regmix.study.experiment import CorpusSettings, Experiment, SearchSettings, SimulationSettings, SweepSettings
+from regmix.study.runner import run_study
 from regmix.train.executor import add_executor_arguments, executor_from_args, ray_map
 
 METHODS = ("stratified", "natural", "grid", "dml", "skillit", "doremi", "doge", "aioli")
@@ -75,17 +80,26 @@ def run_setting(args: tuple) -> dict:
     settings = TrainingSettings.from_name("demo", global_batch_size=8, micro_batch_size=8, max_step=steps,
                                           eval_step_interval=steps // 4, save_step_interval=steps // 4,
                                           warmup_steps=steps // 10, eval_tokens=4096, seed=seed)
+    experiment = Experiment(name=f"{setting}_seed{seed}", corpus=CorpusSettings(prepared=corpus), proxy=settings,
+                            sweep=SweepSettings(anchor_seeds=0, workers=1, wandb="off"),
+                            simulation=SimulationSettings(repetitions=0, verify=False))
+    os.makedirs(output, exist_ok=True)
+    os.chdir(output)  # the runs go to <output>/runs/<setting>_seed<seed>/, shared by the methods of a setting
     rows = {}
     for method in methods:
         started = time.perf_counter()
+        study = dataclasses.replace(experiment, search=SearchSettings(settings=scaled(method, len(domains), steps)))
         with contextlib.redirect_stdout(io.StringIO()):
-            result = run_method(method, manifest, Path(output) / setting / f"seed{seed}", settings, domains, valid,
-                                scaled(method, len(domains), steps), wandb_mode="off", progress=False,
+            summary = run_study(study, method, domains=None if SUBSETS[setting] is None else domains,
                                 report=lambda line: None)
-        rows[method] = {"perplexity": result.mean_perplexity, "loss": result.mean_loss,
-                        "final_seconds": result.final.seconds, "seconds": result.seconds,
-                        "extra_runs": result.extra_runs, "wall": time.perf_counter() - started,
-                        "mixture": result.averaged.to_dict()}
+        state = json.loads((study.runs / method / "study.json").read_text())
+        trials = {t["name"]: t for t in state["trials"]}
+        final = trials[state["proposer"]["final"]]
+        losses = [final["losses"][d] for d in valid]
+        rows[method] = {"perplexity": float(np.mean([math.exp(v) for v in losses])), "loss": float(np.mean(losses)),
+                        "final_seconds": final["seconds"], "seconds": summary["training_seconds"]["method"],
+                        "extra_runs": summary["runs"]["method"] - 1, "wall": time.perf_counter() - started,
+                        "mixture": summary["optimal"]}
     return {"setting": setting, "seed": seed, "rows": rows}
 
 

@@ -21,9 +21,9 @@ from regmix.regression.fit import (
     cross_validate,
     evaluate,
     extrapolation_scores,
-    make_regressor,
     selection_score,
 )
+from regmix.regression.regressors import make_regressor
 
 TARGET = "the_pile_pile_cc"
 

@@ -65,7 +65,8 @@ from regmix.core.objective import Objective
 from regmix.core.observations import read_csvs
 from regmix.core.schema import loss_csv_name, mixture_csv_name
 from regmix.core.space import SearchSpace
-from regmix.regression.fit import FittedModel, evaluate, make_regressor
+from regmix.regression.fit import FittedModel, evaluate
+from regmix.regression.regressors import make_regressor
 from regmix.search import make_proposer
 from regmix.search.offline import ModelObjective, PowerLawObjective, minimize_on_space, regret, replay
 from regmix.search.synthesize import SynthesisSettings, draw_mixtures, load_prior, sparsify

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module with main(argv), what 
     "pipeline": ("regmix.pipeline", "a whole study from one experiment YAML (any method), resumable"),
     "search": ("regmix.search.__main__", "a sequential search (bo, turbo, random, regmix) with real proxies"),
     "online": ("regmix.online.__main__", "one online mixing method (aioli, doremi, ...) or a static baseline"),
+    "compare": ("regmix.study.compare", "several methods on one corpus and objective, head to head"),
     "transfer": ("regmix.study.transfer", "train the optimum and baselines at a larger scale with seeds"),
     "pretrain": ("regmix.train.pretrain", "the large run on a mixture config"),
 }

@@ -28,7 +28,6 @@ from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.settings.run_config import load_run_config, run_config_paths
 from regmix.train.executor import add_executor_arguments, executor_from_args
 from regmix.train.runlog import WANDB_MODES
-from regmix.train.sweep import train_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from regmix.train.sweep import train_sweep  # torch and litgpt: after the flags, so --help starts fast
+
     folder = args.config if args.config.is_dir() else args.config.parent
     output = args.output or Path("runs") / folder.resolve().name
     if not args.config.exists():

@@ -84,8 +84,8 @@ CASES = [
                                                      'skills="/etc/shadow"'], ["--setting"], 2),
     ("online setting unknown", "online", ["--corpus", "{corpus}", "--method", "aioli", "--setting", "etaa=1"],
      ["etaa"], 2),
-    ("online output is a file", "online", ["--corpus", "{corpus}", "--method", "natural", "--output", "{work}/file"],
-     ["file"], 2),
+    ("online name not a name", "online", ["--corpus", "{corpus}", "--method", "natural", "--name", "../up"],
+     ["--name"], 2),
 ]
 if NO_CUDA:
     CASES.append(("cuda without a GPU", "train_proxy", ["--config", "{sweep}", "--corpus", "{corpus}", "--device",

@@ -32,7 +32,7 @@ from regmix.settings.run_config import RunConfig, load_run_config, save_run_conf
 from regmix.settings.training import TrainingSettings
 from regmix.study import collect as collect_module
 from regmix.study.collect import collect
-from regmix.study.wandb_runs import OfflineRun
+from regmix.train.wandb_runs import OfflineRun
 
 DOMAINS = ("web", "code", "books")
 VALID = ("web", "code")
@@ -105,8 +105,8 @@ def test_a_run_of_another_mixture_is_never_paired_with_the_config(tmp_path):
 
 
 def _offline(monkeypatch, runs: dict[str, OfflineRun]) -> None:
-    monkeypatch.setattr("regmix.study.wandb_runs.find_offline_runs", lambda root: [Path(root) / p for p in runs])
-    monkeypatch.setattr("regmix.study.wandb_runs.read_offline_run", lambda path, partial=False: runs[Path(path).name])
+    monkeypatch.setattr("regmix.train.wandb_runs.find_offline_runs", lambda root: [Path(root) / p for p in runs])
+    monkeypatch.setattr("regmix.train.wandb_runs.read_offline_run", lambda path, partial=False: runs[Path(path).name])
 
 
 def _history(web: float, steps=(5, 10)) -> list[dict]:

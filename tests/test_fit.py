@@ -14,6 +14,7 @@ from regmix.core.files import ConfigError
 from regmix.core.observations import Observations, read_csvs
 from regmix.core.schema import loss_csv_name, mixture_csv_name
 from regmix.regression import fit as fit_module
+from regmix.regression import regressors
 from regmix.regression.fit import (
     REGRESSORS,
     FittedModel,
@@ -21,12 +22,11 @@ from regmix.regression.fit import (
     extrapolation_scores,
     farthest_runs,
     fit,
-    load_model,
-    make_regressor,
     selection_score,
 )
 from regmix.regression.mixing_law import LogLinearMixingLaw
-from regmix.regression.regressors import GPMixtureRegressor, LinearMixtureRegressor
+from regmix.regression.model_file import load_model, save_model
+from regmix.regression.regressors import GPMixtureRegressor, LinearMixtureRegressor, make_regressor
 
 DOMAINS = ["web", "code", "books", "math"]
 
@@ -44,6 +44,11 @@ def observed(rows: int, seed: int) -> Observations:
 def synthetic(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     observations = observed(rows, seed)
     return observations.mixture_frame(), observations.loss_frame()
+
+
+def test_command_names_the_zoo():
+    """fit.py spells the zoo's names out (its --help imports no scikit-learn): they are the zoo's."""
+    assert (fit_module.REGRESSORS, fit_module.BEST) == (regressors.REGRESSORS, regressors.BEST)
 
 
 def test_zoo_names_params_and_multi_target():
@@ -124,7 +129,7 @@ def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
     assert model.cv["web"]["spearman"] > 90
     assert set(model.extrapolation) == {"web", "code"} and model.extrapolation["web"]["spearman"] > 80
     assert model.domains == tuple(DOMAINS) and model.targets == ("web", "code")
-    loaded = load_model(model.save(tmp_path / "model.npz"))
+    loaded = load_model(save_model(model, tmp_path / "model.npz"))
     fresh, _ = synthetic(30, 6)
     np.testing.assert_array_equal(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()))
     assert loaded.predict_spread(fresh.to_numpy()) is not None  # the GP's own std

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from regmix.core.observations import Observations
-from regmix.regression.fit import FittedModel, cross_validate, fit, load_model, make_regressor
+from regmix.regression.fit import FittedModel, cross_validate, fit
 from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
+from regmix.regression.model_file import load_model, save_model
+from regmix.regression.regressors import make_regressor
 
 C = np.array([2.0, 3.0])
 K = np.array([0.5, 1.2])
@@ -160,7 +162,7 @@ def test_in_the_zoo_cv_and_model_files(tmp_path):
     assert (table["spearman"] > 90).all()
     model = fit(observations, ["loglinear", "linear"], folds=3)
     assert model.name == "loglinear" and model.predict_spread(X) is None
-    loaded = load_model(model.save(tmp_path / "law.npz"))
+    loaded = load_model(save_model(model, tmp_path / "law.npz"))
     assert isinstance(loaded, FittedModel)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     frame = pd.DataFrame(X, columns=["web", "code", "books"])

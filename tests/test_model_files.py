@@ -16,8 +16,8 @@ import pytest
 from sklearn.base import clone
 
 from regmix.core.files import ConfigError
-from regmix.regression.fit import FittedModel, load_model
-from regmix.regression.model_file import SETTINGS, save_model
+from regmix.regression.fit import FittedModel
+from regmix.regression.model_file import SETTINGS, load_model, save_model
 from regmix.regression.regressors import REGRESSORS, LightGBMMixtureRegressor, make_regressor
 
 DOMAINS = ("web", "code", "books", "math")
@@ -58,8 +58,8 @@ class Payload:
 def test_every_regressor_round_trips(name, tmp_path):
     model = fitted(name)
     path = tmp_path / "model.npz"
-    model.save(path)
-    loaded = load_model(model.save(path))  # the second save replaces the first
+    save_model(model, path)
+    loaded = load_model(save_model(model, path))  # the second save replaces the first
     assert sorted(tmp_path.iterdir()) == [path]  # no temporary file left behind
     assert (loaded.name, loaded.domains, loaded.targets) == (name, DOMAINS, TARGETS)
     assert loaded.cv["web"]["spearman"] == 97.5 and np.isnan(loaded.cv["web"]["r2"])
@@ -88,7 +88,7 @@ def test_the_gp_keeps_its_fitted_kernel_and_weights(tmp_path):
 
 def test_a_selected_model_round_trips(tmp_path):
     model = fitted("ensemble").select(["code"])
-    loaded = load_model(model.save(tmp_path / "code.npz"))
+    loaded = load_model(save_model(model, tmp_path / "code.npz"))
     fresh, _ = synthetic(50, 2)
     np.testing.assert_allclose(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()), rtol=1e-12)
 
@@ -111,7 +111,7 @@ def test_object_arrays_in_an_npz_are_refused_unread(tmp_path, marker):
 
 
 def test_damaged_and_foreign_files_are_refused(tmp_path):
-    whole = fitted("linear").save(tmp_path / "whole.npz").read_bytes()
+    whole = save_model(fitted("linear"), tmp_path / "whole.npz").read_bytes()
     (tmp_path / "truncated.npz").write_bytes(whole[:len(whole) // 2])
     (tmp_path / "text.npz").write_text("web,code\n0.5,0.5\n")
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
@@ -135,7 +135,7 @@ def rewritten(source: Path, target: Path, change) -> Path:
 
 
 def test_settings_this_regmix_does_not_know_are_refused(tmp_path):
-    source = fitted("law_gp").save(tmp_path / "model.npz")
+    source = save_model(fitted("law_gp"), tmp_path / "model.npz")
     cases = {"version": (lambda s: s.update(version=2), "format version 2"),
              "name": (lambda s: s.update(name="xgboost"), "unknown regressor 'xgboost'"),
              "class": (lambda s: s["regressor"]["law"].update({"class": "Popen"}), "unknown regressor class 'Popen'"),
@@ -159,7 +159,7 @@ def test_a_zip_that_is_no_npz_is_refused(tmp_path):
 
 
 def test_a_file_cut_anywhere_is_refused_with_a_reason(tmp_path):
-    whole = fitted("linear").save(tmp_path / "whole.npz").read_bytes()
+    whole = save_model(fitted("linear"), tmp_path / "whole.npz").read_bytes()
     for size in (0, 1, 3, 4, 30, 200, len(whole) // 2, len(whole) - 22, len(whole) - 1):
         path = tmp_path / f"cut_{size}.npz"
         path.write_bytes(whole[:size])
@@ -171,7 +171,7 @@ def test_a_file_cut_anywhere_is_refused_with_a_reason(tmp_path):
 
 def test_a_cut_or_edited_booster_text_is_refused_before_lightgbm_parses_it(tmp_path):
     """LightGBM aborts the whole process on some malformed texts: the checksum refuses them first."""
-    path = fitted("lightgbm").save(tmp_path / "model.npz")
+    path = save_model(fitted("lightgbm"), tmp_path / "model.npz")
     with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     key = next(k for k in arrays if k.endswith(".booster"))

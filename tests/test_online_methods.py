@@ -1,7 +1,8 @@
-"""Every mixing method in one harness: what each trains, what it answers, and its command line."""
+"""Every online method and static baseline on the study runner: what each trains, what it answers, its command."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,10 +11,14 @@ import torch
 import yaml
 
 from regmix.core.files import ConfigError
+from regmix.core.objective import Objective
 from regmix.online.__main__ import main
+from regmix.search import ONLINE
+from regmix.search.online import grid_mixtures
 from regmix.settings.run_config import load_run_config
 from regmix.settings.training import TrainingSettings
-from regmix.study.online_methods import METHODS, grid_mixtures, run_method
+from regmix.study.experiment import CorpusSettings, Experiment, SearchSettings, SimulationSettings, SweepSettings
+from regmix.study.runner import run_study
 from regmix.train.pretrain import resolve_mixture
 
 SETTINGS = TrainingSettings(model_name="tinyllama_demo", global_batch_size=8, micro_batch_size=4, max_step=6,
@@ -23,8 +28,8 @@ DOMAINS = ("alpha", "beta", "gamma", "delta")
 VALID = ("alpha", "beta", "gamma")
 OPTIONS = {"grid": {"runs": 5}, "dml": {"runs": 5}, "aioli": {"update_steps": 6, "lp_steps": 1, "sweeps": 1},
            "skillit": {"update_steps": 2}, "doge": {"update_steps": 2}}
-EXTRA_RUNS = {"stratified": 0, "natural": 0, "grid": 4, "dml": 5, "skillit": 4, "doremi": 2, "doge": 1, "aioli": 0,
-              "highest_loss": 0}
+RUNS = {"stratified": 1, "natural": 1, "grid": 5, "dml": 6, "skillit": 5, "doremi": 3, "doge": 2, "aioli": 1,
+        "highest_loss": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -32,53 +37,77 @@ def one_thread():
     torch.set_num_threads(1)
 
 
+def experiment(corpus, name: str = "methods", settings: dict | None = None, anchor_seeds: int = 0,
+               target: Objective | None = None) -> Experiment:
+    """The tiny corpus as it is, tiny proxies, no anchors unless asked, no repetition caps (a tiny corpus)."""
+    return Experiment(name=name, target=target, corpus=CorpusSettings(prepared=str(corpus.root)), proxy=SETTINGS,
+                      sweep=SweepSettings(anchor_seeds=anchor_seeds, workers=1, wandb="off"),
+                      simulation=SimulationSettings(repetitions=0),
+                      search=SearchSettings(settings=dict(settings or {})))
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     return tmp_path_factory.mktemp("methods")
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_trains_what_it_needs_and_answers_a_mixture(tiny_corpus, shared, method):
-    result = run_method(method, tiny_corpus, shared, SETTINGS, DOMAINS, VALID, OPTIONS.get(method, {}),
-                        wandb_mode="off", progress=False, report=lambda line: None)
-    assert result.final.ok and set(result.final.valid_losses) == set(VALID)
-    assert result.extra_runs == EXTRA_RUNS[method]
-    for mixture in (result.mixture, result.averaged):
-        assert mixture.domains == DOMAINS and mixture.weights.sum() == pytest.approx(1.0)
-        assert (mixture.weights >= 0).all()
-    saved = json.loads((shared / method / "result.json").read_text())
-    assert saved["extra_runs"] == EXTRA_RUNS[method] and saved["final_run"] == result.final.name
+@pytest.mark.parametrize("method", ONLINE)
+def test_every_method_trains_what_it_needs_and_answers_a_mixture(tiny_corpus, shared, monkeypatch, method):
+    monkeypatch.chdir(shared)
+    summary = run_study(experiment(tiny_corpus, settings=OPTIONS.get(method, {})), method, report=lambda line: None)
+    assert summary["runs"]["method"] == RUNS[method] and summary["runs"]["failed"] == 0
+    optimal = load_run_config(f"mixture_config/methods/{method}/optimal_mixture.yaml")
+    assert optimal.train.domains == DOMAINS and optimal.train.weights.sum() == pytest.approx(1.0)
+    assert optimal.extra["method"] == method and optimal.training.model_name == "tinyllama_1_1b"
+    state = json.loads((shared / "runs/methods" / method / "study.json").read_text())
+    names = [t["name"] for t in state["trials"]]
     if method == "stratified":
-        np.testing.assert_allclose(result.mixture.weights, 0.25)
+        np.testing.assert_allclose(optimal.train.weights, 0.25)
     if method == "natural":
         tokens = np.array([tiny_corpus.tokens("train", d) for d in DOMAINS], dtype=float)
-        np.testing.assert_allclose(result.mixture.weights, tokens / tokens.sum())
+        np.testing.assert_allclose(optimal.train.weights, tokens / tokens.sum(), atol=1e-9)
     if method == "grid":
-        best = min(result.runs, key=lambda r: np.mean(list(r.valid_losses.values())))
-        assert result.final is best
+        values = {t["name"]: np.mean([t["losses"][d] for d in VALID]) for t in state["trials"]}
+        assert state["proposer"]["final"] == min(values, key=values.get)
     if method in ("doremi", "doge"):  # the answer is the proxy's step-averaged weights, trained in a run of its own
-        assert result.online.name == f"{method}_proxy" and len(result.online.trajectory) >= 2
-        np.testing.assert_allclose(result.final.requested.weights, result.mixture.weights)
+        proxy = json.loads((shared / "runs/methods/proxies" / f"{method}_proxy" / "result.json").read_text())
+        assert len(proxy["trajectory"]) >= 2 and state["proposer"]["final"] == method
     if method == "doremi":
-        assert "stratified" in [r.name for r in result.runs]  # its reference run
+        assert "stratified" in names and (shared / "runs/methods/proxies/stratified/checkpoint.pt").exists()
     if method == "skillit":
-        assert json.loads((shared / "skills.json").read_text()).keys() == set(DOMAINS)
+        assert json.loads((shared / "runs/methods/proxies/skills.json").read_text()).keys() == set(DOMAINS)
+    if method in ("aioli", "doremi", "doge", "skillit", "highest_loss"):
+        assert (shared / "runs/methods" / method / "weights.png").stat().st_size > 0
 
 
-def test_natural_on_a_subset_is_the_token_shares_of_that_subset(tiny_corpus, tmp_path):
-    result = run_method("natural", tiny_corpus, tmp_path, SETTINGS, ("beta", "delta"), ("beta",), wandb_mode="off",
-                        progress=False, report=lambda line: None)
-    tokens = np.array([tiny_corpus.tokens("train", d) for d in ("beta", "delta")], dtype=float)
-    np.testing.assert_allclose(result.mixture.weights, tokens / tokens.sum())
+def test_methods_share_runs_and_a_finished_study_trains_nothing(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_study(experiment(tiny_corpus), "stratified", report=lambda line: None)
+    lines: list[str] = []
+    run_study(experiment(tiny_corpus), "doremi", report=lines.append)  # its reference is the stratified run
+    assert any("1 skipped" in line for line in lines), lines  # trained once, by the first method
+    again: list[str] = []
+    run_study(experiment(tiny_corpus), "stratified", report=again.append)
+    assert not any("] round" in line for line in again), again
 
 
-def test_a_finished_method_is_not_trained_again(tiny_corpus, tmp_path):
-    first = run_method("stratified", tiny_corpus, tmp_path, SETTINGS, DOMAINS, VALID, wandb_mode="off",
-                       progress=False, report=lambda line: None)
-    lines = []
-    again = run_method("stratified", tiny_corpus, tmp_path, SETTINGS, DOMAINS, VALID, wandb_mode="off",
-                       progress=False, report=lines.append)
-    assert lines == [] and again.final.valid_losses == first.final.valid_losses
+def test_an_online_result_is_not_reused_after_its_settings_change(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_study(experiment(tiny_corpus, settings={"update_steps": 2}), "doge", report=lambda line: None)
+    with pytest.raises(ConfigError, match=r"study.json: a study with other settings"):
+        run_study(experiment(tiny_corpus, settings={"update_steps": 3}), "doge", report=lambda line: None)
+
+
+def test_the_objective_weights_choose_among_the_grid(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for domain in ("alpha", "gamma"):
+        exp = dataclasses.replace(experiment(tiny_corpus, settings={"runs": 5}, target=Objective({domain: 1.0})),
+                                  name=f"grid_{domain}")
+        summary = run_study(exp, "grid", report=lambda line: None)
+        state = json.loads((tmp_path / "runs" / f"grid_{domain}" / "grid" / "study.json").read_text())
+        best = min(state["trials"], key=lambda t: t["losses"][domain])
+        assert state["proposer"]["final"] == best["name"]
+        assert summary["objective"] == {domain: 1.0}
 
 
 def test_grid_is_a_simplex_grid_for_few_domains_and_a_space_filling_set_beyond():
@@ -90,31 +119,33 @@ def test_grid_is_a_simplex_grid_for_few_domains_and_a_space_filling_set_beyond()
     assert len(five) == 10 and all(m.weights.sum() == pytest.approx(1.0) for m in five)
 
 
-def test_bad_method_settings_are_one_error_before_training(tiny_corpus, tmp_path):
+def test_bad_method_settings_are_one_error_before_training(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="policy 'aioli' has no settings \\['bogus'\\]"):
-        run_method("aioli", tiny_corpus, tmp_path, SETTINGS, DOMAINS, VALID, {"bogus": 1}, wandb_mode="off",
-                   progress=False, report=lambda line: None)
-    with pytest.raises(ConfigError, match="method 'grid' takes only `runs`"):
-        run_method("grid", tiny_corpus, tmp_path, SETTINGS, DOMAINS, VALID, {"eta": 1}, wandb_mode="off",
-                   progress=False, report=lambda line: None)
-    assert not (tmp_path / "runs").exists()
+        run_study(experiment(tiny_corpus, settings={"bogus": 1}), "aioli", report=lambda line: None)
+    with pytest.raises(ConfigError, match="method 'grid' takes \\['runs'\\], not \\['eta'\\]"):
+        run_study(experiment(tiny_corpus, settings={"eta": 1}), "grid", report=lambda line: None)
+    assert not (tmp_path / "runs/methods/proxies").exists()
 
 
-def test_command_line_writes_the_result_plot_and_configs_pretrain_accepts(tiny_corpus, tmp_path, capsys):
+def test_command_line_writes_the_report_plot_and_a_config_pretrain_accepts(tiny_corpus, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.chdir(tmp_path)
     flags = ["--global-batch-size", "8", "--micro-batch-size", "4", "--max-step", "4", "--warmup-steps", "1",
              "--eval-step-interval", "2", "--block-size", "32", "--eval-tokens", "128"]
-    main(["--method", "aioli", "--corpus", str(tiny_corpus.root), "--domains", "alpha", "beta", "--output",
-          str(tmp_path), "--wandb", "off", "--no-progress", "--setting", "update_steps=4", "lp_steps=1",
-          "sweeps=1", *flags])
-    folder = tmp_path / "aioli"
+    main(["--method", "aioli", "--corpus", str(tiny_corpus.root), "--domains", "alpha", "beta", "--name", "cli",
+          "--wandb", "off", "--anchor-seeds", "2", "--setting", "update_steps=4", "lp_steps=1", "sweeps=1", *flags])
+    folder = tmp_path / "runs/cli/aioli"
     assert (folder / "weights.png").stat().st_size > 0
-    saved = json.loads((folder / "result.json").read_text())
-    assert set(saved["valid_losses"]) == {"alpha", "beta"}  # a subset is validated on its own domains
-    for kind in ("final", "averaged"):
-        config = load_run_config(resolve_mixture(str(folder / f"mixture_{kind}.yaml")))
-        assert set(config.train.active()) <= {"alpha", "beta"} and config.training.model_name == "tinyllama_1_1b"
-        assert yaml.safe_load((folder / f"mixture_{kind}.yaml").read_text())["method"] == "aioli"
-    assert "mean perplexity" in capsys.readouterr().out
+    report = json.loads((folder / "report.json").read_text())
+    assert report["objective"] == {"alpha": 0.5, "beta": 0.5}  # a subset is validated on its own valid domains
+    assert report["verification"]["seeds"] == 2 and report["runs"]["anchors"] == 4
+    path = tmp_path / "mixture_config/cli/aioli/optimal_mixture.yaml"
+    config = load_run_config(resolve_mixture(str(path)))
+    assert set(config.train.active()) <= {"alpha", "beta"} and config.training.model_name == "tinyllama_1_1b"
+    assert yaml.safe_load(path.read_text())["method"] == "aioli"
+    assert (folder / "report.md").read_text().startswith("**")
+    assert "aioli study report" in capsys.readouterr().out
 
 
 def test_help_documents_every_method_and_its_published_settings(capsys):

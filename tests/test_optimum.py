@@ -10,11 +10,11 @@ from scipy.optimize import linprog
 from regmix.core.mixture import Mixture
 from regmix.regression.fit import FittedModel
 from regmix.regression.mixing_law import LogLinearMixingLaw, minimize_law
+from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import epochs, exact_optimum, large_run_tokens, repetition_caps
 from regmix.regression.regressors import make_regressor
 from regmix.regression.simulate import exact_simulation, simulate
 from regmix.search.synthesize import SynthesisSettings
-from regmix.study.optimal_mixture import large_run_settings
 
 DOMAINS = ("web", "code", "books", "math")
 TOKENS = {"web": 10_000_000, "code": 4_000_000, "books": 1_000_000, "math": 100_000}
@@ -136,8 +136,8 @@ def test_simulation_candidates_and_the_exact_answer_respect_the_caps():
     result = simulate(model, natural, {"web": 1.0, "code": 1.0}, 20_000, 32, settings, progress=False,
                       caps=caps.caps)
     assert (result.top_weights <= caps.caps + 1e-9).all() and (result.mixture.weights <= caps.caps + 1e-9).all()
-    exact = exact_simulation(result, model, {"web": 1.0, "code": 1.0}, natural, settings, caps)
+    exact = exact_simulation(result, model, {"web": 1.0, "code": 1.0}, natural, settings, caps.caps)
     assert (exact.mixture.weights <= caps.caps + 1e-9).all()
     assert exact.predicted_loss <= result.predicted_loss + 1e-9
-    guarded = exact_simulation(result, model, {"web": 1.0}, natural, settings, caps, guard_margin=0.0)
+    guarded = exact_simulation(result, model, {"web": 1.0}, natural, settings, caps.caps, guard_margin=0.0)
     assert (model.predict(guarded.mixture.weights[None]) <= model.predict(natural.weights[None]) + 1e-9).all()

@@ -11,10 +11,11 @@ from test_bad_input import folder_hashes
 
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
-from regmix.pipeline import load_experiment, run_pipeline
+from regmix.core.objective import Objective
 from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.settings.training import TrainingSettings
-from regmix.study.experiment import prepare_experiment_corpus
+from regmix.study.experiment import load_experiment, prepare_experiment_corpus
+from regmix.study.runner import run_study
 from regmix.study.transfer import format_table, transfer
 
 WORDS = {"code": "def return import class self lambda yield for while if".split(),
@@ -53,18 +54,20 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_pipeline_end_to_end_then_everything_skipped(workdir):
+def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     lines: list[str] = []
-    summary = run_pipeline(load_experiment("tiny.yaml"), report=lines.append)
-    optimal = load_run_config("mixture_config/tiny/optimal_mixture.yaml")
+    summary = run_study(load_experiment("tiny.yaml"), report=lines.append)
+    optimal = load_run_config("mixture_config/tiny/regmix/optimal_mixture.yaml")
     assert optimal.train.domains == ("code", "legal", "prose")
     assert optimal.train.weights.sum() == pytest.approx(1.0)
     assert optimal.training.model_name == "tinyllama_1_1b" and optimal.valid == ("prose",)
-    assert summary["proxies"] == 8 + 2 * 3 and summary["proxies_failed"] == 0  # natural and uniform, 3 seeds each
+    runs = summary["runs"]  # natural and uniform, 3 seeds each; the optimum with the same seeds
+    assert (runs["method"], runs["anchors"], runs["verification"], runs["failed"]) == (8, 6, 3, 0)
     for plot in summary["files"]["plots"]:
         assert Path(plot).read_bytes()[:4] == b"\x89PNG"
-    assert json.loads(Path("runs/tiny/report.json").read_text())["regressor"] == "linear"
-    assert "target:        mean validation loss of prose x1" in "\n".join(lines)
+    report = json.loads(Path("runs/tiny/regmix/report.json").read_text())
+    assert report["details"]["regressor"] == "linear" and Path("runs/tiny/regmix/regressor.npz").exists()
+    assert "objective:       mean validation loss of prose" in "\n".join(lines)
     caps = optimal.extra["repetition_caps"]  # a tiny corpus and a 1B run: the limit is raised, and said so
     assert caps["target_tokens"] == 25_000 * 512 * 2048 and caps["epoch_limit"] > caps["repetitions"] == 4
     assert all(optimal.train[d] <= cap + 1e-9 for d, cap in caps["caps"].items())
@@ -77,37 +80,38 @@ def test_pipeline_end_to_end_then_everything_skipped(workdir):
     assert summary["noise_floor"] > 0 and "vs seed noise floor" in summary["gain"]
     assert any(line.startswith("verification (3 seeds") for line in text)
     assert any("beyond the seed spread" in line for line in text)
+    bottom = Path("runs/tiny/regmix/report.md").read_text().splitlines()[0]
+    assert bottom.startswith("**") and summary["bottom_line"] in bottom
 
     again: list[str] = []
-    rerun = run_pipeline(load_experiment("tiny.yaml"), report=again.append)
-    skipped = [line for line in again if line.endswith("up to date, skipped")]
-    assert len(skipped) == 6, again
-    assert any("14 skipped" in line for line in again)
-    assert rerun["work_seconds"] == summary["work_seconds"] > rerun["seconds"]  # the work, not the skips
+    rerun = run_study(load_experiment("tiny.yaml"), report=again.append)
+    assert not any("] round" in line or "verification: training" in line for line in again), again
+    assert any("resuming" in line for line in again) and rerun["optimal"] == summary["optimal"]
 
-    Path("runs/tiny/regressor.npz").unlink()  # a stage's file gone: it runs again, and what reads the file
+    # a setting that changes only the recommendation: computed again, nothing trained
+    Path("tiny.yaml").write_text(EXPERIMENT.replace("top_k: 16", "top_k: 8"))
     third: list[str] = []
-    run_pipeline(load_experiment("tiny.yaml"), report=third.append)
-    assert [line.split("]")[0] for line in third if " done in " in line] == ["[fit", "[simulate"]
-    assert len([line for line in third if line.endswith("up to date, skipped")]) == 4
-    Path("runs/tiny/stages.json").write_text('{"synthesize": "ab\x01')
-    with pytest.raises(ConfigError, match="stages.json: not valid JSON"):
-        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    run_study(load_experiment("tiny.yaml"), report=third.append)
+    assert not any("] round" in line for line in third) and any("mean of the top 8" in line for line in third)
+    Path("runs/tiny/regmix/study.json").write_text('{"version": 1, "ab\x01')
+    with pytest.raises(ConfigError, match="study.json: not valid JSON"):
+        run_study(load_experiment("tiny.yaml"), report=lambda line: None)
 
 
 def test_changed_settings_do_not_mix_with_old_runs(workdir):
-    run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     Path("tiny.yaml").write_text(EXPERIMENT.replace("maximum_usage: 3.0", "maximum_usage: 4.0"))
-    with pytest.raises(ConfigError, match="proxy runs trained on the old configs exist"):
-        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+    with pytest.raises(ConfigError, match="study.json: a study with other synthesis, upper than the experiment"):
+        run_study(load_experiment("tiny.yaml"), report=lambda line: None)
 
 
 BAD_EXPERIMENTS = [
     ("proxy: {max_stepz: 3}\n", r"bad.yaml: unknown keys \['max_stepz'\] in 'proxy:'"),
     ("swep: {}\n", r"unknown keys \['swep'\]"),
-    ("sweep: {num_configs: many}\n", "'sweep.num_configs' must be a int"),
-    ("target: {prose: .nan, code: 0.5}\n", r"bad.yaml: 'target:' weight of domain 'prose' is NaN"),
-    ("target: 3\n", "'target:' must be a valid domain"),
+    ("sweep: {num_configs: many}\n", "'sweep.num_configs' must be a whole number"),
+    ("target: {prose: .nan, code: 0.5}\n", r"bad.yaml: target 'prose': the weight must be a number >= 0, "
+                                           "got nan"),
+    ("target: 3\n", "the target must be a valid domain"),
     ("method: cma\n", r"bad.yaml: unknown method 'cma'; known: \['aioli', 'bo', .*'turbo'\]"),
     ("search: {budgett: 3}\n", r"bad.yaml: unknown keys \['budgett'\] in 'search:'"),
 ]
@@ -121,13 +125,13 @@ def test_experiment_errors_name_the_file(workdir):
             load_experiment(bad)
     bad.write_text("target: [prose, code]\nfit: {regressors: linear}\n")
     experiment = load_experiment(bad)
-    assert experiment.target == {"prose": 0.5, "code": 0.5} and experiment.fit.regressors == ["linear"]
+    assert experiment.target == Objective({"prose": 0.5, "code": 0.5}) and experiment.fit.regressors == ["linear"]
 
 
 def test_unknown_target_stops_before_any_proxy_trains(workdir):
     Path("tiny.yaml").write_text(EXPERIMENT.replace("target: prose", "target: wiki"))
     with pytest.raises(ConfigError, match=r"tiny.yaml: target domains \['wiki'\] are not valid domains"):
-        run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
+        run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     assert not Path("runs/tiny/proxies").exists()
 
 
@@ -146,8 +150,8 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
     out = capsys.readouterr().out
     assert "objective" in out and "*" in out and "s per step here" in out and "beyond the seed spread" in out
     assert not (tmp_path / "t" / ".estimate").exists()
-    assert format_table(results, {"alpha": 1.0}).splitlines()[0].split()[2:] == ["optimal", "natural", "uniform",
-                                                                                  "mine"]
+    header = format_table(results, Objective({"alpha": 1.0})).splitlines()[0].split()
+    assert header[2:] == ["optimal", "natural", "uniform", "mine"]
     seeded = transfer(optimal, tiny_corpus, ["natural"], training, tmp_path / "s", workers=1, device="cpu",
                       wandb_mode="off", seeds=[1, 2], estimate=False)
     assert [r.settings["seed"] for r in seeded["optimal"]] == [1, 2]
@@ -184,7 +188,8 @@ def test_a_prepared_corpus_without_a_source_is_used_as_it_is(tiny_corpus, tmp_pa
     before = folder_hashes(corpus)
     (tmp_path / "exp.yaml").write_text(f"name: mine\ncorpus: {{prepared: {corpus}}}\n")
     manifest, objective = prepare_experiment_corpus(load_experiment(tmp_path / "exp.yaml"), report=lambda line: None)
-    assert manifest.train_domains == tiny_corpus.train_domains and set(objective) == set(tiny_corpus.valid_domains)
+    assert manifest.train_domains == tiny_corpus.train_domains
+    assert set(objective.domains) == set(tiny_corpus.valid_domains)
     assert folder_hashes(corpus) == before
     (tmp_path / "file.yaml").write_text(f"name: f\ncorpus: {{prepared: {corpus / 'manifest.json'}}}\n")
     with pytest.raises(ConfigError, match="file.yaml: 'corpus.prepared' is .*manifest.json, a file"):

@@ -13,15 +13,14 @@ from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.core.observations import read_csvs
 from regmix.core.space import SearchSpace
-from regmix.pipeline import run_pipeline
 from regmix.search import OFFLINE, SEQUENTIAL, make_proposer
 from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, replay
 from regmix.settings.run_config import load_run_config
 from regmix.study.experiment import load_experiment
-from regmix.study.search_run import run_search
+from regmix.study.runner import run_study
 from regmix.study.state import STATE_NAME
-from regmix.study.wandb_runs import read_offline_run
 from regmix.train.sweep import train_sweep
+from regmix.train.wandb_runs import read_offline_run
 
 FAST = {"bo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
         "turbo": {"num_restarts": 3, "raw_samples": 64, "mc_samples": 32},
@@ -106,28 +105,34 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+NO_ANCHORS = EXPERIMENT.replace('wandb: "off"}', 'wandb: "off", anchor_seeds: 0}')
+
+
 def test_search_end_to_end_from_the_pipeline(workdir):
     Path("tiny.yaml").write_text(EXPERIMENT.replace('wandb: "off"', "wandb: offline") + SEARCH)
-    summary = run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
-    folder = Path("runs/tiny/search_bo")
-    assert summary["runs"] == 6 and summary["failed"] == 0 and summary["method"] == "bo"
-    optimal = load_run_config("mixture_config/tiny/search_bo/optimal_mixture.yaml")
+    summary = run_study(load_experiment("tiny.yaml"), report=lambda line: None)
+    folder = Path("runs/tiny/bo")
+    assert summary["runs"]["method"] == 6 and summary["runs"]["failed"] == 0 and summary["method"] == "bo"
+    optimal = load_run_config("mixture_config/tiny/bo/optimal_mixture.yaml")
     assert optimal.valid == ("prose",) and optimal.train.weights.sum() == pytest.approx(1.0)
-    assert optimal.extra["search_method"] == "bo" and optimal.extra["predicted_loss"] == pytest.approx(
+    assert optimal.extra["method"] == "bo" and optimal.extra["predicted_loss"] == pytest.approx(
         summary["predicted_loss"], abs=1e-6)
     runs = read_csvs(folder / "train_mixture_proxy.csv", folder / "train_corpus_loss_proxy.csv")
-    assert runs.index == (1, 2, 3, 4, 5, 6) and runs.targets == ("code", "legal", "prose")
+    assert runs.index[-6:] == tuple(f"bo_n{i}" for i in range(1, 7)) and runs.targets == ("code", "legal", "prose")
+    assert len(runs) == 6 + 6  # the anchors (told to bo as observations) and its own runs
     assert (folder / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     state = json.loads((folder / STATE_NAME).read_text())
-    assert [t["status"] for t in state["trials"]] == ["recorded"] * 6
-    assert [t["round"] for t in state["trials"]] == [1, 1, 1, 2, 2, 2]
+    own = [t for t in state["trials"] if t["source"] == "method"]
+    assert [t["status"] for t in own] == ["recorded"] * 6 and [t["round"] for t in own] == [1, 1, 1, 2, 2, 2]
+    assert summary["verification"]["seeds"] == 3  # the same evidence as every method
     progress = [read_offline_run(p) for p in sorted(folder.glob("wandb/offline-run-*/*.wandb"))]
-    assert {run.name for run in progress} == {"search-bo"}  # one run, resumed each round
+    assert {run.name for run in progress} == {"study-bo"}  # one run, resumed each round
     assert [row["search/runs"] for run in progress for row in run.history] == [1, 2, 3, 4, 5, 6]
-    assert len(list(folder.glob("proxies/n*/wandb/offline-run-*/*.wandb"))) == 6  # and one per trial
+    assert len(list(Path("runs/tiny/proxies").glob("bo_n*/wandb/offline-run-*/*.wandb"))) == 6  # one per run
 
 
 def test_a_search_killed_between_ask_and_tell_resumes_with_its_proposals(workdir):
+    Path("tiny.yaml").write_text(NO_ANCHORS + SEARCH)
     calls: list[list[str]] = []
 
     def killed_in_round_two(paths, *args, **kwargs):
@@ -137,44 +142,46 @@ def test_a_search_killed_between_ask_and_tell_resumes_with_its_proposals(workdir
         return train_sweep(paths, *args, **kwargs)
 
     with pytest.raises(KeyboardInterrupt):
-        run_search(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
-    state = json.loads(Path("runs/tiny/search_bo", STATE_NAME).read_text())
+        run_study(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
+    state = json.loads(Path("runs/tiny/bo", STATE_NAME).read_text())
     proposed = {t["name"]: t["requested"] for t in state["trials"] if t["status"] == "training"}
-    assert sorted(proposed) == ["n4", "n5", "n6"]
+    assert sorted(proposed) == ["bo_n4", "bo_n5", "bo_n6"]
 
     calls.clear()
-    run_search(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
-    assert calls == [["n4", "n5", "n6"]]  # round 1 is not trained again, round 2 is not re-drawn
+    run_study(load_experiment("tiny.yaml"), report=lambda line: None, train=killed_in_round_two)
+    assert calls == [["bo_n4", "bo_n5", "bo_n6"]]  # round 1 is not trained again, round 2 is not re-drawn
     for name, requested in proposed.items():
-        trained = load_run_config(Path("runs/tiny/search_bo/proxies", name, "config.yaml"))
+        trained = load_run_config(Path("runs/tiny/proxies", name, "config.yaml"))
         np.testing.assert_allclose(trained.train.vector(list(requested)), list(requested.values()), atol=1e-9)
 
 
 def test_a_search_starts_from_existing_runs_and_skips_them(workdir):
-    run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    Path("tiny.yaml").write_text(NO_ANCHORS + SEARCH)
+    run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     trained: list[str] = []
 
     def counting(paths, *args, **kwargs):
         trained.extend(Path(p).stem for p in paths)
         return train_sweep(paths, *args, **kwargs)
 
-    for name, start in (("from_runs", "runs/tiny/search_bo/proxies"),
-                        ("from_csv", ["runs/tiny/search_bo/train_mixture_proxy.csv",
-                                      "runs/tiny/search_bo/train_corpus_loss_proxy.csv"])):
-        Path(f"{name}.yaml").write_text(EXPERIMENT.replace("name: tiny", f"name: {name}") + SEARCH.replace(
+    for name, start in (("from_runs", "runs/tiny/proxies"),
+                        ("from_csv", ["runs/tiny/bo/train_mixture_proxy.csv",
+                                      "runs/tiny/bo/train_corpus_loss_proxy.csv"])):
+        Path(f"{name}.yaml").write_text(NO_ANCHORS.replace("name: tiny", f"name: {name}") + SEARCH.replace(
             "budget: 6", f"budget: 8, start_from: {json.dumps(start)}"))
         trained.clear()
-        summary = run_search(load_experiment(f"{name}.yaml"), report=lambda line: None, train=counting)
-        assert trained == ["n7", "n8"] and summary["runs"] == 8 and summary["started_from"] == 6
+        summary = run_study(load_experiment(f"{name}.yaml"), report=lambda line: None, train=counting)
+        assert trained == ["bo_n7", "bo_n8"] and summary["runs"]["method"] == 2
+        assert summary["runs"]["started_from"] == 6
 
 
 def test_a_changed_search_is_refused_on_resume(workdir):
-    run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     Path("tiny.yaml").write_text(EXPERIMENT + SEARCH.replace("initial: 3", "initial: 4"))
-    with pytest.raises(ConfigError, match=r"search.json: a search with other settings than the experiment"):
-        run_search(load_experiment("tiny.yaml"), report=lambda line: None)
+    with pytest.raises(ConfigError, match=r"study.json: a study with other settings than the experiment"):
+        run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     Path("tiny.yaml").write_text(EXPERIMENT + SEARCH.replace("budget: 6", "budget: 9"))  # a larger budget continues
-    assert run_search(load_experiment("tiny.yaml"), report=lambda line: None)["runs"] == 9
+    assert run_study(load_experiment("tiny.yaml"), report=lambda line: None)["runs"]["method"] == 9
 
 
 @pytest.mark.parametrize("method", ["random", "bo"])
@@ -190,22 +197,19 @@ def test_a_recommendation_stays_in_the_space_when_the_best_run_lies_outside(meth
     assert space.contains(proposer.recommend().mixture.vector(space.domains)).all()
 
 
-def test_the_regmix_method_as_a_search_keeps_out_of_the_pipelines_folders(workdir):
-    Path("tiny.yaml").write_text(EXPERIMENT)
-    run_pipeline(load_experiment("tiny.yaml"), report=lambda line: None)
-    before = Path("mixture_config/tiny/optimal_mixture.yaml").read_text()
+def test_regmix_asks_in_batches_when_given_and_runs_of_other_settings_are_refused(workdir):
     experiment = load_experiment("tiny.yaml")
-    experiment.method, experiment.search.budget, experiment.search.batch = "regmix", 4, 4
-    summary = run_search(experiment, report=lambda line: None)
-    assert summary["files"]["optimal_mixture"] == "mixture_config/tiny/search_regmix/optimal_mixture.yaml"
-    assert Path("mixture_config/tiny/optimal_mixture.yaml").read_text() == before
-    pipeline_rows = read_csvs("runs/tiny/train_mixture_proxy.csv", "runs/tiny/train_corpus_loss_proxy.csv")
-    assert len(pipeline_rows) == 8 + 2 * 3  # its proxies and anchors, untouched by the search
+    experiment.method, experiment.sweep.num_configs, experiment.search.batch = "regmix", 4, 2
+    experiment.sweep.anchor_seeds, experiment.search.settings = 0, {}
+    summary = run_study(experiment, report=lambda line: None)
+    state = json.loads(Path("runs/tiny/regmix", STATE_NAME).read_text())
+    assert [t["round"] for t in state["trials"]] == [1, 1, 2, 2] and summary["runs"]["method"] == 4
+    assert summary["files"]["optimal_mixture"] == "mixture_config/tiny/regmix/optimal_mixture.yaml"
 
-    other = EXPERIMENT.replace("max_step: 6", "max_step: 4").replace("name: tiny", "name: other")
+    other = NO_ANCHORS.replace("max_step: 6", "max_step: 4").replace("name: tiny", "name: other")
     Path("other.yaml").write_text(other + SEARCH.replace("budget: 6", 'budget: 9, start_from: "runs/tiny/proxies"'))
     with pytest.raises(ConfigError, match=r"result.json: trained with other settings .* max_step 6 \(the search: 4\)"):
-        run_search(load_experiment("other.yaml"), report=lambda line: None)
+        run_study(load_experiment("other.yaml"), report=lambda line: None)
 
 
 def test_a_law_regressor_waits_for_the_runs_it_needs():

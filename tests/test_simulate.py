@@ -10,6 +10,7 @@ from regmix.core.observations import Observations
 from regmix.core.space import usage_bounds
 from regmix.regression import simulate as simulate_module
 from regmix.regression.fit import FittedModel
+from regmix.regression.model_file import save_model
 from regmix.regression.regressors import make_regressor
 from regmix.regression.simulate import Surrogate, objective_weights, optimal_config, simulate
 from regmix.search.synthesize import SynthesisSettings
@@ -49,11 +50,15 @@ def test_compiled_surrogate_equals_lightgbm_predict():
 
 def test_top_k_bounds_and_screening_against_exact_scoring(lightgbm_model):
     settings = SynthesisSettings(maximum_usage=3.0)
-    exact = simulate(lightgbm_model, NATURAL, None, 60_000, 32, settings, screen=1.0, progress=False)
-    fast = simulate(lightgbm_model, NATURAL, None, 60_000, 32, settings, screen=0.05, progress=False)
+    exact = simulate(lightgbm_model, NATURAL, {"web": 1.0}, 60_000, 32, settings, screen=1.0, progress=False)
+    fast = simulate(lightgbm_model, NATURAL, {"web": 1.0}, 60_000, 32, settings, screen=0.05, progress=False)
     assert exact.scored == 60_000 and fast.scored < 0.1 * 60_000
     # the fast path scores its survivors with the model itself: exactly plain predict
     np.testing.assert_allclose(fast.top_scores, lightgbm_model.predict(fast.top_weights)[:, 0], rtol=0, atol=1e-9)
+    default = simulate(lightgbm_model, NATURAL, None, 2_000, 8, settings, progress=False)
+    # the default objective, every command's: the mean over the model's targets
+    np.testing.assert_allclose(default.top_scores, lightgbm_model.predict(default.top_weights).mean(axis=1),
+                               atol=1e-9)
     assert np.all(np.diff(exact.top_scores) >= 0) and len(exact.top_scores) == 32
     # same candidates (same seeds), and the screen keeps the exact top 32
     np.testing.assert_allclose(np.sort(fast.top_scores), np.sort(exact.top_scores), atol=1e-9)
@@ -74,7 +79,7 @@ def test_same_answer_whatever_the_thread_count(lightgbm_model):
 def test_weighted_objective_and_refinement(lightgbm_model):
     weights = objective_weights(lightgbm_model, {"web": 1.0, "metric/code_val_loss": 3.0})
     np.testing.assert_allclose(weights, [0.25, 0.75])
-    with pytest.raises(ValueError, match="was not fitted"):
+    with pytest.raises(ValueError, match="were not fitted"):
         objective_weights(lightgbm_model, {"arxiv": 1.0})
     result = simulate(lightgbm_model, NATURAL, {"web": 0.25, "code": 0.75}, 20_000, 16, refine=20_000,
                       progress=False)
@@ -85,7 +90,7 @@ def test_weighted_objective_and_refinement(lightgbm_model):
 
 
 def test_yaml_and_plot_from_the_cli(lightgbm_model, tmp_path, capsys):
-    lightgbm_model.save(tmp_path / "model.npz")
+    save_model(lightgbm_model, tmp_path / "model.npz")
     (tmp_path / "prior.yaml").write_text(
         "train:\n" + "".join(f"  train_{d}: {w}\n" for d, w in NATURAL.to_dict().items()))
     out = tmp_path / "optimal_mixture.yaml"

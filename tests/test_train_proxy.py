@@ -25,13 +25,13 @@ from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, LOCK_
 from regmix.data.sampler import MixtureSampler, TokenStream, validation_sets
 from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths, save_run_config
 from regmix.settings.training import TrainingSettings
-from regmix.study.wandb_runs import find_offline_runs, read_offline_run
 from regmix.train import engine as engine_module
 from regmix.train.engine import CrossEntropy
 from regmix.train.locks import acquire_lock, release_lock
 from regmix.train.models import PRESETS, build_model, non_embedding_parameters
 from regmix.train.runlog import resolve_wandb_mode
 from regmix.train.sweep import train_proxies, train_sweep
+from regmix.train.wandb_runs import find_offline_runs, read_offline_run
 
 WEIGHTS = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1, "delta": 0.0}
 

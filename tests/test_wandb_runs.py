@@ -11,7 +11,7 @@ import pytest
 from wandb.proto import wandb_internal_pb2
 
 from regmix.core.files import ConfigError
-from regmix.study.wandb_runs import (
+from regmix.train.wandb_runs import (
     BLOCK_SIZE,
     FILE_HEADER,
     FIRST,

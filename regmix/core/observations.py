@@ -17,13 +17,15 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from regmix.core.files import ConfigError, write_files
 from regmix.core.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # RegMix's published mixtures are rounded to 3 decimals: their rows sum to 0.996-1.003
 CSV_SUM_TOLERANCE = 0.01
@@ -57,13 +59,15 @@ class Observations:
 
     def mixture_frame(self) -> pd.DataFrame:
         """Mixtures with bare domain columns: scikit-learn then checks the domain order of every predict."""
-        return pd.DataFrame(self.mixtures, index=self._row_index(), columns=list(self.domains))
+        return self._frame(self.mixtures, self.domains)
 
     def loss_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.losses, index=self._row_index(), columns=list(self.targets))
+        return self._frame(self.losses, self.targets)
 
-    def _row_index(self) -> pd.Index:
-        return pd.Index(list(self.index), name=INDEX_NAME)
+    def _frame(self, values: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        import pandas as pd  # here, not at the top: commands that only parse their flags start without it
+
+        return pd.DataFrame(values, index=pd.Index(list(self.index), name=INDEX_NAME), columns=list(columns))
 
     def select(self, targets: Sequence[str]) -> Observations:
         """The losses of `targets` only, in that order; each a valid domain or its loss column."""
@@ -97,6 +101,8 @@ class Observations:
 
 def _read_table(path: str | os.PathLike) -> pd.DataFrame:
     """One CSV indexed by its `index` column, at least one run, every other value a finite number."""
+    import pandas as pd
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -113,6 +113,15 @@ class CorpusManifest:
         counts = {d: self.tokens("train", d) for d in self.train_domains}
         return Mixture.from_dict(counts, self.root / MANIFEST_NAME, normalize=True)
 
+    def uniform(self) -> Mixture:
+        """Equal weight on every training domain with tokens (a domain without any cannot be sampled)."""
+        return Mixture.uniform([d for d in self.train_domains if self.tokens("train", d) > 0])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the prepared corpus for a study: its tokenizer and tokens per split and domain."""
+        return {"tokenizer": self.tokenizer.sha256,
+                "tokens": {s: {d: self.tokens(s, d) for d in self.shards[s]} for s in SPLITS}}
+
     def open_tokens(self, split: str, domain: str) -> list[np.ndarray]:
         """Read-only memory maps of a domain's shards (empty shards left out), each of the manifest's size."""
         return [self.open_shard(s) for s in self.shards[split][domain] if s.tokens > 0]

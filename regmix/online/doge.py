@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 from regmix.core.mixture import Mixture
 from regmix.online.policy import OnlinePolicy, Probe
@@ -70,6 +69,8 @@ class DoGE(OnlinePolicy):
     def on_interval(self, step: int, counts: Mapping[str, int], probe: Probe) -> Mixture | None:
         n = self.settings.probe_sequences
         batches = {d: probe.sequences(d, n, (2, step, i)) for i, d in enumerate(self.domains)}
+        import torch  # only here: the policy's module loads with `regmix online --help`
+
         target = torch.cat([probe.sequences(d, n, (3, step, i), split="valid")
                             for i, d in enumerate(probe.valid_domains)])
         aligned = probe.alignment(batches, target)

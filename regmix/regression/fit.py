@@ -11,36 +11,31 @@ farthest ones: a stand-in for the large run's mixture, which lies outside the pr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
-from scipy.stats import pearsonr, spearmanr
-from sklearn.base import clone
-from sklearn.model_selection import KFold
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
 from regmix.core.files import ConfigError, check_outputs
 from regmix.core.observations import Observations, read_csvs
-from regmix.regression.model_file import load_model, save_model  # noqa: F401 - load_model too: callers load from regmix.regression.fit
-from regmix.regression.regressors import (
-    BEST,
-    REGRESSORS,
-    LightGBMMixtureRegressor,
-    make_regressor,
-    minimum_runs,
-    select_targets,
-)
+from regmix.regression.fitted import FittedModel
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The names of regmix.regression.regressors, spelled out here so that `regmix fit --help` starts without
+# scikit-learn, SciPy and LightGBM, which this module imports where it fits (tests/test_fit.py checks they agree).
+REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
+BEST = "ensemble"
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Spearman and Pearson (in %, as RegMix reports them), MSE and R2 of one target."""
+    from scipy.stats import pearsonr, spearmanr
+
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     residual = ((y_true - y_pred) ** 2).sum()
     total = ((y_true - y_true.mean()) ** 2).sum()
@@ -52,6 +47,9 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0
                    ) -> pd.DataFrame:
     """Out-of-fold scores per target (rows: targets, columns: metrics), from the rows given only."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
+
     predictions = np.zeros(Y.shape)
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
         model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
@@ -60,6 +58,8 @@ def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int 
 
 
 def _score_table(Y: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({c: evaluate(Y[c].to_numpy(), predictions[:, j]) for j, c in enumerate(Y.columns)}).T
 
 
@@ -103,6 +103,8 @@ def extrapolation_scores(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, fract
     A check of ranking beyond the runs' mass without a larger run: the mixture a large run gets is an
     optimum, usually at the edge of (or outside) what the proxies covered.
     """
+    from sklearn.base import clone
+
     held_out = farthest_runs(X, fraction)
     train = np.setdiff1d(np.arange(len(X)), held_out)
     model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
@@ -121,42 +123,6 @@ def selection_score(cv: pd.DataFrame | None, extrapolation: pd.DataFrame | None)
     return float(np.mean(tables)) if tables else 0.0
 
 
-@dataclass
-class FittedModel:
-    """What the simulator loads: the regressor with the domain and target (valid domain) order it was fit on."""
-
-    name: str
-    regressor: Any
-    domains: tuple[str, ...]
-    targets: tuple[str, ...]
-    cv: dict[str, dict[str, float]] = field(default_factory=dict)
-    extrapolation: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
-        frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
-        return np.asarray(self.regressor.predict(frame)).reshape(len(frame), len(self.targets))
-
-    def select(self, targets: Sequence[str]) -> FittedModel:
-        """The same model predicting only these targets (in this order)."""
-        columns = [self.targets.index(t) for t in targets]
-        return dataclasses.replace(self, regressor=select_targets(self.regressor, columns), targets=tuple(targets),
-                                   cv={t: self.cv[t] for t in targets if t in self.cv},
-                                   extrapolation={t: self.extrapolation[t] for t in targets if t in self.extrapolation})
-
-    def predict_spread(self, weights: np.ndarray) -> np.ndarray | None:
-        """Ensemble disagreement (or GP std) per target; None for models without one."""
-        frame = pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
-        for method in ("predict_spread", "predict_std"):
-            if hasattr(self.regressor, method):
-                return np.asarray(getattr(self.regressor, method)(frame)).reshape(len(frame), len(self.targets))
-        return None
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write an .npz model file (data only: loading it cannot run code); `load_model` reads it."""
-        return save_model(self, path)
-
-
 def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Sequence[str] | None = None,
         folds: int = 5, num_threads: int = 2, extrapolation: float = 0.2) -> FittedModel:
     """Score each named regressor by K-fold CV and extrapolation CV, keep the best, refit it on all rows.
@@ -167,6 +133,8 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     runs held out) leaves fewer than 3 runs. `targets`: valid domains (or their loss columns) to model,
     all observed ones by default.
     """
+    from regmix.regression.regressors import LightGBMMixtureRegressor, make_regressor, minimum_runs
+
     if folds < 1:
         raise ValueError(f"folds must be >= 1 (1: no cross-validation), got {folds}")
     observations = observations.select(targets or observations.targets)
@@ -242,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of runs, the farthest from the centre, held out for extrapolation CV, in (0, 1)")
     p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
                    help="LightGBM threads (default: all cores)")
-    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for regmix.regression.simulate")
+    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for `regmix simulate`")
     return p
 
 
@@ -252,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> FittedModel:
     check_outputs({"--output": args.output}, {"--mixtures": args.mixtures, "--losses": args.losses})
     model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
                      args.extrapolation)
-    path = model.save(args.output)
+    from regmix.regression.model_file import save_model  # LightGBM's and sklearn's types: after parse_args
+
+    path = save_model(model, args.output)
     print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {path}")
     return model
 

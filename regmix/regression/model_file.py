@@ -21,7 +21,7 @@ import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -31,6 +31,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Produc
 from sklearn.linear_model import LinearRegression
 
 from regmix.core.files import ConfigError, write_files
+from regmix.regression.fitted import FittedModel
 from regmix.regression.mixing_law import LogLinearMixingLaw
 from regmix.regression.regressors import (
     REGRESSORS,
@@ -40,9 +41,6 @@ from regmix.regression.regressors import (
     LightGBMMixtureRegressor,
     LinearMixtureRegressor,
 )
-
-if TYPE_CHECKING:
-    from regmix.regression.fit import FittedModel
 
 FORMAT = "regmix model"
 VERSION = 1
@@ -77,7 +75,6 @@ def save_model(model: FittedModel, path: str | os.PathLike) -> Path:
 
 def load_model(path: str | os.PathLike) -> FittedModel:
     """The model in a file `save_model` wrote; ConfigError for anything else (nothing is ever unpickled)."""
-    from regmix.regression.fit import FittedModel  # fit.py saves through this module
 
     path = Path(path)
     arrays = _read_arrays(path)

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-import lightgbm as lgb
 import numpy as np
 import yaml
 from tqdm.auto import tqdm
@@ -30,13 +28,14 @@ from tqdm.auto import tqdm
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
 from regmix.core.files import ConfigError, check_outputs, write_files
 from regmix.core.mixture import Mixture, project_onto_simplex
-from regmix.core.schema import as_valid_domain
+from regmix.core.objective import Objective
 from regmix.core.space import usage_bounds
-from regmix.regression.fit import FittedModel, load_model
-from regmix.regression.optimum import RepetitionCaps, exact_optimum
+from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
 from regmix.settings.run_config import RunConfig
-from regmix.study.optimal_mixture import mixture_plot, optimal_run_config
+
+if TYPE_CHECKING:
+    from regmix.regression.fit import FittedModel
 
 CHUNK = 1 << 18
 PILOT = 30_000
@@ -56,17 +55,17 @@ class Simulation:
     seconds: float
 
 
-def objective_weights(model: FittedModel, objective: Mapping[str, float]) -> np.ndarray:
-    """Weights over the model's targets; keys may be bare valid domains or their loss columns."""
-    weights = np.zeros(len(model.targets))
-    for key, weight in objective.items():
-        domain = key if key in model.targets else as_valid_domain(key)
-        if domain not in model.targets:
-            raise ValueError(f"target {key!r} was not fitted; the model has {list(model.targets)}")
-        weights[model.targets.index(domain)] += float(weight)
-    if weights.sum() <= 0 or (weights < 0).any():
-        raise ValueError("objective weights must be >= 0 and not all 0")
-    return weights / weights.sum()
+def objective_weights(model: FittedModel, objective: Objective | Mapping[str, float] | None = None) -> np.ndarray:
+    """The objective's weights over the model's targets; None is the default objective (the mean over them).
+    A mapping is read as a target is (regmix.core.objective: bare valid domains or their loss columns)."""
+    if objective is None:
+        objective = Objective.mean(model.targets)
+    elif not isinstance(objective, Objective):
+        objective = Objective.parse(dict(objective))
+    missing = [d for d in objective.weights if d not in model.targets]
+    if missing:
+        raise ValueError(f"targets {missing} were not fitted; the model has {list(model.targets)}")
+    return np.array([objective.weights.get(t, 0.0) for t in model.targets])
 
 
 class Surrogate:
@@ -80,6 +79,8 @@ class Surrogate:
     """
 
     def __init__(self, weights: np.ndarray, scores: np.ndarray, rounds: int = 300):
+        import lightgbm as lgb  # here, not at the top: `regmix simulate --help` starts without it
+
         params = {"objective": "regression", "num_leaves": 4, "max_depth": 2, "learning_rate": 0.2,
                   "max_bin": 63, "min_data_in_leaf": 5, "num_threads": 1, "force_col_wise": True,
                   "seed": 0, "verbose": -1}
@@ -169,7 +170,7 @@ def _stream(draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray |
             yield chunk, rough
 
 
-def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float] | None = None,
+def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mapping[str, float] | None = None,
              num_candidates: int = 1_000_000, top_k: int = 128, settings: SynthesisSettings = SynthesisSettings(),
              screen: float = 0.01, refine: int = 0, seed: int = 0, threads: int = 2,
              progress: bool = True, caps: np.ndarray | None = None) -> Simulation:
@@ -189,7 +190,7 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
     prior = natural.vector(domains)
     prior = prior / prior.sum()
     bounds = usage_bounds(prior, settings.maximum_usage)
-    target = objective_weights(model, objective or {model.targets[0]: 1.0})
+    target = objective_weights(model, objective)
     if caps is not None and (len(caps) != len(domains) or caps.sum() < 1.0 - 1e-9):
         raise ValueError(f"caps must be {len(domains)} upper bounds that sum to >= 1, got {caps}")
 
@@ -254,18 +255,20 @@ def simulate(model: FittedModel, natural: Mixture, objective: Mapping[str, float
         seconds=time.perf_counter() - start)
 
 
-def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[str, float], natural: Mixture,
-                     settings: SynthesisSettings, caps: RepetitionCaps | None, kl: float = 0.0,
+def exact_simulation(result: Simulation, model: FittedModel, objective: Objective | Mapping[str, float] | None,
+                     natural: Mixture, settings: SynthesisSettings, caps: np.ndarray | None, kl: float = 0.0,
                      guard_margin: float | None = None) -> Simulation:
     """The simulation's answer replaced by the exact optimum within the same bounds (usage bounds and caps),
     seeded by its top candidates (regmix.regression.optimum.exact_optimum); `guard_margin`: no target may be predicted
     worse than at the natural mixture by more than this."""
+    from regmix.regression.optimum import exact_optimum  # SciPy and scikit-learn: not needed for --help
+
     start = time.perf_counter()
     prior = natural.vector(model.domains)
     prior = prior / prior.sum()
     upper = usage_bounds(prior, settings.maximum_usage)
     if caps is not None:
-        upper = np.minimum(upper, caps.caps)
+        upper = np.minimum(upper, caps)
     target = objective_weights(model, objective)
     weights = exact_optimum(model, target, upper, prior, kl, starts=result.top_weights, guard_margin=guard_margin)
     spread = model.predict_spread(weights[None, :])
@@ -276,34 +279,17 @@ def exact_simulation(result: Simulation, model: FittedModel, objective: Mapping[
         seconds=result.seconds + time.perf_counter() - start)
 
 
-def optimal_config(result: Simulation, model: FittedModel, objective: Mapping[str, float],
+def optimal_config(result: Simulation, model: FittedModel, objective: Objective | Mapping[str, float] | None,
                    large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
                    **extra: Any) -> RunConfig:
     """The large run's config of a simulation (`extra`: more keys to record, e.g. the caps)."""
     target = objective_weights(model, objective)
     return optimal_run_config(
-        result.mixture, {d: float(w) for d, w in zip(model.targets, target) if w > 0}, result.predicted_loss,
+        result.mixture, Objective({d: float(w) for d, w in zip(model.targets, target) if w > 0}), result.predicted_loss,
         result.spread, large_model, settings, regressor=model.name, num_candidates=result.candidates,
         top_k=len(result.top_scores),
         top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
         **extra)
-
-
-def parse_objective(items: Sequence[str] | None) -> dict[str, float]:
-    """`domain` or `domain=weight` items (loss columns also accepted) as an objective mapping."""
-    objective: dict[str, float] = {}
-    for item in items or ():
-        name, _, weight = item.partition("=")
-        try:
-            value = float(weight) if weight else 1.0
-        except ValueError:
-            value = math.nan
-        if not name or not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"--target {item!r}: use <valid_domain> or <valid_domain>=<weight>, a weight >= 0")
-        objective[name] = objective.get(name, 0.0) + value
-    if objective and not any(objective.values()):
-        raise ValueError(f"--target {' '.join(items or ())}: the weights are all 0")
-    return objective
 
 
 def check_prior(natural: Mixture, model: FittedModel, prior: str | os.PathLike, model_path: str | os.PathLike
@@ -324,8 +310,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.regression.fit")
     p.add_argument("--prior", default="the_pile",
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
-    p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: "
-                   "the_pile_pile_cc or the_pile_pile_cc=0.7 the_pile_arxiv=0.3 (default: the model's first target)")
+    p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: the_pile_pile_cc "
+                   "or the_pile_pile_cc=0.7 the_pile_arxiv=0.3 (default: the mean over the model's targets, as "
+                   "every command)")
     p.add_argument("--num-candidates", type=integer_at_least(1), default=1_000_000,
                    help="mixtures drawn from the prior and scored, at least --top-k (default: %(default)s)")
     p.add_argument("--top-k", type=integer_at_least(1), default=128,
@@ -353,20 +340,23 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     """The command: check every input before the simulation, then write the config and its plot together."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from regmix.regression.model_file import load_model  # LightGBM and scikit-learn: after the flags
+
     plot = args.plot or args.output.with_suffix(".png")
     if args.num_candidates < args.top_k:
         parser.error(f"--num-candidates {args.num_candidates} must be at least --top-k {args.top_k}")
     check_outputs({"--output": args.output, "--plot": plot}, {"--model": args.model, "--prior": args.prior})
     settings = SynthesisSettings(maximum_usage=args.maximum_usage, temperature=args.temperature)
-    objective = parse_objective(args.target)
+    target = Objective.parse(args.target, "--target")
     model = load_model(args.model)
     natural, _ = load_prior(args.prior)
     check_prior(natural, model, args.prior, args.model)
-    objective = objective or {model.targets[0]: 1.0}
+    objective = target or Objective.mean(model.targets)
     try:
         objective_weights(model, objective)
     except ValueError as exc:
         raise ConfigError(args.model, f"{exc} (--target)") from None
+    print(f"objective: {objective.describe()}")
     result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
                       args.refine, args.seed, args.threads, not args.quiet)
     config = optimal_config(result, model, objective, args.large_model, settings)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import qmc
 
 from regmix.core.files import ConfigError, write_atomic
 from regmix.core.mixture import Mixture
@@ -74,9 +73,27 @@ def grid_mixtures(domains: Sequence[str], count: int, seed: int) -> list[Mixture
             n += 1
         points = [p for p in np.ndindex(*(n,) * m) if sum(p) == n and min(p) > 0]
         return [Mixture(tuple(domains), np.array(p, dtype=np.float64) / n) for p in points]
+    from scipy.stats import qmc  # 0.6 s of import: only where the grid is drawn
+
     u = qmc.Sobol(m, scramble=True, seed=seed).random_base2(max(count - 1, 1).bit_length())[:count]
     z = -np.log(np.clip(u, 1e-12, 1.0))
     return [Mixture(tuple(domains), row / row.sum()) for row in z]
+
+
+def method_settings_help() -> str:
+    """Every online method's settings with their defaults (the published ones, named in each help text)."""
+    import dataclasses
+
+    from regmix.online import POLICIES
+
+    lines = ["  stratified, natural: no settings",
+             f"  grid, dml: runs={GRID_RUNS}  full runs on a simplex grid (m <= 3) or a Sobol set (Aioli: 10)"]
+    for name, policy in sorted(POLICIES.items()):
+        fields = dataclasses.fields(policy.Settings)
+        lines.append(f"  {name}:" + ("" if fields else " no settings"))
+        lines += [f"    {f.name}={f.default!r}  {f.metadata.get('help', '')}" for f in fields
+                  if f.name not in ("skills", "reference")]
+    return "\n".join(lines)
 
 
 def dml_mixture(runs: Sequence[Mapping[str, Any]], space: SearchSpace, objective: Objective) -> Mixture:
@@ -94,17 +111,17 @@ def dml_mixture(runs: Sequence[Mapping[str, Any]], space: SearchSpace, objective
 class OnlineMethod(Proposer):
     """One online method or static baseline: rounds of named runs, then the final run's mixture.
 
-    `runs` (set by the study runner): the folder of the study's runs, where DoReMi's reference
+    `run_folder` (given by the study runner): the folder of the study's runs, where DoReMi's reference
     checkpoint and Skill-it's skills file are found.
     """
 
     name: ClassVar[str] = "online"
     uses_anchors: ClassVar[bool] = False  # a method's own runs are its evidence, as in Aioli's comparison
 
-    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, runs: str | None = None,
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, run_folder: str | None = None,
                  **settings: Any):
         super().__init__(space, objective, seed)
-        self.folder = None if runs is None else Path(runs)
+        self.folder = None if run_folder is None else Path(run_folder)
         self.settings = dict(settings)
         self.stage = 0
         self.observed: dict[str, dict[str, Any]] = {}  # run name -> losses, achieved, last, averaged
@@ -183,7 +200,7 @@ class OnlineMethod(Proposer):
 
     def runs_folder(self) -> Path:
         if self.folder is None:
-            raise ValueError(f"method {self.name!r} needs the study's run folder (`runs`) for its files")
+            raise ValueError(f"method {self.name!r} needs the study's run folder (`run_folder`) for its files")
         return self.folder
 
     def write_skills(self) -> Path:
@@ -200,12 +217,11 @@ class OnlineMethod(Proposer):
                                    "averaged": averaged_mixture(result, self.space.domains).to_dict()}
         self.stage += 1
         method = self.name
-        if method in ("stratified", "natural", "dml") or method == "grid":
-            if method == "grid":
-                self.final = min(self.observed, key=lambda r: self.objective.value(self.observed[r]["losses"]))
-            else:
-                self.final = names[-1]
-        elif method in names:
+        if method in ("stratified", "natural"):
+            self.final = names[-1]
+        elif method == "grid":
+            self.final = min(self.observed, key=lambda r: self.objective.value(self.observed[r]["losses"]))
+        elif method in names:  # dml and the policies: the run named after the method is the last
             self.final = method
 
     def ask(self, n: int) -> list[Mixture]:

@@ -1,11 +1,15 @@
-"""`regmix`: RegMix as a proposer. Random batches from the synthesis prior, then the fitted regressor
-(`regmix.regression.fit`) and the simulation (`regmix.regression.simulate`) turn all observations into one mixture.
+"""`regmix`: RegMix as a proposer. Random batches from the synthesis prior (by default the whole budget
+at once, RegMix's one sweep), then the fitted regressor (`regmix.regression.fit`) and the simulation
+(`regmix.regression.simulate`: RegMix's top-k mean, or the exact optimum) turn all observations into
+one mixture, kept to the space's repetition caps.
 
-The same code as the pipeline's fit and simulate stages; the search only feeds them its observations.
+The same code the stage commands run (`regmix fit`, `regmix simulate`); the runner only feeds it its
+observations. With `output` (given by the study runner) the fitted regressor is saved there.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -14,19 +18,25 @@ from regmix.core.objective import Objective
 from regmix.core.observations import Observations
 from regmix.core.space import SearchSpace
 from regmix.regression.fit import fit, smallest_training_set
+from regmix.regression.model_file import save_model
 from regmix.regression.regressors import BEST, REGRESSORS, minimum_runs
-from regmix.regression.simulate import simulate
+from regmix.regression.simulate import exact_simulation, simulate
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
 from regmix.search.synthesize import SynthesisSettings
 
+REGRESSOR_FILE = "regressor.npz"
+
 
 class RegMixProposer(RandomProposer):
     name = "regmix"
+    batch_all = True
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0,
                  synthesis: SynthesisSettings = SynthesisSettings(), regressor: str | Sequence[str] = BEST,
-                 folds: int = 1, candidates: int = 1_000_000, top_k: int = 128, threads: int = 2):
+                 folds: int = 1, candidates: int = 1_000_000, top_k: int = 128, refine: int = 0,
+                 optimum: str = "topk", kl: float = 0.0, guard_margin: float | None = None, threads: int = 2,
+                 output: str | None = None):
         super().__init__(space, objective, seed, synthesis)
         self.regressors = [regressor] if isinstance(regressor, str) else list(regressor)
         unknown = [r for r in self.regressors if r not in REGRESSORS]
@@ -35,7 +45,11 @@ class RegMixProposer(RandomProposer):
         if not (isinstance(folds, int) and folds >= 1 and isinstance(candidates, int) and isinstance(top_k, int)
                 and candidates >= top_k >= 1):
             raise ValueError("need integers folds >= 1 and candidates >= top_k >= 1")
-        self.folds, self.candidates, self.top_k, self.threads = folds, candidates, top_k, threads
+        if optimum not in ("topk", "exact"):
+            raise ValueError(f"optimum must be topk or exact, got {optimum!r}")
+        self.folds, self.candidates, self.top_k, self.refine, self.threads = folds, candidates, top_k, refine, threads
+        self.optimum, self.kl, self.guard_margin = optimum, kl, guard_margin
+        self.output = None if output is None else Path(output)
 
     def observations(self) -> Observations:
         targets = tuple(self.objective.weights)
@@ -51,12 +65,22 @@ class RegMixProposer(RandomProposer):
         need = max(minimum_runs(r, m) for r in usable)
         folds = self.folds if smallest_training_set(len(self), self.folds) >= need else 1
         model = fit(self.observations(), usable, folds=folds, num_threads=self.threads)
-        result = simulate(model, self.space.mixture(self.space.prior), dict(self.objective.weights),
-                          self.candidates, min(self.top_k, self.candidates), self.synthesis, seed=self.seed,
-                          threads=self.threads, progress=False)
-        weights = self.space.project(result.mixture.vector(self.space.domains))[0]
+        if self.output is not None:
+            save_model(model, self.output / REGRESSOR_FILE)
+        natural = self.space.mixture(self.space.prior)
+        caps = self.space.recommendable().upper
+        result = simulate(model, natural, self.objective, self.candidates, min(self.top_k, self.candidates),
+                          self.synthesis, refine=self.refine, seed=self.seed, threads=self.threads, progress=False,
+                          caps=caps)
+        if self.optimum == "exact":
+            result = exact_simulation(result, model, self.objective, natural, self.synthesis, caps, self.kl,
+                                      self.guard_margin)
+        weights = self.space.recommendable().project(result.mixture.vector(self.space.domains))[0]
         predicted = float(model.predict(weights[None, :])[0] @ np.array(
             [self.objective.weights[t] for t in model.targets]))
-        return Recommendation(self.space.mixture(weights), predicted, result.spread,
-                              f"{model.name} regressor, mean of the top {len(result.top_scores)} of "
-                              f"{result.candidates} simulated mixtures")
+        basis = (f"{model.name} regressor, " + ("the exact optimum" if self.optimum == "exact" else
+                 f"mean of the top {len(result.top_scores)} of {result.candidates} simulated mixtures"))
+        details = {"regressor": model.name, "cv": model.cv, "extrapolation": model.extrapolation,
+                   "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
+                   "guard_margin": self.guard_margin}
+        return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

@@ -22,7 +22,7 @@ import yaml
 from regmix.core.files import ConfigError, read_yaml, write_atomic
 from regmix.core.mixture import Mixture
 from regmix.core.schema import safe_name, strip_train, strip_valid, train_key, valid_key
-from regmix.settings.training import TrainingSettings, setting_value
+from regmix.settings.training import TrainingSettings, setting_types, setting_value
 
 _TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}
 SAMPLING_KEYS = ("temperature", "min_strength", "max_strength", "minimum",
@@ -145,7 +145,8 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
             sampling[key] = value
         else:
             extra[key] = value
-    training = dataclasses.replace(defaults, **{key: setting_value(key, value, type(getattr(defaults, key)), source)
+    kinds = setting_types(TrainingSettings)
+    training = dataclasses.replace(defaults, **{key: setting_value(key, value, kinds[key], source)
                                                 for key, value in settings.items()})
     training.validate(source)
     stages, policy = _schedule(data, source, training)

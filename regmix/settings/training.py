@@ -10,6 +10,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -160,10 +162,24 @@ def parse_settings(items: Sequence[str], flag: str = "--setting") -> dict[str, A
     return settings
 
 
-def setting_value(key: str, value: Any, kind: type, source: str | os.PathLike) -> Any:
-    """A setting read from a file as its field's type: `1e3` steps are 1000, `1.5` steps or `true` are refused."""
+def setting_value(key: str, value: Any, kind: Any, source: str | os.PathLike) -> Any:
+    """A setting read from a file as its field's type, the one coercion of every file reader (run configs,
+    experiments): `1e3` steps are 1000 and YAML's `800e9` a number; `1.5` steps, `true` steps or "yes" for a
+    flag are refused. `kind` is a field's type (`int`, `float | None`, ...); other types pass unchecked."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return None
+    containers = [typing.get_origin(k) or k for k in options if (typing.get_origin(k) or k) in (list, dict)]
+    if any(isinstance(value, container) for container in containers):
+        return value  # a list or mapping setting: its own check says what it must hold
+    kind = next((k for k in options if k in (int, float, str, bool)), None)
+    if kind is None:
+        return value
     if kind is str:
         if isinstance(value, str):
+            return value
+    elif kind is bool:
+        if isinstance(value, bool):
             return value
     elif not isinstance(value, bool):
         try:
@@ -172,5 +188,10 @@ def setting_value(key: str, value: Any, kind: type, source: str | os.PathLike) -
             number = None
         if number is not None and (kind is float or number.is_integer()):
             return kind(number)
-    raise ConfigError(source, f"{key} must be {'a whole number' if kind is int else 'a ' + kind.__name__}, "
-                              f"got {value!r}")
+    spelled = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}[kind]
+    raise ConfigError(source, f"{key} must be {spelled}, got {value!r}")
+
+
+def setting_types(settings: type) -> dict[str, Any]:
+    """A settings dataclass's field types, resolved (the annotations are strings here)."""
+    return typing.get_type_hints(settings)

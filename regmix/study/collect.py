@@ -177,7 +177,7 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
     is joined like the others, a damaged last session fails its run, naming the file; a file that names
     no run is an unnamed entry (reported as unreadable).
     """
-    from regmix.study import wandb_runs
+    from regmix.train import wandb_runs
 
     if not Path(root).is_dir():
         raise ConfigError(root, "no such folder of wandb offline runs")

@@ -1,9 +1,11 @@
 """An experiment: every setting of a mixture search, read from one YAML, and the steps all methods share.
 
-Sections (all optional, the defaults are the embedded demo): `name`, `method` (regmix, or a search
-method of `regmix.search`), `target` (valid domains to minimise), `corpus`, `synthesis`, `proxy`
-(training settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path) and `search` (the
-sequential methods). `regmix.pipeline` and `regmix.search` both start from `prepare_experiment_corpus`.
+Sections (all optional, the defaults are the embedded demo): `name`, `method` (any method of
+`regmix.search`: regmix, random, bo, turbo, or an online method), `target` (valid domains to
+minimise; default: the mean over every valid domain), `corpus`, `synthesis`, `proxy` (training
+settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path; its `repetitions`,
+`large_model` and `verify` hold for every method) and `search` (budget, bounds and the method's
+settings). The study runner (`regmix.study.runner`) starts from `prepare_experiment_corpus`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable
 
 from regmix.cli import torch_device
 from regmix.core.files import ConfigError, read_yaml
-from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
@@ -25,7 +27,7 @@ from regmix.data.prepare import prepare
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
-from regmix.settings.training import TrainingSettings
+from regmix.settings.training import TrainingSettings, setting_types, setting_value
 from regmix.train.executor import Executor, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 
@@ -98,7 +100,8 @@ class SearchSettings:
     `budget` counts every run, those started from included; `batch` 0 is the sweep's group size on
     CUDA (a GPU trains the batch at once) and the number of workers on CPU. `start_from`: a run folder
     (a RegMix sweep's `proxies/`) or `[mixture CSV, loss CSV]` whose runs the search starts with.
-    `bounds`: {domain: [lower, upper]}; `settings`: the method's own (e.g. bo: initial, design).
+    `bounds`: {domain: [lower, upper]}; `settings`: the method's own (e.g. bo: initial, design), or by
+    method for a comparison: {bo: {initial: 8}, aioli: {eta: 0.2}}.
     """
 
     budget: int = 24
@@ -108,6 +111,13 @@ class SearchSettings:
     bounds: dict[str, list] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def for_method(self, method: str, own: str) -> dict[str, Any]:
+        """The settings of `method`: its entry when `settings` is keyed by method, else the flat settings if it is
+        the experiment's own method `own` (other methods of a comparison then run with their defaults)."""
+        if self.settings and set(self.settings) <= set(PROPOSERS):
+            return dict(self.settings.get(method) or {})
+        return dict(self.settings) if method == own else {}
+
 
 @dataclass
 class Experiment:
@@ -115,7 +125,7 @@ class Experiment:
 
     name: str = "default"
     method: str = "regmix"
-    target: dict[str, float] | None = None
+    target: Objective | None = None
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     proxy: TrainingSettings = field(default_factory=lambda: TrainingSettings.from_name("demo"))
@@ -124,32 +134,25 @@ class Experiment:
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     source: str = "<default experiment>"
+    origins: dict[str, str] = field(default_factory=dict)  # a setting given by a flag: {"target": "--valid"}
+
+    def origin(self, setting: str) -> str:
+        """Where a setting came from, for errors: its flag, or the experiment file."""
+        return self.origins.get(setting, self.source)
 
     @property
     def runs(self) -> Path:
-        """The RegMix pipeline's run folder; a search of method m uses runs/<name>/search_<m>/."""
+        """The experiment's run folder: `proxies/` (every run, shared by its methods) and one folder per method."""
         return Path("runs") / self.name
 
     @property
     def configs(self) -> Path:
+        """The config of every run of the experiment (`<run>.yaml`, the run's name)."""
         return Path("mixture_config") / self.name / "config_proxy"
 
-    @property
-    def optimal(self) -> Path:
-        return Path("mixture_config") / self.name / "optimal_mixture.yaml"
-
-    @property
-    def search_runs(self) -> Path:
-        """A search's own folders, apart from the pipeline's, whatever its method (regmix included)."""
-        return self.runs / f"search_{self.method}"
-
-    @property
-    def search_configs(self) -> Path:
-        return self.configs.parent / f"search_{self.method}" / "config_proxy"
-
-    @property
-    def search_optimal(self) -> Path:
-        return self.search_configs.parent / "optimal_mixture.yaml"
+    def optimal(self, method: str | None = None) -> Path:
+        """Where a method's answer goes: `mixture_config/<name>/<method>/optimal_mixture.yaml`."""
+        return Path("mixture_config") / self.name / (method or self.method) / "optimal_mixture.yaml"
 
 
 def _section(base: Any, data: Any, source: Path, name: str) -> Any:
@@ -160,17 +163,11 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(source, f"unknown keys {unknown} in '{name}:'; known: {sorted(known)}")
-    values = {}
+    values, kinds = {}, setting_types(type(base))
     for key, value in data.items():
-        default = getattr(base, key)
-        if isinstance(default, list) and isinstance(value, str):
+        if isinstance(getattr(base, key), list) and isinstance(value, str):
             value = [value]
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            try:
-                value = type(default)(value)
-            except (TypeError, ValueError):
-                raise ConfigError(source, f"'{name}.{key}' must be a {type(default).__name__}, got {value!r}") from None
-        values[key] = value
+        values[key] = setting_value(f"'{name}.{key}'", value, kinds[key], source)
     return dataclasses.replace(base, **values)
 
 
@@ -181,16 +178,16 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     if not isinstance(data, dict):
         raise ConfigError(path, "expected a mapping of experiment settings")
     experiment = Experiment(source=str(path))
-    top = ("name", "method", "target", "source")
+    top = ("name", "method", "target", "source", "origins")
     sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in top]
-    unknown = sorted(set(data) - set(sections) - set(top[:-1]))
+    unknown = sorted(set(data) - set(sections) - set(top[:3]))
     if unknown:
         raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
     experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
     experiment.method = str(data.get("method", experiment.method))
     if experiment.method not in PROPOSERS:
         raise ConfigError(path, f"unknown method {experiment.method!r}; known: {sorted(PROPOSERS)}")
-    experiment.target = _target(data.get("target"), path)
+    experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
         if key in data:
             setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
@@ -237,36 +234,6 @@ def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experimen
                                                                      executor=dataclasses.asdict(executor)))
 
 
-def _target(value: Any, source: Path) -> dict[str, float] | None:
-    """`target:` as valid-domain weights: a domain, a list of domains (equal weights) or {domain: weight}."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        value = {v: 1.0 for v in value}
-    if not isinstance(value, dict):
-        raise ConfigError(source, f"'target:' must be a valid domain, a list of them or {{domain: weight}}, "
-                                  f"got {value!r}")
-    try:
-        return Mixture.from_dict(value, source, normalize=True).to_dict()
-    except ConfigError as exc:
-        raise ConfigError(source, f"'target:' {exc.problem}") from None
-
-
-def experiment_objective(experiment: Experiment, manifest: CorpusManifest, corpus: Path) -> dict[str, float]:
-    """The validation loss to minimise; checked against the corpus before any proxy trains."""
-    objective = experiment.target or {d: 1.0 for d in manifest.valid_domains}
-    empty = sorted(set(objective) & set(manifest.empty_domains("valid")))
-    if empty:
-        raise ConfigError(corpus / "valid", f"target domains {empty} have no validation tokens (empty files?)")
-    unknown = sorted(set(objective) - set(manifest.valid_domains))
-    if unknown:
-        raise ConfigError(experiment.source, f"target domains {unknown} are not valid domains of the corpus "
-                                             f"{sorted(manifest.valid_domains)}")
-    return objective
-
-
 def check_simulation_settings(simulation: SimulationSettings, source: Path) -> None:
     checks = [(simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
@@ -296,6 +263,9 @@ def check_search_settings(search: SearchSettings, source: Path) -> None:
               (search.bounds is None or isinstance(search.bounds, dict),
                "'search.bounds' must map a domain to [lower, upper]"),
               (isinstance(search.settings, dict), "'search.settings' must be a mapping of the method's settings"),
+              (not isinstance(search.settings, dict) or not set(search.settings) <= set(PROPOSERS)
+               or all(isinstance(v, dict) for v in search.settings.values()),
+               "'search.settings' by method must map each method to a mapping of its settings"),
               (not isinstance(search.settings, dict) or "synthesis" not in search.settings,
                "'search.settings' cannot hold synthesis: the experiment's synthesis: section is the prior"),
               (start is None or isinstance(start, str)
@@ -307,7 +277,7 @@ def check_search_settings(search: SearchSettings, source: Path) -> None:
 
 
 def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print
-                              ) -> tuple[CorpusManifest, dict[str, float]]:
+                              ) -> tuple[CorpusManifest, Objective]:
     """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
     corpus = experiment.corpus
     prepared = Path(corpus.prepared)
@@ -329,9 +299,10 @@ def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], No
 
 
 def _checked_corpus(experiment: Experiment, manifest: CorpusManifest, source: Path,
-                    report: Callable[[str], None]) -> dict[str, float]:
+                    report: Callable[[str], None]) -> Objective:
     """The experiment's objective on this corpus, its synthesis settings checked against it, empty domains said."""
-    objective = experiment_objective(experiment, manifest, source)
+    objective = Objective.for_domains(experiment.target, list(manifest.shards["valid"]),
+                                      manifest.empty_domains("valid"), experiment.origin("target"))
     experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), len(manifest.train_domains))
     for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
         if manifest.empty_domains(split):

@@ -1,9 +1,10 @@
-"""A search's state file, `search.json`: the proposer's state and every trial, each a small state machine
+"""A study's state file, `study.json`: the proposer's state and every run, each a small state machine
 
     proposed -> training -> trained -> recorded      (any of the first three -> failed)
 
-written atomically after every change, so a search killed at any moment continues where it stopped, with the
-proposals it had drawn. A state of another method, space, objective or proxy setting is refused on resume.
+written atomically after every change, so a study killed at any moment continues where it stopped, with the
+proposals it had drawn. This is the one resume rule of every method: a state of another identity (corpus,
+objective, space, proxy settings, method or its settings) is refused on resume with one error naming the file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from regmix.core.files import ConfigError, read_yaml, write_atomic
 from regmix.core.schema import run_index, safe_name
 from regmix.search.proposer import Proposer
 
-STATE_NAME = "search.json"
+STATE_NAME = "study.json"
 STATE_VERSION = 1
 EDGES = {"proposed": ("training", "failed"), "training": ("trained", "failed"), "trained": ("recorded", "failed"),
          "recorded": (), "failed": ()}
@@ -35,8 +36,14 @@ class Trial:
     status: str = "proposed"
     achieved: dict[str, float] | None = None
     losses: dict[str, float] | None = None
-    source: str = "search"  # or the file it was imported from
+    source: str = "method"  # proposed by the method; "anchor", "verify", or the file it was imported from
     error: str | None = None
+    policy: dict[str, Any] | None = None  # an online schedule
+    keep_checkpoint: bool = False
+    valid: list[str] | None = None  # validation domains (None: every valid domain)
+    seed: int | None = None  # None: the proxies' seed
+    tokens: int = 0  # trained, from the run's result
+    seconds: float = 0.0
     history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
 
     def __post_init__(self) -> None:
@@ -64,8 +71,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class Search:
-    """The state file of one search: settings, trials and the proposer, saved after every change."""
+class StudyState:
+    """The state file of one study: its identity, runs and the proposer, saved after every change."""
 
     def __init__(self, path: Path, proposer: Proposer, identity: dict[str, Any]):
         self.path, self.proposer, self.identity = path, proposer, identity
@@ -85,13 +92,13 @@ class Search:
         data = read_yaml(self.path)
         try:
             if data.get("version") != STATE_VERSION:
-                raise ConfigError(self.path, f"search state version {data.get('version')!r}, this regmix reads "
+                raise ConfigError(self.path, f"study state version {data.get('version')!r}, this regmix reads "
                                              f"{STATE_VERSION}")
             old = data["identity"]
             changed = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
             if changed:
                 shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(self.identity.get(k))}" for k in changed)
-                raise ConfigError(self.path, f"a search with other {', '.join(changed)} than the experiment holds now "
+                raise ConfigError(self.path, f"a study with other {', '.join(changed)} than the experiment holds now "
                                              f"({shown}); use a new experiment name, or delete {self.path.parent} "
                                              "to start over")
             for trial in data["trials"]:  # a trial's name becomes a config file and a run folder
@@ -102,12 +109,14 @@ class Search:
         except ConfigError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(self.path, f"unreadable search state: {exc}") from None
+            raise ConfigError(self.path, f"unreadable study state: {exc}") from None
 
-    def next_names(self, n: int) -> list[str]:
-        used = [run_index(t.name) for t in self.trials]
+    def next_names(self, n: int, prefix: str = "") -> list[str]:
+        """`n` new run names `<prefix>n<i>` after the highest one so far."""
+        used = [run_index(t.name[len(prefix):]) for t in self.trials if t.name.startswith(prefix)]
         start = max([i for i in used if isinstance(i, int)], default=0) + 1
-        return [f"n{i}" for i in range(start, start + n)]
+        return [f"{prefix}n{i}" for i in range(start, start + n)]
 
-    def recorded(self) -> list[Trial]:
-        return [t for t in self.trials if t.status == "recorded"]
+    def recorded(self, *sources: str) -> list[Trial]:
+        """Runs told to the proposer; of the given sources only ("method", "anchor", ...), if any."""
+        return [t for t in self.trials if t.status == "recorded" and (not sources or t.source in sources)]

@@ -27,15 +27,15 @@ import numpy as np
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
 from regmix.core.files import check_output_folder
 from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
 from regmix.core.results import RunResult, load_result
-from regmix.core.schema import RESULT_NAME, as_valid_domain
+from regmix.core.schema import RESULT_NAME
 from regmix.data.corpus import CorpusManifest, load_manifest
 from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
 from regmix.settings.training import TrainingSettings, add_settings_arguments, settings_from_args
-from regmix.study.verify import format_verification, objective_value, seed_runs, verification
+from regmix.study.verify import format_verification, seed_runs, verification
 from regmix.train.executor import LOCAL, Executor, add_executor_arguments, executor_from_args, parallel_tasks, ray_call
 from regmix.train.runlog import WANDB_MODES
-from regmix.train.sweep import train_proxies, train_sweep
 
 BUILTIN_BASELINES = ("natural", "uniform")
 
@@ -45,7 +45,7 @@ def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]
     if name == "natural":
         return name, manifest.token_distribution()
     if name == "uniform":
-        return name, Mixture.uniform(manifest.train_domains)
+        return name, manifest.uniform()
     path = Path(name)
     mixture = load_run_config(path).train
     mixture.check_domains(manifest.train_domains, path, manifest.empty_domains("train"))
@@ -54,6 +54,8 @@ def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]
 
 def seconds_per_step(config: RunConfig, manifest: CorpusManifest, folder: Path, device: str | None) -> float:
     """Time two steps of `config`'s model on this machine (a throwaway run with a minimal evaluation)."""
+    from regmix.train.sweep import train_proxies  # torch and litgpt: imported where runs train, so --help is fast
+
     probe = dataclasses.replace(config, name="estimate", training=dataclasses.replace(
         config.training, max_step=2, eval_step_interval=2, warmup_steps=1, eval_tokens=config.training.block_size))
     started = time.perf_counter()
@@ -71,6 +73,8 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
     """Train the target model on every mixture with every seed into `output/<name>[_s<k>]/`; the results by
     mixture name (one per seed that finished). One seed keeps the folder names of one-seed checks. On Ray the
     timing runs as a task too, where the runs will run."""
+    from regmix.train.sweep import train_sweep
+
     seeds = list(seeds or [training.seed])
     mixtures = dict([("optimal", optimal.train)] + [baseline_mixture(b, manifest) for b in baselines])
     configs, paths, names = output / "configs", [], {}
@@ -103,12 +107,14 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
         else:
             print(f"no result for {entry.name}: {entry.detail}")
     results = {name: runs for name, runs in results.items() if runs}
-    objective = optimal.extra.get("objective") or {d: 1.0 for d in optimal.valid or manifest.valid_domains}
-    objective = {as_valid_domain(k): v for k, v in objective.items()}
+    objective = Objective.parse(optimal.extra.get("objective"), "optimal_mixture.yaml") or \
+        Objective.mean(optimal.valid or manifest.valid_domains)
+    print(f"objective: {objective.describe()}")
     print(format_table(results, objective))
     if "optimal" in results and len(results) > 1:
         try:
-            stats = {name: seed_runs(name, runs, objective) for name, runs in results.items()}
+            stats = {name: seed_runs(name, [r.valid_losses for r in runs if r.ok], objective)
+                     for name, runs in results.items()}
         except ValueError as exc:
             print(f"no verdict: {exc}")
         else:
@@ -118,7 +124,7 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
     return results
 
 
-def format_table(results: Mapping[str, Sequence[RunResult]], objective: Mapping[str, float]) -> str:
+def format_table(results: Mapping[str, Sequence[RunResult]], objective: Objective) -> str:
     """Validation loss per domain (rows) and mixture (columns), mean +- seed std, the objective last; best *."""
     finished = {n: [r for r in runs if r.ok] for n, runs in results.items()}
     names = [n for n, runs in finished.items() if runs]
@@ -134,7 +140,7 @@ def format_table(results: Mapping[str, Sequence[RunResult]], objective: Mapping[
 
     lines = [f"{'valid domain':<24}" + "".join(f"{n:>{width}}" for n in names)]
     rows = [(d, {n: [r.valid_losses[d] for r in finished[n]] for n in names}) for d in domains]
-    rows.append(("objective", {n: [objective_value(r.valid_losses, objective) for r in finished[n]] for n in names}))
+    rows.append(("objective", {n: [objective.value(r.valid_losses) for r in finished[n]] for n in names}))
     for label, values in rows:
         best = min(float(np.mean(v)) for v in values.values())
         lines.append(f"{label:<24}" + "".join(cell(v, float(np.mean(v)) == best) for v in values.values()))

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from regmix.core.results import RunResult
+from regmix.core.objective import Objective
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,13 @@ class SeedRuns:
         return float(np.std(self.objectives, ddof=1)) if len(self.objectives) > 1 else float("nan")
 
 
-def objective_value(losses: Mapping[str, float], objective: Mapping[str, float]) -> float:
-    """The objective (weighted mean of the valid losses) of one run."""
-    total = sum(objective.values())
-    return sum(losses[d] * w for d, w in objective.items()) / total
-
-
-def seed_runs(name: str, results: Sequence[RunResult], objective: Mapping[str, float]) -> SeedRuns:
-    ok = [r for r in results if r.ok]
-    if not ok:
+def seed_runs(name: str, losses: Sequence[Mapping[str, float]], objective: Objective) -> SeedRuns:
+    """One mixture's finished runs (their valid losses, one record per seed) as SeedRuns."""
+    if not losses:
         raise ValueError(f"no finished run of {name} to compare")
-    domains = list(ok[0].valid_losses)
-    return SeedRuns(name, tuple(objective_value(r.valid_losses, objective) for r in ok),
-                    {d: float(np.mean([r.valid_losses[d] for r in ok])) for d in domains})
+    domains = list(losses[0])
+    return SeedRuns(name, tuple(objective.value(record) for record in losses),
+                    {d: float(np.mean([record[d] for record in losses])) for d in domains})
 
 
 def noise_floor(anchors: Sequence[SeedRuns]) -> float:

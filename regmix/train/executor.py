@@ -16,8 +16,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-import torch
-
 from regmix.cli import integer_at_least, number_above
 
 KINDS = ("local", "ray")
@@ -53,6 +51,8 @@ class Executor:
 
     def task_gpus(self, device: str | None) -> float:
         """GPUs per task for a device setting (connects to Ray to see the cluster when neither says)."""
+        import torch  # here, not at the top: commands that only parse their flags start without it
+
         if self.gpus is not None:
             if self.gpus > 0 and device is not None and torch.device(device).type == "cpu":
                 raise ValueError(f"executor asks for {self.gpus} GPUs per task but the device is {device}")
@@ -84,6 +84,8 @@ def connect(executor: Executor) -> Any:
 
 def _in_task(fn: Callable[[Any], Any], threads: int, item: Any) -> Any:
     """Run on a Ray worker: torch gets the task's CPUs as threads (workers are reused across tasks)."""
+    import torch
+
     torch.set_num_threads(threads)
     return fn(item)
 

@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command
@@ -31,9 +30,6 @@ from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, safe_name
 from regmix.data.corpus import CorpusManifest, load_manifest
 from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.settings.training import TrainingSettings, add_settings_arguments, flag_name, settings_from_args
-from regmix.train.checkpoint import check_resumable, checkpoint_step
-from regmix.train.fabric import FabricEngine, make_fabric
-from regmix.train.loop import train
 from regmix.train.runlog import WANDB_MODES
 
 MIXTURE_ROOT = Path("mixture_config")
@@ -67,6 +63,10 @@ def pretrain(config: RunConfig, manifest: CorpusManifest, run_dir: Path, devices
 
     A checkpoint in `run_dir` of another model, mixture or settings is refused before Fabric starts.
     """
+    from regmix.train.checkpoint import check_resumable, checkpoint_step  # torch, Lightning, litgpt: so --help is fast
+    from regmix.train.fabric import FabricEngine, make_fabric
+    from regmix.train.loop import train
+
     source = source or run_dir / CONFIG_NAME
     config.check_corpus(manifest, source)
     check_resumable(run_dir / CHECKPOINT_NAME, config, manifest)
@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> RunResult | None:
     add_settings_arguments(p.add_argument_group("training (default: the mixture file's settings)"),
                            TrainingSettings.from_name("large_1b"), only_given="the mixture file's")
     args = p.parse_args(argv)
+    import torch  # after the flags: --help starts without it
+
     path = resolve_mixture(args.mixture)
     base = TrainingSettings.from_name("smoke" if args.smoke else "large_1b")
     config = load_run_config(path, defaults=base)

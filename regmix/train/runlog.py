@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 from regmix.core.files import ConfigError, write_atomic
 from regmix.core.schema import HISTORY_NAME, LEARNING_RATE, STEP, TRAIN_LOSS, weight_column
 from regmix.settings.run_config import RunConfig
-from regmix.study.wandb_runs import wait_until_complete
 
 WANDB_MODES = ("auto", "online", "offline", "off")
 
@@ -157,6 +156,8 @@ class RunLog:
         sync_file, offline = self.wandb.settings.sync_file, self.wandb.settings.mode == "offline"
         self.wandb.finish(exit_code=1 if failed else 0)
         if offline:
+            from regmix.train.wandb_runs import wait_until_complete  # wandb's protobufs, imported with wandb
+
             wait_until_complete(sync_file)
 
     def _replay(self) -> None:

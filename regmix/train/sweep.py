@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -87,6 +87,7 @@ class SweepOptions:
     group_size: int
     progress: bool  # a step bar for a sweep of one run
     locks: bool = True  # False where one scheduler (the Ray driver) hands out the runs
+    keep: frozenset[str] = frozenset()  # runs whose trained model stays (checkpoint.pt): a DoReMi reference
 
 
 def finished_entry(path: Path, output: Path) -> SweepEntry | None:
@@ -173,7 +174,8 @@ def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOpt
     held = [c for c in claims if isinstance(c, Claim)]
     groups: dict[tuple, list[Claim]] = {}
     for c in held:
-        key = (group_key(c.config), checkpoint_step(c.run_dir)) if options.group_size > 1 else (c.path,)
+        kept = c.config.name in options.keep
+        key = (group_key(c.config), checkpoint_step(c.run_dir), kept) if options.group_size > 1 else (c.path,)
         groups.setdefault(key, []).append(c)
     try:
         for members in groups.values():
@@ -181,7 +183,8 @@ def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOpt
             entries += _entries(configs, functools.partial(
                 train_proxies, configs, manifest, [c.run_dir for c in members], device=options.device,
                 sources=[c.path for c in members], wandb_mode=options.wandb_mode,
-                wandb_project=options.wandb_project, wandb_group=options.output.name, progress=options.progress))
+                wandb_project=options.wandb_project, wandb_group=options.output.name, progress=options.progress,
+                keep_checkpoint=members[0].config.name in options.keep))
     finally:
         for c in held:
             if c.lock_fd is not None:
@@ -208,9 +211,11 @@ def _pool_task(paths: Sequence[Path], manifest: CorpusManifest) -> list[SweepEnt
 def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: str | os.PathLike, *,
                 workers: int = 0, device: str | None = None, group_size: int = 0, wandb_mode: str = "auto",
                 wandb_project: str = "regmix", progress: bool = True, executor: Executor = LOCAL,
-                report: Callable[[str], None] = print) -> list[SweepEntry]:
+                keep: Collection[str] = (), report: Callable[[str], None] = print) -> list[SweepEntry]:
     """Train every config not yet done into `output/<name>/`; print and return what happened to each.
 
+    The runs named in `keep` keep their trained model (checkpoint.pt); one whose result exists without it
+    is trained again.
     `workers` 0 means one per GPU on CUDA and one per core on CPU (local executor; Ray places its tasks
     itself). `group_size` 0 means 16 proxies trained at once per GPU on CUDA and CPU_GROUP_SIZE on CPU.
     """
@@ -225,13 +230,16 @@ def train_sweep(config_paths: Sequence[Path], manifest: CorpusManifest, output: 
     gpus = torch.cuda.device_count() if cuda and ":" not in (device or "") else 0  # an explicit cuda:N is kept
     group_size = group_size or (CUDA_GROUP_SIZE if cuda else CPU_GROUP_SIZE)
     output = Path(output)
+    for name in keep:  # a kept model was asked for after the run finished without it: train it again
+        if (output / name / RESULT_NAME).exists() and not (output / name / CHECKPOINT_NAME).exists():
+            (output / name / RESULT_NAME).unlink()
     finished = {Path(p): finished_entry(Path(p), output) for p in config_paths}
     todo = [p for p, entry in finished.items() if entry is None]
     chunks = [todo[i:i + group_size] for i in range(0, len(todo), group_size)]
     workers = min(workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1), max(1, len(chunks)))
     options = SweepOptions(output, device, wandb_mode, wandb_project, group_size,
                            progress=progress and len(config_paths) == 1 and executor.kind == "local",
-                           locks=executor.kind == "local")
+                           locks=executor.kind == "local", keep=frozenset(keep))
     started = time.perf_counter()
     entries: list[SweepEntry] = []
     bar = tqdm(total=len(config_paths), desc=f"sweep {output.name}", unit="run", dynamic_ncols=True,

@@ -14,13 +14,13 @@ import numpy as np
 
 from regmix.core.files import write_files
 from regmix.core.mixture import Mixture
-from regmix.core.schema import loss_column
+from regmix.core.objective import Objective
 from regmix.search.synthesize import SynthesisSettings
 from regmix.settings.run_config import RunConfig
 from regmix.settings.training import TrainingSettings
 
 
-def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predicted: float, spread: float | None,
+def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float, spread: float | None,
                        large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
                        **extra: Any) -> RunConfig:
     """RegMix config for the large run (`optimal_mixture.yaml`), whatever method found the mixture.
@@ -28,10 +28,10 @@ def optimal_run_config(mixture: Mixture, objective: Mapping[str, float], predict
     The prediction and how it was made go in extra keys; the objective is written by loss column,
     the name the runs log it under.
     """
-    valid = tuple(d for d, w in objective.items() if w > 0)
+    valid = objective.domains
     extra = {"predicted_loss": round(predicted, 6),
              "predicted_loss_spread": None if spread is None else round(spread, 6),
-             "objective": {loss_column(d): float(objective[d]) for d in valid}, **extra}
+             "objective": objective.to_file(), **extra}
     return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
 
 

@@ -1,0 +1,53 @@
+"""A fitted regressor with the domain and target order it was fit on: what simulate, the exact optimum and
+the study read. `regmix.regression.fit` makes one; `regmix.regression.model_file` saves and loads it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class FittedModel:
+    """What the simulator loads: the regressor with the domain and target (valid domain) order it was fit on."""
+
+    name: str
+    regressor: Any
+    domains: tuple[str, ...]
+    targets: tuple[str, ...]
+    cv: dict[str, dict[str, float]] = field(default_factory=dict)
+    extrapolation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
+        frame = self._frame(weights)
+        return np.asarray(self.regressor.predict(frame)).reshape(len(frame), len(self.targets))
+
+    def select(self, targets: Sequence[str]) -> FittedModel:
+        """The same model predicting only these targets (in this order)."""
+        from regmix.regression.regressors import select_targets
+
+        columns = [self.targets.index(t) for t in targets]
+        return dataclasses.replace(self, regressor=select_targets(self.regressor, columns), targets=tuple(targets),
+                                   cv={t: self.cv[t] for t in targets if t in self.cv},
+                                   extrapolation={t: self.extrapolation[t] for t in targets if t in self.extrapolation})
+
+    def predict_spread(self, weights: np.ndarray) -> np.ndarray | None:
+        """Ensemble disagreement (or GP std) per target; None for models without one."""
+        frame = self._frame(weights)
+        for method in ("predict_spread", "predict_std"):
+            if hasattr(self.regressor, method):
+                return np.asarray(getattr(self.regressor, method)(frame)).reshape(len(frame), len(self.targets))
+        return None
+
+    def _frame(self, weights: np.ndarray) -> pd.DataFrame:
+        """Weights as the regressor was fit on them: a frame with the domains as its columns."""
+        import pandas as pd
+
+        return pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
