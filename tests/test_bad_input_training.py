@@ -86,6 +86,8 @@ CASES = [
      ["etaa"], 2),
     ("online name not a name", "online", ["--corpus", "{corpus}", "--method", "natural", "--name", "../up"],
      ["--name"], 2),
+    ("online output of the old harness", "online", ["--corpus", "{corpus}", "--method", "natural", "--output",
+                                                    "{work}/file"], ["--output"], 2),
 ]
 if NO_CUDA:
     CASES.append(("cuda without a GPU", "train_proxy", ["--config", "{sweep}", "--corpus", "{corpus}", "--device",

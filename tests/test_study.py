@@ -140,3 +140,14 @@ def test_compare_killed_twice_and_resumed_gives_the_uninterrupted_files(workdir)
     assert report["methods"]["regmix"]["anchors"] == 4  # shared: trained once for all three
     run(command, workdir)  # all done: resumes to the same table
     assert (workdir / "runs/tiny/compare/comparison.md").read_text() == table
+
+
+@pytest.mark.parametrize("method", ["random", "turbo"])
+def test_the_other_sequential_methods_run_on_the_runner(workdir, method):
+    Path("tiny.yaml").write_text(EXPERIMENT.replace('wandb: "off"}', 'wandb: "off", anchor_seeds: 0}')
+                                 + f"method: {method}\nsearch: {{budget: 4, batch: 2"
+                                 + (", settings: {initial: 2, num_restarts: 2, raw_samples: 32}" if method == "turbo"
+                                    else "") + "}\n")
+    summary = run_study(load_experiment("tiny.yaml"), report=lambda line: None)
+    assert summary["runs"]["method"] == 4 and summary["method"] == method
+    assert load_run_config(f"mixture_config/tiny/{method}/optimal_mixture.yaml").extra["method"] == method

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    "and of the verification (default: the experiment's, 3; 0: no anchors, no verification)")
     p.add_argument("--device", type=torch_device, help="torch device (default: cuda if available)")
     p.add_argument("--wandb", choices=WANDB_MODES, help="wandb mode (default: the experiment's, auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--output", type=Path, help=argparse.SUPPRESS)  # before the study runner; said when given
     add_executor_arguments(p)
     training = p.add_argument_group("proxy training settings (default: the experiment's proxy settings)")
     add_settings_arguments(training, TrainingSettings.from_name("demo"), only_given="the experiment's")
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from regmix.study.experiment import Experiment, load_experiment, with_executor
     from regmix.study.runner import run_study
 
+    if args.output is not None:
+        raise ConfigError("--output", "is gone: a method's runs go to runs/<name>/proxies/ and its results to "
+                                      "runs/<name>/<method>/; name the experiment with --name")
     experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
     for flag, names in (("--domains", args.domains or []), ("--valid", args.valid or [])):
         if len(set(names)) != len(names):
@@ -71,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dataclasses.replace(experiment.corpus, source=None, prepared=str(args.corpus))
     target = Objective.parse(args.valid, "--valid") if args.valid else experiment.target
     sweep = dataclasses.replace(experiment.sweep, **{k: v for k, v in (
-        ("anchor_seeds", args.anchor_seeds), ("device", args.device), ("wandb", args.wandb)) if v is not None})
+        ("anchor_seeds", args.anchor_seeds), ("device", args.device), ("wandb", args.wandb),
+        ("progress", False if args.no_progress else None)) if v is not None})
     proxy = settings_from_args(experiment.proxy, args)
     proxy.validate("command line")
     origins = {"target": "--valid" if args.valid else experiment.origin("target"), "search.settings": "--setting"}

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import io
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -117,8 +118,8 @@ def comparison_plot(result: Mapping[str, Any]) -> bytes:
         ax.axhspan(v["mean"] - (v["std"] or 0.0), v["mean"] + (v["std"] or 0.0), color=color, alpha=0.3,
                    label=f"{name} (mean ± seed std)")
     ax.set_xscale("log")
-    ax.set(xlabel="proxy tokens the method trained (its own runs)", ylabel="objective of its answer, verified",
-           title=f"{result['experiment']}: {result['objective']}")
+    ax.set(xlabel="proxy tokens the method trained (its own runs)", ylabel="objective of its answer, verified")
+    ax.set_title(textwrap.fill(f"{result['experiment']}: {result['objective']}", 90), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     png = io.BytesIO()

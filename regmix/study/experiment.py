@@ -49,12 +49,13 @@ class SweepSettings:
     runs train (regmix.train.executor): `local`, `ray`, `ray:ADDRESS`, or a mapping of Executor's fields,
     e.g. {kind: ray, address: auto, gpus: 0.5, retries: 3}."""
 
-    num_configs: int = 48
+    num_configs: int = 24  # the CPU demo's; RegMix's published sweep is 512
     anchor_seeds: int = 3
     workers: int = 0
     device: str | None = None
     wandb: str = "auto"
     executor: str | dict[str, Any] = "local"
+    progress: bool = True  # progress bars of the sweeps
 
     def make_executor(self) -> Executor:
         if isinstance(self.executor, dict):
@@ -64,7 +65,7 @@ class SweepSettings:
     def train_options(self) -> dict[str, Any]:
         """The keyword arguments of regmix.train.sweep.train_sweep these settings give."""
         return {"workers": self.workers, "device": self.device, "wandb_mode": self.wandb,
-                "executor": self.make_executor()}
+                "executor": self.make_executor(), "progress": self.progress}
 
 
 @dataclass
