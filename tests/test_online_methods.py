@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from regmix.cli import RunFailed
 from regmix.core.files import ConfigError
 from regmix.core.objective import Objective
 from regmix.online.__main__ import main
@@ -20,6 +22,7 @@ from regmix.settings.training import TrainingSettings
 from regmix.study.experiment import CorpusSettings, Experiment, SearchSettings, SimulationSettings, SweepSettings
 from regmix.study.runner import run_study
 from regmix.train.pretrain import resolve_mixture
+from regmix.train.sweep import SweepEntry, train_sweep
 
 SETTINGS = TrainingSettings(model_name="tinyllama_demo", global_batch_size=8, micro_batch_size=4, max_step=6,
                             warmup_steps=1, eval_step_interval=3, save_step_interval=3, block_size=32,
@@ -155,3 +158,17 @@ def test_help_documents_every_method_and_its_published_settings(capsys):
     for expected in ("aioli:", "doremi:", "doge:", "skillit:", "grid, dml: runs=10", "one_hot_factor=0.75",
                      "published: 1e-3", "0.01 for <= 3", "published: 0.2"):
         assert expected in text
+
+
+def test_an_online_method_whose_run_fails_says_so_and_reports_no_answer(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def proxy_fails(paths, *args, **kwargs):
+        others = [p for p in paths if Path(p).stem != "doge_proxy"]
+        entries = train_sweep(others, *args, **kwargs) if others else []
+        return entries + [SweepEntry("doge_proxy", "failed", "diverged (a test)")]
+
+    with pytest.raises(RunFailed, match="the doge method could not finish \\(doge_proxy: diverged \\(a test\\)\\)"):
+        run_study(experiment(tiny_corpus, settings={"update_steps": 2}), "doge", report=lambda line: None,
+                  train=proxy_fails)
+    assert not (tmp_path / "mixture_config/methods/doge/optimal_mixture.yaml").exists()

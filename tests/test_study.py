@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import random
 import shutil
 import time
@@ -151,3 +152,8 @@ def test_the_other_sequential_methods_run_on_the_runner(workdir, method):
     summary = run_study(load_experiment("tiny.yaml"), report=lambda line: None)
     assert summary["runs"]["method"] == 4 and summary["method"] == method
     assert load_run_config(f"mixture_config/tiny/{method}/optimal_mixture.yaml").extra["method"] == method
+
+
+def test_a_config_error_raised_in_a_worker_process_reaches_the_parent_whole():
+    error = pickle.loads(pickle.dumps(ConfigError("exp.yaml", "bad setting")))
+    assert (error.source, error.problem, str(error)) == ("exp.yaml", "bad setting", "exp.yaml: bad setting")

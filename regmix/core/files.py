@@ -25,6 +25,10 @@ class ConfigError(ValueError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its two parts: an error raised in a worker process (a sweep's, a bench's) reaches the parent."""
+        return type(self), (self.source, self.problem)
+
 
 def read_yaml(path: str | os.PathLike) -> Any:
     """Parse a YAML or JSON file, turning every failure into one ConfigError naming the file."""

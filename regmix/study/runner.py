@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from regmix.cli import RunFailed
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
@@ -197,6 +198,10 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
             if log is not None:
                 state.wandb_id, state.logged = log.log(state, state.wandb_id, state.logged)
                 state.save()
+    if study.method in ONLINE and not proposer.done:  # a run its next step needs failed: no answer to report
+        failed = [f"{t.name}: {t.error}" for t in state.trials if t.status == "failed" and t.source == "method"]
+        raise RunFailed(f"{state.path}: the {study.method} method could not finish ({'; '.join(failed)}); move the "
+                        f"failed run folders out of {study.pool} and delete this file to train them again")
     recommendation = final_recommendation(state, proposer, recommending, report)
     verification = verify(study, state, recommendation.mixture, train, report)
     return write_report(study, state, recommendation, verification, time.perf_counter() - started, report)
