@@ -172,3 +172,12 @@ def test_an_online_method_whose_run_fails_says_so_and_reports_no_answer(tiny_cor
         run_study(experiment(tiny_corpus, settings={"update_steps": 2}), "doge", report=lambda line: None,
                   train=proxy_fails)
     assert not (tmp_path / "mixture_config/methods/doge/optimal_mixture.yaml").exists()
+
+
+def test_a_policy_that_would_never_update_within_the_run_is_refused_before_training(tiny_corpus, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"aioli.yaml: policy 'aioli' updates the mixture every 200 steps "
+                                          r"\(update_steps\) but the run has 6"):
+        run_study(experiment(tiny_corpus, anchor_seeds=2), "aioli", report=lambda line: None)
+    assert not list((tmp_path / "runs/methods/proxies").glob("*/result.json"))

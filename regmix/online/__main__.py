@@ -9,7 +9,7 @@ for `model_training/pretrain_1b.sh`. Runs shared by methods (stratified, the gri
 Resumable: the same command again continues where it stopped; changed settings are one error naming
 the study's state file.
 
-    python -m regmix.online --method aioli                       # the embedded demo corpus
+    python -m regmix.online --method aioli --setting update_steps=20 sweeps=1 lp_steps=2  # demo: 100-step runs
     python -m regmix.online --method doremi --corpus data/default --domains arxiv github --setting eta=0.5
 """
 

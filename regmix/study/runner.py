@@ -48,7 +48,7 @@ from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
 from regmix.search import ONLINE, SEQUENTIAL, make_proposer
 from regmix.search.proposer import Proposer, Recommendation, RunRequest
-from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
 from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
 from regmix.study.imports import imported_runs
 from regmix.study.report import StudyLog, write_report
@@ -271,6 +271,7 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
                                tuple(trial.valid or manifest.valid_domains), training,
                                experiment.synthesis.as_config(), policy=trial.policy)
             save_run_config(config, path)
+            load_run_config(path)  # the config's own checks (a policy's settings against the run) before training
             trial.mark("training")
             state.save()
         if trial.status == "training":
