@@ -157,3 +157,29 @@ def test_the_other_sequential_methods_run_on_the_runner(workdir, method):
 def test_a_config_error_raised_in_a_worker_process_reaches_the_parent_whole():
     error = pickle.loads(pickle.dumps(ConfigError("exp.yaml", "bad setting")))
     assert (error.source, error.problem, str(error)) == ("exp.yaml", "bad setting", "exp.yaml: bad setting")
+
+
+def test_a_hand_edited_state_is_one_error_and_a_fixed_setting_before_any_training_starts_anew(workdir):
+    Path("tiny.yaml").write_text(EXPERIMENT.replace('wandb: "off"}', 'wandb: "off", anchor_seeds: 2}'))
+    run_study(load_experiment("tiny.yaml"), report=lambda line: None)
+    path = Path("runs/tiny/regmix/study.json")
+    good = path.read_text()
+    state = json.loads(good)
+    for edit, problem in ((lambda s: s["trials"].pop(1), r"the anchor runs \['anchor_natural_s1'\] are missing"),
+                          (lambda s: s["trials"][0].update(losses="x"), "losses must map domains to finite numbers"),
+                          (lambda s: s["trials"][5].update(requested={"code": -1.0}),
+                           r"trial n\d+: requested weight of domain .code. is -1.0"),
+                          (lambda s: s.update(trials=None), "unreadable study state")):
+        edited = json.loads(good)
+        edit(edited)
+        path.write_text(json.dumps(edited))
+        with pytest.raises(ConfigError, match=f"study.json: .*{problem}"):
+            run_study(load_experiment("tiny.yaml"), report=lambda line: None)
+    assert state["trials"][4]["source"] == "method"
+    # a setting fixed after the method's runs failed their checks: the old state trained nothing, so it starts anew
+    path.write_text(json.dumps({**state, "identity": {**state["identity"], "seed": 99},
+                                "trials": [t if t["source"] == "anchor" else {**t, "status": "failed"}
+                                           for t in state["trials"]]}))
+    lines: list[str] = []
+    run_study(load_experiment("tiny.yaml"), report=lines.append)
+    assert any("trained nothing of the method: anew" in line for line in lines)

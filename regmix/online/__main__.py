@@ -10,7 +10,7 @@ Resumable: the same command again continues where it stopped; changed settings a
 the study's state file.
 
     python -m regmix.online --method aioli --setting update_steps=20 sweeps=1 lp_steps=2  # demo: 100-step runs
-    python -m regmix.online --method doremi --corpus data/default --domains arxiv github --setting eta=0.5
+    python -m regmix.online --method doremi --corpus data/default --domains python_code licenses --setting eta=0.01
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ PROPOSERS: dict[str, str] = {
 }
 OFFLINE, SEQUENTIAL = ("regmix",), ("random", "bo", "turbo")
 ONLINE = tuple(name for name in PROPOSERS if name not in OFFLINE + SEQUENTIAL)
-INJECTED = {"space", "objective", "seed", "synthesis", "run_folder", "output"}  # given by the runner, not the user
+# given by the runner, not the user
+INJECTED = {"space", "objective", "seed", "synthesis", "run_folder", "output", "max_step"}
 
 
 def proposer_class(name: str) -> type[Proposer]:
@@ -66,7 +67,7 @@ def make_proposer(name: str, space: SearchSpace, objective: Objective, seed: int
                   settings: Mapping[str, Any] | None = None, source: str | os.PathLike = "<search>",
                   **injected: Any) -> Proposer:
     """The proposer `name` with its `settings` (and what the runner gives, `injected`, where the method takes
-    it: synthesis, run_folder, output); unknown names and settings are one error naming `source`."""
+    it: synthesis, run_folder, output, max_step); unknown names and settings are one error naming `source`."""
     try:
         cls = proposer_class(name)
     except ValueError as exc:

@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sweep = experiment.sweep
     if method == "regmix":  # RegMix's budget is the sweep's; here it is asked in batches of --batch
         sweep = dataclasses.replace(sweep, num_configs=search.budget)
-    experiment = dataclasses.replace(experiment, method=method, search=search, sweep=sweep)
+    origins = {**experiment.origins, "search.settings": "--setting"} if args.setting else experiment.origins
+    experiment = dataclasses.replace(experiment, method=method, search=search, sweep=sweep, origins=origins)
     return run_study(experiment, method)
 
 

@@ -119,9 +119,10 @@ class OnlineMethod(Proposer):
     uses_anchors: ClassVar[bool] = False  # a method's own runs are its evidence, as in Aioli's comparison
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, run_folder: str | None = None,
-                 **settings: Any):
+                 max_step: int | None = None, **settings: Any):
         super().__init__(space, objective, seed)
         self.folder = None if run_folder is None else Path(run_folder)
+        self.max_step = max_step  # of the proxies: a policy must update within it
         self.settings = dict(settings)
         self.stage = 0
         self.observed: dict[str, dict[str, Any]] = {}  # run name -> losses, achieved, last, averaged
@@ -149,9 +150,13 @@ class OnlineMethod(Proposer):
         if method == "doremi":
             probe["reference"] = CHECKPOINT_NAME
         try:
-            policy_settings(probe, "the method's settings")
+            checked = policy_settings(probe, "the method's settings")
         except ConfigError as exc:
             raise ValueError(exc.problem) from None
+        every = getattr(checked, "update_steps", 0)
+        if self.max_step is not None and every > self.max_step:
+            raise ValueError(f"update_steps {every} is more than the proxies' {self.max_step} steps: the policy would "
+                             "never change the mixture; lower update_steps")
 
     def uniform(self) -> Mixture:
         return Mixture.uniform(self.space.domains)

@@ -78,16 +78,13 @@ def observations(trials: Sequence[Trial], domains: Sequence[str]) -> Observation
     return Observations(tuple(domains), targets, tuple(run_index(t.name) for t in trials), mixtures, losses)
 
 
-def write_report(study: Study, state: StudyState, recommendation: Recommendation, verified: Sequence[Trial],
-                 seconds: float, report: Callable[[str], None] = print) -> dict[str, Any]:
-    """optimal_mixture.yaml, the CSVs, the plots, report.json and report.md; the summary (report.json's data)."""
+def write_report(study: Study, state: StudyState, recommendation: Recommendation, projected: bool,
+                 verified: Sequence[Trial], seconds: float, report: Callable[[str], None] = print) -> dict[str, Any]:
+    """optimal_mixture.yaml, the CSVs, the plots, report.json and report.md; the summary (report.json's data).
+    `recommendation` is within the caps already (`projected`: moved there by the runner)."""
     experiment, objective, space = study.experiment, study.objective, study.space
     folder, optimal_path = study.folder, experiment.optimal(study.method)
-    capped = space.recommendable()
-    weights = recommendation.mixture.vector(space.domains)
-    projected = not bool(capped.contains(weights, atol=1e-6)[0])
-    mixture = space.mixture(capped.project(weights)[0]) if projected else recommendation.mixture.on_domains(
-        space.domains)
+    mixture = recommendation.mixture
     large = large_run_settings(experiment.simulation.large_model)
     target_tokens = large_run_tokens(large)
     tokens = {d: study.manifest.tokens("train", d) for d in space.domains}
@@ -218,7 +215,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         lines += format_verification(summary["verification"])
     lines += [f"runs (CSV):      {', '.join(files['csv'])}",
               f"plots:           {', '.join(files['plots'])}",
-              f"finished in {summary['seconds']}s"]
+              f"this command took {summary['seconds']}s; the runs behind the answer trained for "
+              f"{sum(summary['training_seconds'].values()):.0f}s"]
     return "\n".join(lines)
 
 

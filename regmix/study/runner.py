@@ -171,13 +171,15 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
     steering, recommending = method_settings(experiment, study.method)
     proposer = make_proposer(study.method, study.space, study.objective, experiment.search.seed,
                              {**steering, **recommending}, experiment.origin("search.settings"),
-                             synthesis=experiment.synthesis,
+                             synthesis=experiment.synthesis, max_step=experiment.proxy.max_step,
                              run_folder=str(study.pool.resolve()), output=str(study.folder))
     state = StudyState(study.folder / STATE_NAME, proposer, identity(study, steering))
-    if state.path.exists():
-        state.load()
+    if state.path.exists() and state.load():
+        check_anchors(study, state)
         report(f"[{study.method}] resuming {state.path}: {len(state.recorded())} runs recorded")
     else:
+        if state.path.exists():
+            report(f"[{study.method}] {state.path} holds other settings and trained nothing of the method: anew")
         start_study(study, state, report)
     log = StudyLog(study.folder, study.method, experiment.sweep.wandb, experiment.name) \
         if study.method in SEQUENTIAL else None
@@ -202,9 +204,32 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
         failed = [f"{t.name}: {t.error}" for t in state.trials if t.status == "failed" and t.source == "method"]
         raise RunFailed(f"{state.path}: the {study.method} method could not finish ({'; '.join(failed)}); move the "
                         f"failed run folders out of {study.pool} and delete this file to train them again")
-    recommendation = final_recommendation(state, proposer, recommending, report)
+    recommendation, projected = kept_to_caps(study.space, final_recommendation(state, proposer, recommending, report))
     verification = verify(study, state, recommendation.mixture, train, report)
-    return write_report(study, state, recommendation, verification, time.perf_counter() - started, report)
+    return write_report(study, state, recommendation, projected, verification, time.perf_counter() - started,
+                        report)
+
+
+def kept_to_caps(space: SearchSpace, recommendation: Recommendation) -> tuple[Recommendation, bool]:
+    """The recommendation within the repetition caps (projected onto them if it broke them: an online method's
+    answer, say), and whether it was moved; the one mixture written, verified and reported."""
+    capped = space.recommendable()
+    weights = recommendation.mixture.vector(space.domains)
+    if capped.contains(weights, atol=1e-6)[0]:
+        return dataclasses.replace(recommendation, mixture=recommendation.mixture.on_domains(space.domains)), False
+    moved = space.mixture(capped.project(weights)[0])
+    return dataclasses.replace(recommendation, mixture=moved,
+                               basis=recommendation.basis + ", projected onto the repetition caps"), True
+
+
+def check_anchors(study: Study, state: StudyState) -> None:
+    """A restored state holds every anchor run the study's seeds ask for (a hand edit may have dropped one)."""
+    names = {t.name for t in state.trials}
+    missing = [f"{ANCHOR}{name}_s{k}" for name in ("natural", "uniform") for k in range(len(study.seeds))
+               if f"{ANCHOR}{name}_s{k}" not in names]
+    if missing:
+        raise ConfigError(state.path, f"the anchor runs {missing} are missing from this state (edited?); delete it "
+                                      "to start over (finished runs are not trained again)")
 
 
 def own_runs(state: StudyState) -> list[Trial]:

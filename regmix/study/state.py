@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from regmix.core.files import ConfigError, read_yaml, write_atomic
+from regmix.core.mixture import Mixture
 from regmix.core.schema import run_index, safe_name
 from regmix.search.proposer import Proposer
 
@@ -71,6 +73,29 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _change(key: str, old: Any, new: Any) -> str:
+    """How one identity entry changed; of a mapping only the keys that differ (`proxy.max_step: 30 -> 40`)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return "; ".join(f"{key}.{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys)
+    return f"{key}: {_short(old)} -> {_short(new)}"
+
+
+def _check_trial(trial: Trial) -> None:
+    """A trial as the runner wrote it: a mixture asked for, and finite losses once trained (a hand edit may not be)."""
+    try:
+        Mixture.from_dict(trial.requested, "", normalize=True)
+    except ConfigError as exc:
+        raise ValueError(f"trial {trial.name}: requested {exc.problem}") from None
+    for field_name in ("achieved", "losses"):
+        values = getattr(trial, field_name)
+        if values is not None and (not isinstance(values, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values())):
+            raise ValueError(f"trial {trial.name}: {field_name} must map domains to finite numbers, got {values!r}")
+    if trial.losses is not None and any(v < 0 for v in trial.losses.values()):
+        raise ValueError(f"trial {trial.name}: a loss below 0 in {trial.losses}")
+
+
 class StudyState:
     """The state file of one study: its identity, runs and the proposer, saved after every change."""
 
@@ -87,29 +112,39 @@ class StudyState:
             "rounds": self.rounds, "proposer": self.proposer.state_dict(), "wandb_id": self.wandb_id,
             "logged": self.logged}, indent=1))
 
-    def load(self) -> None:
-        """Restore from the state file; another method, space, objective or proxy setting is refused."""
+    def load(self) -> bool:
+        """Restore from the state file; False (nothing restored) for a state of another identity that trained
+        nothing of its method (a setting fixed after it failed its checks); one of another identity that did is
+        refused."""
         data = read_yaml(self.path)
         try:
-            if data.get("version") != STATE_VERSION:
-                raise ConfigError(self.path, f"study state version {data.get('version')!r}, this regmix reads "
-                                             f"{STATE_VERSION}")
+            version = data.get("version") if isinstance(data, dict) else None
+            if version != STATE_VERSION:
+                raise ConfigError(self.path, f"study state version {version!r}, this regmix reads {STATE_VERSION}")
             old = data["identity"]
             changed = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
             if changed:
-                shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(self.identity.get(k))}" for k in changed)
+                trained = [t for t in data["trials"] if t["source"] != "anchor" and t["status"] not in ("proposed",
+                                                                                                        "failed")]
+                if not trained:
+                    return False
+                shown = "; ".join(_change(k, old.get(k), self.identity.get(k)) for k in changed)
                 raise ConfigError(self.path, f"a study with other {', '.join(changed)} than the experiment holds now "
                                              f"({shown}); use a new experiment name, or delete {self.path.parent} "
                                              "to start over")
             for trial in data["trials"]:  # a trial's name becomes a config file and a run folder
                 safe_name(trial.get("name"), "trial name", self.path)
             self.trials = [Trial(**t) for t in data["trials"]]
+            for trial in self.trials:
+                _check_trial(trial)
             self.rounds, self.wandb_id, self.logged = data["rounds"], data["wandb_id"], int(data["logged"])
             self.proposer.load_state_dict(data["proposer"])
         except ConfigError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(self.path, f"unreadable study state: {exc}") from None
+            raise ConfigError(self.path, f"unreadable study state ({type(exc).__name__}: {exc}); delete it to start "
+                                         "over (finished runs are not trained again)") from None
+        return True
 
     def next_names(self, n: int, prefix: str = "") -> list[str]:
         """`n` new run names `<prefix>n<i>` after the highest one so far."""
