@@ -64,6 +64,7 @@ def row(summary: Mapping[str, Any]) -> dict[str, Any]:
             "objective_mean": mine.get("mean"), "objective_std": mine.get("std"), "seeds": table.get("seeds", 0),
             "beats": table.get("beats", {}), "wins": table.get("wins"), "losses": table.get("losses"),
             "anchors_table": {k: v for k, v in (table.get("mixtures") or {}).items() if k != "optimal"},
+            "projected_onto_caps": summary["projected_onto_caps"],
             "bottom_line": summary["bottom_line"], "optimal": summary["optimal"],
             "optimal_mixture": summary["files"]["optimal_mixture"]}
 
@@ -79,9 +80,13 @@ def format_table(result: Mapping[str, Any]) -> str:
             f"{r['objective_mean']:.4f} ± {r['objective_std']:.4f} ({r['seeds']} seeds)"
         beats = [("yes" if r["beats"][b] else "no") if b in r["beats"] else "-" for b in ("natural", "uniform")]
         won = "-" if r["wins"] is None else f"{r['wins']}/{r['losses']}"
-        lines.append(f"| {method} | {r['runs']} (+{r['anchors']}) | {r['tokens']:,} | {r['predicted']:.4f} | "
+        mark = " (c)" if r["projected_onto_caps"] else ""
+        lines.append(f"| {method} | {r['runs']} (+{r['anchors']}) | {r['tokens']:,} | {r['predicted']:.4f}{mark} | "
                      f"{verified} | {beats[0]} | {beats[1]} | {won} |")
         anchors = anchors or r["anchors_table"]
+    if any(r["projected_onto_caps"] for r in result["methods"].values()):
+        lines += ["", "(c): the method's answer broke the large run's repetition caps and was projected onto them; "
+                      "its prediction is the unprojected answer's, the verification the projected one's."]
     if anchors:
         lines.append("")
         lines.append("Anchors (shared): " + ", ".join(f"{name} {v['mean']:.4f} ± {v['std']:.4f}"
