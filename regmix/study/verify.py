@@ -80,7 +80,11 @@ def format_verification(table: Mapping[str, Any], models: str = "proxies") -> li
         achieved = table["mixtures"]["optimal"]["mean"]
         lines.append(f"  predicted optimum {table['predicted']:.4f}, achieved {achieved:.4f}")
     if table["change_vs_natural"]:
-        lines.append(f"  per domain against natural: the optimum wins {table['wins']}, loses {table['losses']}")
+        changes = table["change_vs_natural"]
+        won = ", ".join(f"{d} {c:+.3f}" for d, c in sorted(changes.items(), key=lambda kv: kv[1]) if c < 0)
+        lost = ", ".join(f"{d} {c:+.3f}" for d, c in sorted(changes.items(), key=lambda kv: -kv[1]) if c > 0)
+        lines.append(f"  per domain against natural: the optimum wins {table['wins']} ({won or 'none'}), loses "
+                     f"{table['losses']} ({lost or 'none'})")
     lost = [name for name, won in table["beats"].items() if not won]
     lines.append("  the optimum beats " + ", ".join(table["beats"]) + " beyond the seed spread" if not lost else
                  f"  the optimum does NOT beat {', '.join(lost)} beyond the seed spread")
