@@ -1,8 +1,8 @@
 """The import graph of regmix/, function-level imports included: every module's regmix imports, the
 package-level graph, and any cycle (exit 1 if there is one).
 
-A function-level import can hide a cycle from Python (it runs late) but not from a reader; so this counts
-it like any other. Imports under `if TYPE_CHECKING:` are left out: they never run.
+A function-level import can hide a cycle from Python (it runs late) but not from a reader, and so can an
+import under `if TYPE_CHECKING:` (a type in the wrong module); this counts both like any other.
 
     python bench/import_graph.py            # the cycles (none expected) and the package graph
     python bench/import_graph.py --edges    # every module edge too
@@ -23,24 +23,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def type_checking_lines(tree: ast.AST) -> set[int]:
-    """Line numbers inside `if TYPE_CHECKING:` blocks."""
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
-            for child in node.body:
-                lines |= set(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return lines
-
-
 def imports(path: Path, modules: set[str]) -> set[str]:
     """The regmix modules `path` imports, at any depth of its code."""
-    tree = ast.parse(path.read_text(), str(path))
-    skip = type_checking_lines(tree)
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if getattr(node, "lineno", None) in skip:
-            continue
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("regmix")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("regmix"):

@@ -177,7 +177,8 @@ def test_an_online_method_whose_run_fails_says_so_and_reports_no_answer(tiny_cor
 def test_a_policy_that_would_never_update_within_the_run_is_refused_before_training(tiny_corpus, tmp_path,
                                                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"method 'aioli': update_steps 200 is more than the proxies' 6 steps"):
+    with pytest.raises(ConfigError, match=r"method 'aioli': policy 'aioli' updates the mixture every 200 steps "
+                                          r"\(update_steps\) but the run has 6"):
         run_study(experiment(tiny_corpus, anchor_seeds=2), "aioli", report=lambda line: None)
     assert not (tmp_path / "runs/methods/proxies").exists()
     # a hand-written config is refused by its own check

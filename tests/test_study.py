@@ -24,7 +24,8 @@ from regmix.core.space import SearchSpace
 from regmix.data.corpus import CorpusManifest
 from regmix.settings.run_config import load_run_config
 from regmix.study.experiment import load_experiment
-from regmix.study.runner import open_study, run_study
+from regmix.study.runner import run_study
+from regmix.study.study import open_study
 from regmix.study.transfer import baseline_mixture
 
 workdir = test_pipeline.workdir  # the pipeline tests' folder: a tiny raw corpus and tiny.yaml

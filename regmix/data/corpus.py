@@ -21,7 +21,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -113,9 +113,11 @@ class CorpusManifest:
         counts = {d: self.tokens("train", d) for d in self.train_domains}
         return Mixture.from_dict(counts, self.root / MANIFEST_NAME, normalize=True)
 
-    def uniform(self) -> Mixture:
-        """Equal weight on every training domain with tokens (a domain without any cannot be sampled)."""
-        return Mixture.uniform([d for d in self.train_domains if self.tokens("train", d) > 0])
+    def uniform(self, domains: Sequence[str] | None = None) -> Mixture:
+        """Equal weight on every training domain with tokens (a domain without any cannot be sampled), of
+        `domains` if given, over those domains."""
+        domains = self.train_domains if domains is None else tuple(domains)
+        return Mixture.uniform([d for d in domains if self.tokens("train", d) > 0]).on_domains(domains)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the prepared corpus for a study: its tokenizer and tokens per split and domain."""

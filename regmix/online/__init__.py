@@ -28,8 +28,9 @@ POLICIES: dict[str, type[OnlinePolicy]] = {
 }
 
 
-def policy_settings(spec: Mapping[str, Any], source: str | os.PathLike) -> Any:
-    """The `Settings` of the policy a schedule spec names (`{policy: name, interval: N, ...settings}`), checked."""
+def policy_settings(spec: Mapping[str, Any], source: str | os.PathLike, max_step: int | None = None) -> Any:
+    """The `Settings` of the policy a schedule spec names (`{policy: name, interval: N, ...settings}`), checked;
+    with `max_step` (the run's), also that the policy updates within the run."""
     settings = {k: v for k, v in spec.items() if k not in ("policy", "interval")}
     name = spec.get("policy")
     if name not in POLICIES:
@@ -42,15 +43,20 @@ def policy_settings(spec: Mapping[str, Any], source: str | os.PathLike) -> Any:
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
         raise ConfigError(source, f"schedule interval must be an integer >= 0, got {interval!r}")
     try:
-        return POLICIES[name].Settings(**settings)
+        checked = POLICIES[name].Settings(**settings)
     except (TypeError, ValueError) as exc:
         raise ConfigError(source, f"policy {name!r}: {exc}") from None
+    every = getattr(checked, "update_steps", 0)
+    if max_step is not None and every > max_step:  # it would train the whole run on its first mixture, silently
+        raise ConfigError(source, f"policy {name!r} updates the mixture every {every} steps (update_steps) but the "
+                                  f"run has {max_step}: lower update_steps")
+    return checked
 
 
-def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.PathLike
-                ) -> OnlinePolicy:
+def make_policy(spec: Mapping[str, Any], initial: Mixture, source: str | os.PathLike,
+                max_step: int | None = None) -> OnlinePolicy:
     """The policy a schedule spec names, settings checked (policy_settings) and its files read."""
-    settings = policy_settings(spec, source)
+    settings = policy_settings(spec, source, max_step)
     name = spec["policy"]
     try:
         policy = POLICIES[name](initial, settings)

@@ -165,11 +165,7 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
     if policy is not None:
         from regmix.online import make_policy  # policies use this module's settings helpers
 
-        made = make_policy(policy, train, source)  # a bad policy fails its own config, before any group trains
-        every = getattr(made.settings, "update_steps", 0)
-        if every > training.max_step:  # it would train the whole run on its first mixture, and say nothing
-            raise ConfigError(source, f"policy {policy['policy']!r} updates the mixture every {every} steps "
-                                      f"(update_steps) but the run has {training.max_step}: lower update_steps")
+        make_policy(policy, train, source, training.max_step)  # a bad policy fails its own config, before training
     valid_raw = data.get("valid") or {}
     if not isinstance(valid_raw, dict):
         raise ConfigError(source, "the 'valid:' section must map valid_<domain> to a weight")

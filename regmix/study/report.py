@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from regmix.regression.optimum import epochs, large_run_tokens
 from regmix.search.proposer import Recommendation
 from regmix.settings.run_config import save_run_config
 from regmix.study.state import StudyState, Trial
+from regmix.study.study import Study
 from regmix.study.verify import (
     format_verification,
     gain_against_floor,
@@ -32,9 +33,6 @@ from regmix.study.verify import (
     verification,
 )
 from regmix.train.runlog import resolve_wandb_mode
-
-if TYPE_CHECKING:
-    from regmix.study.runner import Study
 
 
 class StudyLog:

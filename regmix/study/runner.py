@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,88 +42,20 @@ from regmix.core.objective import Objective
 from regmix.core.results import load_result
 from regmix.core.schema import RESULT_NAME, safe_name
 from regmix.core.space import SearchSpace
-from regmix.data.corpus import CorpusManifest
-from regmix.regression.optimal_mixture import large_run_settings
-from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
 from regmix.search import ONLINE, SEQUENTIAL, make_proposer
 from regmix.search.proposer import Proposer, Recommendation, RunRequest
-from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
-from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
+from regmix.settings.run_config import RunConfig, save_run_config
+from regmix.study.experiment import Experiment
 from regmix.study.imports import imported_runs
 from regmix.study.report import StudyLog, write_report
 from regmix.study.state import STATE_NAME, StudyState, Trial
+from regmix.study.study import Study, open_study
 from regmix.train.engine import resolve_device
 from regmix.train.executor import parallel_tasks
 from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
 
 ANCHOR = "anchor_"  # run name prefix of the natural and uniform runs with seeds
 MAX_ROUNDS = 10_000  # a proposer that never says done and asks nothing new stops here
-
-
-@dataclass
-class Study:
-    """What one method runs on: the experiment, its corpus, objective and space, and where things go."""
-
-    experiment: Experiment
-    method: str
-    manifest: CorpusManifest
-    objective: Objective
-    space: SearchSpace
-    caps: RepetitionCaps | None
-
-    @property
-    def folder(self) -> Path:
-        return self.experiment.runs / self.method
-
-    @property
-    def pool(self) -> Path:
-        return self.experiment.runs / "proxies"
-
-    @property
-    def natural(self) -> Mixture:
-        return self.space.mixture(self.space.prior)
-
-    @property
-    def uniform(self) -> Mixture:
-        """Equal weight on the study's domains with tokens (as CorpusManifest.uniform on the whole corpus)."""
-        return Mixture.uniform([d for d, p in zip(self.space.domains, self.space.prior) if p > 0]).on_domains(
-            self.space.domains)
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.experiment.proxy.seed + k for k in range(self.experiment.sweep.anchor_seeds)]
-
-    @property
-    def budget(self) -> int:
-        return self.experiment.sweep.num_configs if self.method == "regmix" else self.experiment.search.budget
-
-
-def open_study(experiment: Experiment, method: str | None = None, domains: Sequence[str] | None = None,
-               report: Callable[[str], None] = print) -> Study:
-    """Prepare the corpus and build the study's objective and space; `domains`: a subset of the training domains
-    (without a target, the objective is then the mean over those of them that are valid domains)."""
-    method = method or experiment.method
-    check_search_settings(experiment.search, experiment.source)
-    manifest, objective = prepare_experiment_corpus(experiment, report)
-    natural = manifest.token_distribution()
-    empty = set(manifest.empty_domains("train"))
-    if domains is not None:
-        unknown = sorted(set(domains) - set(manifest.train_domains))
-        if unknown:
-            raise ConfigError("--domains", f"unknown domains {unknown}; the corpus has {list(manifest.train_domains)}")
-        if set(domains) & empty:
-            raise ConfigError("--domains", f"{sorted(set(domains) & empty)} have no training tokens")
-        natural = Mixture.from_dict({d: natural[d] for d in domains}, normalize=True)
-        subset = [d for d in domains if d in manifest.valid_domains]
-        if experiment.target is None and subset:  # the default objective: the valid ones of the domains
-            objective = Objective.mean(subset)
-    simulation = experiment.simulation
-    tokens = {d: manifest.tokens("train", d) for d in natural.domains}
-    caps = repetition_caps(tokens, natural.domains, large_run_tokens(large_run_settings(simulation.large_model)),
-                           simulation.repetitions) if simulation.repetitions else None
-    space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, experiment.search.bounds,
-                               experiment.source, caps=None if caps is None else caps.caps)
-    return Study(experiment, method, manifest, objective, space, caps)
 
 
 def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -296,7 +227,6 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
                                tuple(trial.valid or manifest.valid_domains), training,
                                experiment.synthesis.as_config(), policy=trial.policy)
             save_run_config(config, path)
-            load_run_config(path)  # the config's own checks (a policy's settings against the run) before training
             trial.mark("training")
             state.save()
         if trial.status == "training":

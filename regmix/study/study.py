@@ -1,0 +1,81 @@
+"""What one method's study runs on: the experiment, its prepared corpus, the objective and the search space
+(with the large run's repetition caps), and where its files go. The runner and the report both read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from regmix.core.files import ConfigError
+from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
+from regmix.core.space import SearchSpace
+from regmix.data.corpus import CorpusManifest
+from regmix.regression.optimal_mixture import large_run_settings
+from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
+from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
+
+
+@dataclass
+class Study:
+    """What one method runs on: the experiment, its corpus, objective and space, and where things go."""
+
+    experiment: Experiment
+    method: str
+    manifest: CorpusManifest
+    objective: Objective
+    space: SearchSpace
+    caps: RepetitionCaps | None
+
+    @property
+    def folder(self) -> Path:
+        return self.experiment.runs / self.method
+
+    @property
+    def pool(self) -> Path:
+        return self.experiment.runs / "proxies"
+
+    @property
+    def natural(self) -> Mixture:
+        return self.space.mixture(self.space.prior)
+
+    @property
+    def uniform(self) -> Mixture:
+        return self.manifest.uniform(self.space.domains)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.experiment.proxy.seed + k for k in range(self.experiment.sweep.anchor_seeds)]
+
+    @property
+    def budget(self) -> int:
+        return self.experiment.sweep.num_configs if self.method == "regmix" else self.experiment.search.budget
+
+
+def open_study(experiment: Experiment, method: str | None = None, domains: Sequence[str] | None = None,
+               report: Callable[[str], None] = print) -> Study:
+    """Prepare the corpus and build the study's objective and space; `domains`: a subset of the training domains
+    (without a target, the objective is then the mean over those of them that are valid domains)."""
+    method = method or experiment.method
+    check_search_settings(experiment.search, experiment.source)
+    manifest, objective = prepare_experiment_corpus(experiment, report)
+    natural = manifest.token_distribution()
+    empty = set(manifest.empty_domains("train"))
+    if domains is not None:
+        unknown = sorted(set(domains) - set(manifest.train_domains))
+        if unknown:
+            raise ConfigError("--domains", f"unknown domains {unknown}; the corpus has {list(manifest.train_domains)}")
+        if set(domains) & empty:
+            raise ConfigError("--domains", f"{sorted(set(domains) & empty)} have no training tokens")
+        natural = Mixture.from_dict({d: natural[d] for d in domains}, normalize=True)
+        subset = [d for d in domains if d in manifest.valid_domains]
+        if experiment.target is None and subset:  # the default objective: the valid ones of the domains
+            objective = Objective.mean(subset)
+    simulation = experiment.simulation
+    tokens = {d: manifest.tokens("train", d) for d in natural.domains}
+    caps = repetition_caps(tokens, natural.domains, large_run_tokens(large_run_settings(simulation.large_model)),
+                           simulation.repetitions) if simulation.repetitions else None
+    space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, experiment.search.bounds,
+                               experiment.source, caps=None if caps is None else caps.caps)
+    return Study(experiment, method, manifest, objective, space, caps)
