@@ -261,3 +261,15 @@ def test_mixture_csvs_rounded_like_regmixs_published_ones_are_read(tmp_path):
     observations.save(tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m"))
     read = read_csvs(tmp_path / mixture_csv_name("1m"), tmp_path / loss_csv_name("pile", "1m"))
     assert read.mixtures[0].sum() == pytest.approx(0.996)
+
+
+def test_early_stopping_lightgbm_stops_on_an_inner_split_and_never_sees_more():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(4), size=80)
+    y = 3.0 - X[:, 0] + rng.normal(0, 0.3, size=80)  # mostly noise: the full 1000 rounds overfit it
+    stopped = make_regressor("lightgbm_es").fit(X, y)
+    rounds = stopped.models_[0].num_trees()
+    assert 1 <= rounds < 1000
+    assert make_regressor("lightgbm").fit(X, y).models_[0].num_trees() == 1000
+    # the rounds come from the inner split alone: refitting on the same rows finds the same number
+    assert make_regressor("lightgbm_es").fit(X, y).models_[0].num_trees() == rounds

@@ -69,8 +69,15 @@ def stopped_at(monkeypatch, stop: int, train_it) -> None:
 
 
 def test_static_run_gives_the_losses_of_the_trainer_before_the_single_loop(tiny_corpus, tmp_path):
-    """Golden values: the same config trained by the pre-refactor `train_proxy` (commit 8e218dc)."""
-    result = train_proxies([config()], tiny_corpus, [tmp_path / "g"], wandb_mode="off")[0]
+    """Golden values: the same config trained by the pre-refactor `train_proxy` (commit 8e218dc), scored on the
+    whole valid stream as then (probe_share 0); with the split, the held-out part's windows differ and the probe
+    losses come with the result."""
+    whole = dataclasses.replace(config(), training=TrainingSettings(**{**SETTINGS, "probe_share": 0.0}))
+    result = train_proxies([whole], tiny_corpus, [tmp_path / "g"], wandb_mode="off")[0]
+    assert result.probe_losses == {}
+    split = train_proxies([config()], tiny_corpus, [tmp_path / "split"], wandb_mode="off")[0]
+    assert set(split.probe_losses) == set(split.valid_losses) == set(result.valid_losses)
+    assert split.probe_losses != split.valid_losses
     assert result.valid_losses == pytest.approx(
         {"alpha": 3.516082763671875, "beta": 3.8878469467163086, "gamma": 4.281304359436035}, abs=1e-6)
     rows = [json.loads(line) for line in (tmp_path / "g" / HISTORY_NAME).read_text().splitlines()]

@@ -124,11 +124,15 @@ class FakeModelProbe:
     valid_domains = ("x", "y")
 
     def __init__(self, proxy: dict[str, float], reference: dict[str, float], dots: dict[str, float] | None = None,
-                 norms: dict[str, float] | None = None):
+                 norms: dict[str, float] | None = None, target_norm: float = 1.0):
         self.proxy, self.reference, self.dots, self.norms = proxy, reference, dots or {}, norms or {}
+        self.target_norm = target_norm
 
-    def sequences(self, domain, count, key, split="train"):
+    def sequences(self, domain, count, key):
         return torch.full((count, 5), DOMAINS.index(domain) if domain in DOMAINS else 9)
+
+    def valid_sequences(self, domain, count, key):
+        return torch.full((count, 5), 9)
 
     def token_losses(self, tokens, checkpoint=None):
         table = self.proxy if checkpoint is None else self.reference
@@ -136,7 +140,7 @@ class FakeModelProbe:
         return torch.full((len(tokens), 4), table[domain], dtype=torch.float64)
 
     def alignment(self, batches, target):
-        return {d: (self.dots[d], self.norms[d]) for d in batches}
+        return {d: (self.dots[d], self.norms[d]) for d in batches}, self.target_norm
 
 
 def test_doremi_step_is_the_published_update(tmp_path):
@@ -158,14 +162,20 @@ def test_doremi_refuses_a_missing_reference(tmp_path):
                     "exp.yaml")
 
 
-def test_doge_scores_are_the_published_update():
+def test_doge_scores_are_the_published_update_on_clipped_gradients():
     policy = DoGE(Mixture.uniform(DOMAINS), DoGESettings(mu=0.05, clip=5.0))
-    dots, norms = {"a": 2.0, "b": -1.0, "c": 100.0}, {"a": 1.0, "b": 2.0, "c": 3.0}
-    chosen = policy.on_interval(0, {}, FakeModelProbe({}, {}, dots, norms))
-    lr, scale = 0.01, np.mean([1.0, 2.0, 3.0])
-    scores = np.clip(lr * np.array([2.0, -1.0, 100.0]) / scale, 0, 5 * lr)  # b clipped to 0, c to 5 lr
+    dots, norms = {"a": 0.5, "b": -1.0, "c": 100.0}, {"a": 0.5, "b": 2.0, "c": 4.0}
+    chosen = policy.on_interval(0, {}, FakeModelProbe({}, {}, dots, norms, target_norm=4.0))
+    # every gradient rescaled to norm <= 1 first (clip_grad_norm_ in the references): g_val by 1/4, b by 1/2, c by 1/4
+    clipped_dots = np.array([0.5 / 4, -1.0 / 2 / 4, 100.0 / 4 / 4])
+    lr, scale = 0.01, np.mean([0.5, 1.0, 1.0]) + 1e-6
+    scores = np.clip(lr * clipped_dots / scale, 0, 5 * lr)  # b clipped to 0, c to 5 lr
     expected = np.exp(scores / 0.05)
     np.testing.assert_allclose(chosen.weights, expected / expected.sum())
+    # the scores no longer scale with the validation gradient's norm
+    again = DoGE(Mixture.uniform(DOMAINS), DoGESettings(mu=0.05, clip=5.0))
+    scaled = again.on_interval(0, {}, FakeModelProbe({}, {}, {d: v * 10 for d, v in dots.items()}, norms, 40.0))
+    np.testing.assert_allclose(scaled.weights, chosen.weights)
     assert policy.mu == 0.05 and DoGE(Mixture.uniform(DOMAINS)).mu == 0.01  # published by size: 3 domains
     assert DoGE(Mixture.uniform(tuple("abcdefg"))).mu == 0.1
 
@@ -179,9 +189,16 @@ def test_skillit_follows_its_graph_and_the_last_losses(tmp_path):
     S = np.array([[(4 - final[d]["x"]) / 4, (4 - final[d]["y"]) / 4] for d in DOMAINS])
     first = policy.on_interval(0, {}, Scripted([start]))
     np.testing.assert_allclose(first.weights, np.exp(0.5 * S.sum(1)) / np.exp(0.5 * S.sum(1)).sum())
-    later = [{"x": 3.0, "y": 3.8}, {"x": 2.5, "y": 3.7}]
-    policy.on_interval(50, {}, Scripted(later[:1]))
-    chosen = policy.on_interval(100, {}, Scripted(later[1:]))
+    # the history grows at the run's evaluations, not at the updates (as Skill-it's and Aioli's code)
+    unmeasured = Scripted([])  # an update measures nothing: it would fail if it asked for losses
+    update = policy.on_interval(50, {}, unmeasured)
+    from_start = np.exp(0.5 * S @ np.array([4.0, 4.0]))
+    np.testing.assert_allclose(update.weights, from_start / from_start.sum())
+    repeated = policy.on_interval(55, {}, unmeasured)
+    np.testing.assert_allclose(repeated.weights, update.weights)  # no evaluation since: the same weights
+    for step, losses in ((60, {"x": 3.0, "y": 3.8}), (80, {"x": 2.5, "y": 3.7})):
+        assert policy.on_evaluation(step, losses, {}) is None
+    chosen = policy.on_interval(100, {}, unmeasured)
     window = np.array([[3.0, 3.8], [2.5, 3.7]]).sum(0)  # the last 2 vectors (window=2): the start drops out
     expected = np.exp(0.5 * S @ window)
     np.testing.assert_allclose(chosen.weights, expected / expected.sum())
@@ -216,3 +233,23 @@ def test_doremi_doge_and_skillit_weights_stay_on_the_simplex(kind, tmp_path):
             if chosen is not None:
                 assert np.isfinite(chosen.weights).all() and (chosen.weights >= 0).all()
                 assert chosen.weights.sum() == pytest.approx(1.0)
+
+
+def test_doremi_excess_per_token_as_published_or_of_domain_means_as_aiolis_port(tmp_path):
+    reference = tmp_path / "checkpoint.pt"
+    reference.touch()
+
+    class Mixed(FakeModelProbe):
+        def token_losses(self, tokens, checkpoint=None):  # per token: the proxy 3 then 1, the reference 2 and 2
+            row = [2.0, 2.0] if checkpoint is not None else [3.0, 1.0]
+            return torch.tensor([row] * len(tokens), dtype=torch.float64)
+
+    excess = {}
+    for form in ("token", "domain"):
+        policy = DoReMi(Mixture.uniform(DOMAINS), DoReMiSettings(reference=str(reference), excess=form))
+        policy.on_interval(0, {}, Mixed({}, {}))
+        excess[form] = policy.excess["a"]
+    assert excess == {"token": 0.5, "domain": 0.0}  # mean(max(+1, 0), max(-1, 0)) vs max(2 - 2, 0)
+    with pytest.raises(ConfigError, match="excess must be token or domain"):
+        make_policy({"policy": "doremi", "reference": str(reference), "excess": "sequence"}, Mixture.uniform(DOMAINS),
+                    "exp.yaml")

@@ -22,7 +22,8 @@ from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.results import load_result
 from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, LOCK_NAME
-from regmix.data.sampler import MixtureSampler, TokenStream, validation_sets
+from regmix.data.sampler import MixtureSampler, TokenStream
+from regmix.data.validation import split_documents, validation_sets
 from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths, save_run_config
 from regmix.settings.training import TrainingSettings
 from regmix.train import engine as engine_module
@@ -117,10 +118,39 @@ def test_token_stream_crosses_shards_and_wraps_short_domains():
 
 def test_validation_sets_are_fixed_and_capped(tiny_corpus):
     sets = validation_sets(tiny_corpus, ("alpha", "beta", "gamma"), block_size=32, eval_tokens=256)
-    assert {d: len(w) for d, w in sets.items()} == {"alpha": 8, "beta": 8, "gamma": 8}
+    assert not sets.split and sets.probe is sets.heldout
+    assert {d: len(w) for d, w in sets.heldout.items()} == {"alpha": 8, "beta": 8, "gamma": 8}
     again = validation_sets(tiny_corpus, ("alpha",), block_size=32, eval_tokens=10**9)
-    assert len(again["alpha"]) == (1200 - 1) // 32
-    assert torch.equal(again["alpha"][0], sets["alpha"][0])
+    assert len(again.heldout["alpha"]) == (1200 - 1) // 32
+    assert torch.equal(again.heldout["alpha"][0], sets.heldout["alpha"][0])
+
+
+def test_split_keeps_every_document_whole_on_one_side():
+    rng = np.random.default_rng(0)
+    documents = [np.append(rng.integers(1, 60, size=n), 0) for n in rng.integers(5, 80, size=40)]
+    tokens = np.concatenate(documents).astype(np.uint16)
+    probe, heldout = split_documents(tokens, 0, 0.3, [7, 1])
+    assert len(probe) + len(heldout) == len(tokens)
+    assert probe[-1] == 0 and heldout[-1] == 0  # both end at a document border
+
+    def documents_of(part):
+        return {tuple(d) for d in np.split(part, np.flatnonzero(part == 0) + 1) if len(d)}
+
+    assert documents_of(probe).isdisjoint(documents_of(heldout))
+    assert documents_of(probe) | documents_of(heldout) == {tuple(d) for d in documents}
+    assert 0.3 <= len(probe) / len(tokens) < 0.3 + 80 / len(tokens)
+    again, _ = split_documents(tokens, 0, 0.3, [7, 1])
+    other, _ = split_documents(tokens, 0, 0.3, [8, 1])
+    assert np.array_equal(again, probe) and not np.array_equal(other, probe)
+    one, rest = split_documents(tokens[:10], 0, 0.5, [0])  # too few documents: at least one on each side
+    assert len(one) and len(rest)
+
+
+def test_validation_split_gives_methods_and_scoring_different_windows(tiny_corpus):
+    sets = validation_sets(tiny_corpus, ("alpha", "beta"), block_size=32, eval_tokens=256, probe_share=0.5)
+    assert sets.split and set(sets.probe) == set(sets.heldout) == {"alpha", "beta"}
+    probe_rows = {tuple(r.tolist()) for r in sets.probe["alpha"]}
+    assert probe_rows.isdisjoint(tuple(r.tolist()) for r in sets.heldout["alpha"])
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch, capsys):

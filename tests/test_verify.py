@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from regmix.core.objective import Objective
-from regmix.study.verify import beats, format_verification, gain_against_floor, noise_floor, seed_runs, verification
+from regmix.study.verify import (
+    format_verification,
+    gain_against_floor,
+    noise_floor,
+    seed_runs,
+    verdict,
+    verification,
+    welch_p,
+)
 
 OBJECTIVE = Objective({"x": 1.0, "y": 1.0})
 
@@ -24,21 +32,33 @@ def test_noise_floor_is_the_pooled_seed_std():
     assert noise_floor([natural, uniform]) == pytest.approx(np.sqrt((deviations ** 2).sum() / 3))
 
 
-def test_the_optimum_beats_a_baseline_only_beyond_the_larger_seed_std():
-    optimum = seed_runs("optimal", runs((2.9, 3.0), (2.95, 3.05)), OBJECTIVE)  # mean 2.975, std 0.035
-    close = seed_runs("natural", runs((3.0, 3.0), (3.0, 3.02)), OBJECTIVE)  # 0.03 better: within the spread
-    far = seed_runs("uniform", runs((3.2, 3.2), (3.3, 3.3)), OBJECTIVE)  # mean 3.25, std 0.07
-    assert not beats(optimum, close) and beats(optimum, far)
-    table = verification(optimum, [close, far], predicted=2.95)
+def test_the_verdict_is_welchs_one_sided_test():
+    from scipy.stats import ttest_ind
+
+    optimum = seed_runs("optimal", runs((2.9, 3.0), (2.95, 3.05), (2.92, 3.0)), OBJECTIVE)
+    close = seed_runs("natural", runs((3.0, 3.0), (2.9, 3.02), (3.05, 2.98)), OBJECTIVE)  # within the noise
+    far = seed_runs("uniform", runs((3.2, 3.2), (3.3, 3.3), (3.25, 3.2)), OBJECTIVE)
+    worse = seed_runs("worse", runs((2.5, 2.5), (2.52, 2.5), (2.49, 2.5)), OBJECTIVE)
+    expected = ttest_ind(optimum.objectives, close.objectives, equal_var=False, alternative="less").pvalue
+    assert welch_p(optimum, close) == pytest.approx(expected)
+    assert (verdict(optimum, close), verdict(optimum, far), verdict(optimum, worse)) == ("undecided", "wins", "loses")
+    assert np.isnan(welch_p(seed_runs("one", runs((1.0, 1.0)), OBJECTIVE), far))  # one seed: no test
+    table = verification(optimum, [close, far], predicted=5.9, predicted_gain=0.2)
     assert table["beats"] == {"natural": False, "uniform": True}
+    assert table["verdicts"] == {"natural": "undecided", "uniform": "wins"}
     assert table["wins"] == 1 and table["losses"] == 1  # x is lower than natural's, y higher
+    assert table["gain"]["achieved"] == pytest.approx(close.mean - optimum.mean)
+    assert table["gain"]["optimistic"]  # 0.2 predicted, about 0.03 achieved
     text = "\n".join(format_verification(table))
-    assert "does NOT beat natural beyond the seed spread" in text and "predicted optimum 2.9500" in text
+    assert "does NOT beat natural" in text and "beats uniform" in text and "predicted optimum 5.9000" in text
+    assert "the prediction was OPTIMISTIC" in text and "Welch" in text
+    honest = verification(optimum, [close, far], predicted=5.9, predicted_gain=0.03)
+    assert not honest["gain"]["optimistic"]
 
 
 def test_a_gain_below_the_floor_is_said_plainly():
     natural = seed_runs("natural", runs((3.0, 3.0), (3.1, 3.1)), OBJECTIVE)
-    assert "below the noise floor" in gain_against_floor(natural, predicted=3.04, floor=0.07)
-    assert "above the noise floor" in gain_against_floor(natural, predicted=2.8, floor=0.07)
+    assert "below the anchors' noise floor" in gain_against_floor(natural, predicted=3.04, floor=0.07)
+    assert "above the anchors' noise floor" in gain_against_floor(natural, predicted=2.8, floor=0.07)
     with pytest.raises(ValueError, match="no finished run of optimal"):
         seed_runs("optimal", [], OBJECTIVE)

@@ -25,6 +25,7 @@ from regmix.core.schema import (
     achieved_column,
     loss_column,
     perplexity_column,
+    probe_column,
     weight_column,
 )
 
@@ -32,15 +33,18 @@ STATUSES = ("finished", "failed")
 
 
 def evaluation_row(step: int, tokens: int, train_loss: float, seconds: float, valid_losses: Mapping[str, float],
-                   achieved: Mixture | None = None, weights: Mixture | None = None) -> dict[str, Any]:
+                   achieved: Mixture | None = None, weights: Mixture | None = None,
+                   probe_losses: Mapping[str, float] | None = None) -> dict[str, Any]:
     """One logged evaluation, under RegMix's wandb names (also a line of metrics.jsonl).
 
-    `achieved` (shares drawn so far) and `weights` (the mixture in force) are logged when given.
+    `achieved` (shares drawn so far), `weights` (the mixture in force) and the probe part's losses are logged
+    when given.
     """
     row = {STEP: step, "tokens": tokens, TRAIN_LOSS: train_loss, "seconds": round(seconds, 3)}
     for domain, value in valid_losses.items():
         row[loss_column(domain)] = value
         row[perplexity_column(domain)] = math.exp(min(value, 80.0))
+    row.update({probe_column(d): v for d, v in (probe_losses or {}).items()})
     for mixture, column in ((achieved, achieved_column), (weights, weight_column)):
         if mixture is not None:
             row.update({column(d): round(w, 6) for d, w in mixture.to_dict().items()})
@@ -49,7 +53,11 @@ def evaluation_row(step: int, tokens: int, train_loss: float, seconds: float, va
 
 @dataclass
 class RunResult:
-    """Final state of one run: its mixtures and the validation loss on every valid domain."""
+    """Final state of one run: its mixtures and the validation loss on every valid domain.
+
+    `valid_losses` are on the held-out part of each valid domain (what the run is scored on), `probe_losses`
+    on the part methods may measure ({} for runs without the split: regmix.data.validation).
+    """
 
     name: str
     status: str
@@ -62,6 +70,12 @@ class RunResult:
     settings: dict[str, Any] = field(default_factory=dict)
     achieved: Mixture | None = None
     trajectory: list[dict[str, Any]] = field(default_factory=list)  # [{"step": s, "mixture": {domain: w}}]
+    probe_losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def measured_losses(self) -> dict[str, float]:
+        """What a method may learn from: the probe part's losses, or the valid losses of a run without the split."""
+        return self.probe_losses or self.valid_losses
 
     @property
     def ok(self) -> bool:
@@ -78,6 +92,7 @@ class RunResult:
             "achieved": None if self.achieved is None else self.achieved.to_dict(),
             "valid_losses": self.valid_losses, "step": self.step, "tokens": self.tokens,
             "seconds": self.seconds, "error": self.error, "settings": self.settings, "trajectory": self.trajectory,
+            "probe_losses": self.probe_losses,
         }, indent=1)
 
 
@@ -102,6 +117,7 @@ def load_result(path: str | os.PathLike) -> RunResult:
             error=data.get("error"), settings=data.get("settings", {}),
             achieved=None if achieved is None else Mixture.from_dict(achieved, path, normalize=True),
             trajectory=list(data.get("trajectory", [])),
+            probe_losses={k: float(v) for k, v in data.get("probe_losses", {}).items()},
         )
     except ConfigError:
         raise

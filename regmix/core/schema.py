@@ -20,6 +20,7 @@ STEP = "trainer/global_step"
 TRAIN_LOSS = "metric/train_loss"
 LEARNING_RATE = "trainer/lr"
 _LOSS = re.compile(r"^metric/(.+)_val_loss$")
+_PROBE = re.compile(r"^probe/(.+)_val_loss$")
 _ACHIEVED = re.compile(r"^achieved/(.+)$")
 _RUN = re.compile(r"n(\d+)")
 
@@ -76,6 +77,17 @@ def strip_valid(key: str) -> str:
 def loss_column(domain: str) -> str:
     """`metric/<domain>_val_loss`: RegMix's wandb metric and loss-CSV column of a validation domain."""
     return f"metric/{domain}_val_loss"
+
+
+def probe_column(domain: str) -> str:
+    """`probe/<domain>_val_loss`: the loss on the part of a valid domain methods may measure (loss_column's is
+    the held-out part's, which runs are scored on; regmix.data.validation)."""
+    return f"probe/{domain}_val_loss"
+
+
+def probe_domain(column: str) -> str | None:
+    match = _PROBE.match(column)
+    return match.group(1) if match else None
 
 
 def perplexity_column(domain: str) -> str:

@@ -1,4 +1,4 @@
-"""Training sequences drawn by mixture weight, and fixed validation windows, from the prepared corpus.
+"""Training sequences drawn by mixture weight from the prepared corpus (validation windows: regmix.data.validation).
 
 Each domain is the concatenation of its memory-mapped shards: one long token stream (documents end
 with the end-of-text id, so crossing a shard border is like crossing a document border). A training
@@ -64,7 +64,7 @@ class MixtureSampler:
         self.block_size = block_size
         self.seed = seed
         self.drawn = 0
-        self.streams: dict[tuple[str, str], TokenStream] = {}
+        self.streams: dict[str, TokenStream] = {}
         self.counts: dict[str, int] = {}
         self.plan: dict[str, int] = {}  # sequences still to draw per domain under an exact plan
         self.set_weights(mixture)
@@ -91,16 +91,16 @@ class MixtureSampler:
                           len(self.domains) - 1)
         return np.concatenate([planned, rest]).astype(np.int64)
 
-    def _stream(self, domain: str, split: str = "train") -> TokenStream:
-        if (split, domain) not in self.streams:
-            self.streams[split, domain] = TokenStream(self.manifest.open_tokens(split, domain))
-        return self.streams[split, domain]
+    def _stream(self, domain: str) -> TokenStream:
+        if domain not in self.streams:
+            self.streams[domain] = TokenStream(self.manifest.open_tokens("train", domain))
+        return self.streams[domain]
 
-    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
-        """`count` random windows of a domain's `split`, drawn by a generator of (seed, *key): probes of
+    def sequences(self, domain: str, count: int, key: Sequence[int]) -> torch.Tensor:
+        """`count` random training windows of a domain, drawn by a generator of (seed, *key): probes of
         online methods, which change neither the batches, the counts nor the sampler's state."""
         rng = np.random.default_rng([self.seed, *key])
-        stream, length = self._stream(domain, split), self.block_size + 1
+        stream, length = self._stream(domain), self.block_size + 1
         starts = stream.random_starts(rng, count, length)
         return torch.from_numpy(np.stack([stream.window(int(s), length) for s in starts]))
 
@@ -145,23 +145,3 @@ def exact_counts(mixture: Mixture, total: int) -> dict[str, int]:
     counts = np.floor(shares).astype(np.int64)
     counts[np.argsort(-(shares - counts), kind="stable")[:total - int(counts.sum())]] += 1
     return {d: int(n) for d, n in zip(domains, counts) if n}
-
-
-def validation_windows(manifest: CorpusManifest, domain: str, block_size: int, eval_tokens: int) -> torch.Tensor:
-    """The fixed validation set of a domain: evenly spaced windows covering up to `eval_tokens` targets.
-
-    The same for every run with the same corpus and settings, so validation losses are comparable;
-    a domain smaller than `eval_tokens` is used whole.
-    """
-    stream = TokenStream(manifest.open_tokens("valid", domain))
-    length = block_size + 1
-    count = max(1, min(eval_tokens, stream.total - 1) // block_size)
-    starts = np.linspace(0, max(stream.total - length, 0), count).round().astype(np.int64)
-    return torch.from_numpy(np.stack([stream.window(int(s), length) for s in starts]))
-
-
-def validation_sets(manifest: CorpusManifest, domains: Sequence[str], block_size: int,
-                    eval_tokens: int) -> dict[str, torch.Tensor]:
-    """Validation windows per valid domain (domains without tokens are left out)."""
-    empty = set(manifest.empty_domains("valid"))
-    return {d: validation_windows(manifest, d, block_size, eval_tokens) for d in domains if d not in empty}

@@ -4,7 +4,8 @@ The training loop consults it through an online schedule (regmix.train.schedule)
 `interval` steps with the sequences drawn per domain so far and a `Probe` of the model as it is now
 (validation losses for Aioli and Skill-it, per-token losses against a reference model for DoReMi,
 per-domain gradient alignment for DoGE); and `on_evaluation` after each validation of the run with
-the per-domain losses. Either returns the
+the per-domain losses. Every validation loss a policy sees is on the probe part of the valid domains
+(regmix.data.validation); the run is scored on the held-out part. Either returns the
 mixture for the steps that follow, or None to keep the current one. A policy with `exact_counts`
 has each interval's sequences drawn with exactly its mixture's counts. A policy's settings are a
 dataclass (`Settings`, the help text of each field names the published default); its state goes
@@ -30,19 +31,23 @@ class Probe(Protocol):
     valid_domains: Sequence[str]  # the run's valid domains that have validation tokens
 
     def validation(self) -> Mapping[str, float]:
-        """Mean loss per valid domain on the run's fixed validation windows."""
+        """Mean loss per valid domain on the probe part of its validation windows (never the held-out part)."""
 
-    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
-        """`count` random windows of a domain, drawn by their own generator (seeded by the run seed and
+    def sequences(self, domain: str, count: int, key: Sequence[int]) -> torch.Tensor:
+        """`count` random training windows of a domain, drawn by their own generator (seeded by the run seed and
         `key`): the same on a resumed run, and neither trained on nor counted."""
+
+    def valid_sequences(self, domain: str, count: int, key: Sequence[int]) -> torch.Tensor:
+        """`count` windows of a valid domain's probe part, drawn as `sequences` (DoGE's validation gradient)."""
 
     def token_losses(self, tokens: torch.Tensor, checkpoint: Path | None = None) -> torch.Tensor:
         """Per-token next-token losses (batch, block_size) of the model, or of the model saved in
         another run's `checkpoint` (same architecture: DoReMi's reference model)."""
 
-    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, tuple[float, float]]:
+    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor
+                  ) -> tuple[dict[str, tuple[float, float]], float]:
         """Per domain: <gradient of its batch's loss, gradient of the target batch's loss> and the norm of
-        the former, with two gradient buffers in memory whatever the number of domains."""
+        the former; and the target gradient's norm. Two gradient buffers in memory whatever the number of domains."""
 
 
 @dataclass(frozen=True)

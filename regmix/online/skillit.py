@@ -5,7 +5,14 @@ for the run on domain i, L_j the validation loss on domain j (`skills`: a JSON f
 final losses; L(0) is this run's own validation at step 0, the same initial model as theirs when the
 seeds agree). The run starts at p proportional to exp(eta * S 1); every `update_steps` steps,
 p_i proportional to exp(eta * sum_j S_ij Lambda_j), Lambda the sum of the last `window` validation-loss
-vectors. `python -m regmix.online --method skillit` trains the m runs and writes the file.
+vectors recorded at the run's evaluations (`eval_step_interval`), as both Skill-it's repository and
+Aioli's port record them: at every evaluation, not at every update, so updates between two
+evaluations repeat the weights (the authors' 2- and 3-domain scripts evaluate every 250 steps and
+update every 500). Every loss is on the probe part of the valid domains, never the held-out part.
+`python -m regmix.online --method skillit` trains the m runs and writes the file.
+
+Deviation, stated: the references replace an off-diagonal graph entry of exactly 1 (a loss driven to 0)
+by 0.5; a loss of 0 cannot occur on text, so that guard is left out.
 """
 
 from __future__ import annotations
@@ -80,19 +87,22 @@ class SkillIt(OnlinePolicy):
         self.history: list[list[float]] = []
 
     def on_interval(self, step: int, counts: Mapping[str, int], probe: Probe) -> Mixture | None:
-        losses = dict(probe.validation())
-        if self.graph is None:
+        if self.graph is None:  # the run's start: the graph from the initial losses, the first history entry
+            losses = dict(probe.validation())
             self.valid = sorted(v for v in losses if all(v in row for row in self.final.values()))
             if not self.valid:
                 raise ValueError(f"{self.settings.skills}: no valid domain in common with this run's {sorted(losses)}")
             self.graph = skills_graph(losses, self.final, self.domains, self.valid)
             self.history = [[losses[v] for v in self.valid]]
             return Mixture(self.domains, tilt(self.graph.sum(axis=1), self.settings.eta))
-        vector = [losses[v] for v in self.valid]
-        if not np.isfinite(vector).all():
-            return None
-        self.history = (self.history + [vector])[-self.settings.window:]
         return Mixture(self.domains, tilt(self.graph @ np.sum(self.history, axis=0), self.settings.eta))
+
+    def on_evaluation(self, step: int, valid_losses: Mapping[str, float], counts: Mapping[str, int]
+                      ) -> Mixture | None:
+        vector = [valid_losses.get(v, math.nan) for v in self.valid]
+        if self.graph is not None and np.isfinite(vector).all():
+            self.history = (self.history + [vector])[-self.settings.window:]
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"valid": self.valid, "graph": None if self.graph is None else self.graph.tolist(),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # The names of regmix.regression.regressors, spelled out here so that `regmix fit --help` starts without
 # scikit-learn, SciPy and LightGBM, which this module imports where it fits (tests/test_fit.py checks they agree).
-REGRESSORS = ("lightgbm", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
+REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
 BEST = "ensemble"
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 

@@ -8,6 +8,12 @@ tables) screens each chunk and only its best `screen` fraction is scored by the 
 `screen=1` scores every candidate. An optional refinement round draws candidates around the first
 optimum. The mean of the top k (RegMix: 128) is the optimal mixture, written as a RegMix config for
 the large run.
+
+`uncertainty` (kappa, ours, not RegMix's): the top k are chosen from a shortlist of the best
+SHORTLIST_FACTOR x k by the predicted objective plus kappa times the model's own uncertainty there (the
+ensemble's disagreement, a GP's std): a pessimistic score, so the answer avoids mixtures the
+regressor only guesses at (far from every run, where an optimum's gain is most over-predicted). A
+model without an uncertainty ignores it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 18
 PILOT = 30_000
+SHORTLIST_FACTOR = 8
 
 
 @dataclass
@@ -173,11 +180,12 @@ def _stream(draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray |
 def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mapping[str, float] | None = None,
              num_candidates: int = 1_000_000, top_k: int = 128, settings: SynthesisSettings = SynthesisSettings(),
              screen: float = 0.01, refine: int = 0, seed: int = 0, threads: int = 2,
-             progress: bool = True, caps: np.ndarray | None = None) -> Simulation:
+             progress: bool = True, caps: np.ndarray | None = None, uncertainty: float = 0.0) -> Simulation:
     """The mean of the `top_k` best of `num_candidates` mixtures (+ `refine` more around the first optimum).
 
     `caps` (model.domains order, e.g. the large run's repetition caps): a candidate above them is
-    projected onto the capped simplex, so every candidate, and their mean, respects them.
+    projected onto the capped simplex, so every candidate, and their mean, respects them. `uncertainty`:
+    kappa of the pessimistic choice (module docstring).
     """
     start = time.perf_counter()
     if num_candidates < top_k or top_k < 1:
@@ -186,6 +194,8 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
         raise ValueError("screen must be in (0, 1]")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if not (np.isfinite(uncertainty) and uncertainty >= 0):
+        raise ValueError(f"uncertainty must be >= 0, got {uncertainty}")
     domains = model.domains
     prior = natural.vector(domains)
     prior = prior / prior.sum()
@@ -204,7 +214,8 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
             weights[over] = project_onto_simplex(weights[over], np.zeros(len(caps)), caps)
         return weights
 
-    best = _TopK(top_k, len(domains))
+    pessimistic = uncertainty > 0 and model.predict_spread(prior[None, :]) is not None
+    best = _TopK(min(SHORTLIST_FACTOR * top_k, num_candidates) if pessimistic else top_k, len(domains))
     scored = 0
 
     def run(total: int, draw: Callable[[np.random.Generator], np.ndarray], round_id: int, label: str) -> None:
@@ -236,7 +247,7 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
 
     run(num_candidates, prior_draw, 0, "simulate")
     if refine:
-        center = best.weights.mean(axis=0)
+        center = best.weights[:top_k].mean(axis=0)
         strengths = np.array([50.0, 200.0, 1000.0])
 
         def local_draw(rng: np.random.Generator) -> np.ndarray:
@@ -245,13 +256,18 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
 
         run(refine, local_draw, 1, "refine")
 
-    optimum = best.weights.mean(axis=0)
+    top_weights, top_scores = best.weights[:top_k], best.scores[:top_k]
+    if pessimistic:
+        penalized = best.scores + uncertainty * (model.predict_spread(best.weights) @ target)
+        keep = np.argsort(penalized, kind="stable")[:top_k]
+        top_weights, top_scores = best.weights[keep], best.scores[keep]
+    optimum = top_weights.mean(axis=0)
     optimum = optimum / optimum.sum()
     spread = model.predict_spread(optimum[None, :])
     return Simulation(
         mixture=Mixture(domains, optimum), predicted_loss=float(score(optimum[None, :])[0]),
-        spread=None if spread is None else float(spread[0] @ target), top_weights=best.weights,
-        top_scores=best.scores, candidates=num_candidates + refine, scored=scored,
+        spread=None if spread is None else float(spread[0] @ target), top_weights=top_weights,
+        top_scores=top_scores, candidates=num_candidates + refine, scored=scored,
         seconds=time.perf_counter() - start)
 
 
@@ -321,6 +337,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="fraction of each chunk the surrogate passes to the model, in (0, 1] (1: score all exactly)")
     p.add_argument("--refine", type=integer_at_least(0), default=0,
                    help="candidates of a second round around the first optimum")
+    p.add_argument("--uncertainty", type=number_above(0.0, inclusive=True), default=0.0,
+                   help="kappa: choose the top k by prediction + kappa x the model's uncertainty (ensemble, gp; "
+                        "default: %(default)s, RegMix's plain top k)")
     p.add_argument("--maximum-usage", type=number_above(0.0), default=SynthesisSettings.maximum_usage,
                    help="epochs a domain may be repeated in the large run (bounds each weight), > 0")
     p.add_argument("--temperature", type=number_above(0.0), default=SynthesisSettings.temperature,
@@ -358,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
         raise ConfigError(args.model, f"{exc} (--target)") from None
     print(f"objective: {objective.describe()}")
     result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
-                      args.refine, args.seed, args.threads, not args.quiet)
+                      args.refine, args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
     config = optimal_config(result, model, objective, args.large_model, settings)
     # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot
     text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)

@@ -213,7 +213,7 @@ class OnlineMethod(Proposer):
     def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
         super().tell_results(names, results)
         for name, result in zip(names, results):
-            self.observed[name] = {"losses": dict(result.valid_losses), "achieved": result.mixture.to_dict(),
+            self.observed[name] = {"losses": dict(result.measured_losses), "achieved": result.mixture.to_dict(),
                                    "last": last_mixture(result, self.space.domains).to_dict(),
                                    "averaged": averaged_mixture(result, self.space.domains).to_dict()}
         self.stage += 1

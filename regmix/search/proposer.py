@@ -97,8 +97,9 @@ class Proposer(ABC):
         return [RunRequest(m) for m in self.ask(n)]
 
     def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
-        """Finished runs (`names`: the runs' names in the study), told as their achieved mixtures and losses."""
-        self.tell([r.mixture for r in results], [r.valid_losses for r in results])
+        """Finished runs (`names`: the runs' names in the study), told as their achieved mixtures and the losses
+        methods may measure (the probe part, never the held-out part the runs are scored on)."""
+        self.tell([r.mixture for r in results], [r.measured_losses for r in results])
 
     @property
     def done(self) -> bool:

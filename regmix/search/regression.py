@@ -35,8 +35,8 @@ class RegMixProposer(RandomProposer):
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0,
                  synthesis: SynthesisSettings = SynthesisSettings(), regressor: str | Sequence[str] = BEST,
                  folds: int = 1, candidates: int = 1_000_000, top_k: int = 128, refine: int = 0,
-                 optimum: str = "topk", kl: float = 0.0, guard_margin: float | None = None, threads: int = 2,
-                 output: str | None = None):
+                 optimum: str = "topk", kl: float = 0.0, guard_margin: float | None = None, uncertainty: float = 0.0,
+                 threads: int = 2, output: str | None = None):
         super().__init__(space, objective, seed, synthesis)
         self.regressors = [regressor] if isinstance(regressor, str) else list(regressor)
         unknown = [r for r in self.regressors if r not in REGRESSORS]
@@ -48,7 +48,7 @@ class RegMixProposer(RandomProposer):
         if optimum not in ("topk", "exact"):
             raise ValueError(f"optimum must be topk or exact, got {optimum!r}")
         self.folds, self.candidates, self.top_k, self.refine, self.threads = folds, candidates, top_k, refine, threads
-        self.optimum, self.kl, self.guard_margin = optimum, kl, guard_margin
+        self.optimum, self.kl, self.guard_margin, self.uncertainty = optimum, kl, guard_margin, uncertainty
         self.output = None if output is None else Path(output)
 
     def observations(self) -> Observations:
@@ -71,16 +71,18 @@ class RegMixProposer(RandomProposer):
         caps = self.space.recommendable().upper
         result = simulate(model, natural, self.objective, self.candidates, min(self.top_k, self.candidates),
                           self.synthesis, refine=self.refine, seed=self.seed, threads=self.threads, progress=False,
-                          caps=caps)
+                          caps=caps, uncertainty=self.uncertainty)
         if self.optimum == "exact":
             result = exact_simulation(result, model, self.objective, natural, self.synthesis, caps, self.kl,
                                       self.guard_margin)
         weights = self.space.recommendable().project(result.mixture.vector(self.space.domains))[0]
         predicted = float(model.predict(weights[None, :])[0] @ np.array(
             [self.objective.weights[t] for t in model.targets]))
+        pessimistic = self.uncertainty > 0 and result.spread is not None and self.optimum == "topk"
         basis = (f"{model.name} regressor, " + ("the exact optimum" if self.optimum == "exact" else
-                 f"mean of the top {len(result.top_scores)} of {result.candidates} simulated mixtures"))
+                 f"mean of the top {len(result.top_scores)} of {result.candidates} simulated mixtures")
+                 + (f" by prediction + {self.uncertainty:g} x its uncertainty" if pessimistic else ""))
         details = {"regressor": model.name, "cv": model.cv, "extrapolation": model.extrapolation,
                    "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
-                   "guard_margin": self.guard_margin}
+                   "guard_margin": self.guard_margin, "uncertainty": self.uncertainty}
         return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

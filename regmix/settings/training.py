@@ -38,7 +38,10 @@ class TrainingSettings:
     eval_step_interval: int = setting_field(100, "steps between validation evaluations")
     save_step_interval: int = setting_field(2000, "steps between checkpoints (also saved at each evaluation)")
     block_size: int = setting_field(2048, "tokens per sequence")
-    eval_tokens: int = setting_field(1_048_576, "validation tokens per valid domain (fixed, so runs compare)")
+    eval_tokens: int = setting_field(1_048_576, "validation tokens per valid domain and part (fixed, so runs compare)")
+    probe_share: float = setting_field(0.5, "share of each valid domain's documents methods may measure (probes, "
+                                            "choices, fits); runs are scored on the rest, held out (0: no split)")
+    split_seed: int = setting_field(0, "seed of the split of the valid documents into probe and held-out parts")
     seed: int = setting_field(42, "seed of the weights and the data order")
     beta1: float = setting_field(0.9, "AdamW beta1 (TinyLlama's pre-training optimizer)")
     beta2: float = setting_field(0.95, "AdamW beta2")
@@ -72,6 +75,8 @@ class TrainingSettings:
                    (0 <= self.beta2 < 1, "beta2", "must be in [0, 1)"),
                    (0 <= self.weight_decay < math.inf, "weight_decay", "must be >= 0 and finite"),
                    (0 <= self.seed < 2**63, "seed", "must be in [0, 2**63)"),
+                   (0 <= self.probe_share < 1, "probe_share", "must be in [0, 1)"),
+                   (0 <= self.split_seed < 2**63, "split_seed", "must be in [0, 2**63)"),
                    # beyond these no machine holds the tensors (torch would fail deep inside the run)
                    (self.block_size <= MAX_BLOCK_SIZE, "block_size", f"must be at most {MAX_BLOCK_SIZE}"),
                    (self.global_batch_size * self.block_size <= MAX_BATCH_TOKENS, "global_batch_size",

@@ -80,8 +80,10 @@ class SimulationSettings:
     (regmix.regression.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
     candidates) or exact (regmix.regression.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
     natural mixture; `guard_margin` (exact only): no target's predicted loss above natural's + margin.
-    `verify`: train the optimum as a proxy with the anchors' seeds and compare
-    (regmix.study.verify)."""
+    `uncertainty`: kappa of the pessimistic top-k choice (prediction + kappa x the regressor's own uncertainty;
+    regmix.regression.simulate); `verify`: train the optimum as a proxy with the anchors' seeds and compare
+    (regmix.study.verify, Welch's test at `significance`), adding seeds to the optimum and to each baseline
+    it is not yet decided against until the test decides or each has `max_seeds`."""
 
     candidates: int = 1_000_000
     top_k: int = 128
@@ -91,7 +93,10 @@ class SimulationSettings:
     optimum: str = "topk"
     kl: float = 0.0
     guard_margin: float | None = None
+    uncertainty: float = 1.0
     verify: bool = True
+    max_seeds: int = 6
+    significance: float = 0.05
 
 
 @dataclass
@@ -241,6 +246,9 @@ def check_simulation_settings(simulation: SimulationSettings, source: Path) -> N
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
               (simulation.kl >= 0, "'simulation.kl' must be >= 0"),
+              (simulation.uncertainty >= 0, "'simulation.uncertainty' must be >= 0"),
+              (simulation.max_seeds >= 0, "'simulation.max_seeds' must be >= 0"),
+              (0 < simulation.significance < 0.5, "'simulation.significance' must be in (0, 0.5)"),
               (simulation.guard_margin is None or (simulation.optimum == "exact" and simulation.guard_margin >= 0),
                "'simulation.guard_margin' must be >= 0 and needs 'simulation.optimum: exact'")]
     for ok, problem in checks:

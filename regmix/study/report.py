@@ -17,15 +17,17 @@ import numpy as np
 
 from regmix.core.files import write_atomic
 from regmix.core.mixture import Mixture
+from regmix.core.objective import Objective
 from regmix.core.observations import Observations
 from regmix.core.schema import HISTORY_NAME, STEP, loss_column, loss_csv_name, mixture_csv_name, run_index
 from regmix.regression.optimal_mixture import large_run_settings, mixture_report, optimal_run_config, plot_mixtures
 from regmix.regression.optimum import epochs, large_run_tokens
 from regmix.search.proposer import Recommendation
 from regmix.settings.run_config import save_run_config
-from regmix.study.state import StudyState, Trial
+from regmix.study.state import StudyState, Trial, anchor_of
 from regmix.study.study import Study
 from regmix.study.verify import (
+    SeedRuns,
     format_verification,
     gain_against_floor,
     noise_floor,
@@ -100,7 +102,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
 
     recorded = state.recorded()
     own = [t for t in recorded if t.source not in ("anchor", "verify")]
-    anchors = [t for t in recorded if t.source == "anchor"]
+    anchors = [t for t in recorded if anchor_of(t.name)]  # with the seeds the verification added
     csvs = observations([t for t in recorded if t.source != "verify"], space.domains).save(
         folder / mixture_csv_name("proxy"), folder / loss_csv_name("corpus", "proxy"))
     plots = [plot_convergence(state, objective, folder / "convergence.png", study.method),
@@ -139,24 +141,38 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     return summary
 
 
+def anchor_baselines(trials: Sequence[Trial], objective: Objective, losses: str = "losses") -> list[SeedRuns]:
+    """The natural and uniform anchors' recorded seeds as SeedRuns (`losses`: "probe_losses" for the part the
+    methods measured); those without a run are left out."""
+    baselines = []
+    for name in ("natural", "uniform"):
+        runs = [getattr(t, losses) for t in trials if anchor_of(t.name) == name and getattr(t, losses)]
+        if runs:
+            baselines.append(seed_runs(name, runs, objective))
+    return baselines
+
+
 def anchor_evidence(study: Study, anchors: Sequence[Trial], verified: Sequence[Trial],
                     predicted: float | None) -> dict[str, Any]:
     """The noise floor of the anchors, the predicted gain next to it, and the verification table."""
-    baselines = []
-    for name in ("natural", "uniform"):
-        runs = [t.losses for t in anchors if t.name.startswith(f"anchor_{name}_s") and t.losses]
-        if runs:
-            baselines.append(seed_runs(name, runs, study.objective))
+    baselines = anchor_baselines(anchors, study.objective)
     if not baselines:
         return {}
     floor = noise_floor(baselines)
     valid_prediction = predicted is not None and np.isfinite(predicted)
-    evidence: dict[str, Any] = {"noise_floor": floor, "gain": gain_against_floor(baselines[0], predicted, floor)
-                                if valid_prediction and baselines[0].name == "natural" else None}
-    mine = [t.losses for t in verified if t.status == "recorded" and t.losses]
-    if mine:
-        evidence["verification"] = verification(seed_runs("optimal", mine, study.objective), baselines,
-                                                predicted if valid_prediction else None)
+    # the prediction is on the part the method measured: its gain is against natural's loss there
+    measured = anchor_baselines(anchors, study.objective, "probe_losses") or baselines
+    natural = measured[0] if measured[0].name == "natural" else None
+    evidence: dict[str, Any] = {"noise_floor": floor, "gain": gain_against_floor(natural, predicted, floor)
+                                if valid_prediction and natural else None}
+    done = [t for t in verified if t.status == "recorded" and t.losses]
+    if done:
+        probed = [t.probe_losses for t in done if t.probe_losses]
+        evidence["verification"] = verification(
+            seed_runs("optimal", [t.losses for t in done], study.objective), baselines,
+            predicted if valid_prediction else None, study.experiment.simulation.significance,
+            natural.mean - predicted if valid_prediction and natural else None,
+            seed_runs("optimal", probed, study.objective).mean if probed else None)
     return evidence
 
 
@@ -170,15 +186,18 @@ def bottom_line(summary: Mapping[str, Any]) -> str:
     rows = table["mixtures"]
     mine = rows["optimal"]
     lost = [name for name, won in table["beats"].items() if not won]
+    test = f"Welch's test, p < {table['significance']:g}, {table['seeds']} seeds"
     if not lost:
         return (f"Use the {summary['method']} optimum: {mine['mean']:.4f} ± {mine['std']:.4f} beats "
                 + ", ".join(f"{n} {rows[n]['mean']:.4f} ± {rows[n]['std']:.4f}" for n in table["beats"])
-                + f" beyond the seed spread ({table['seeds']} seeds).")
+                + f" on held-out text ({test}).")
     best = min(rows, key=lambda n: rows[n]["mean"])
-    return (f"The {summary['method']} optimum ({mine['mean']:.4f} ± {mine['std']:.4f}) does not beat "
+    worse = [n for n in lost if table["verdicts"][n] == "loses"]
+    return (f"The {summary['method']} optimum ({mine['mean']:.4f} ± {mine['std']:.4f}) "
+            + ("is worse than " if worse else "does not beat ")
             + ", ".join(f"{n} ({rows[n]['mean']:.4f} ± {rows[n]['std']:.4f})" for n in lost)
-            + f" beyond the seed spread: use {'the optimum' if best == 'optimal' else best} (lowest mean), "
-            "or add seeds or proxies to decide.")
+            + f" on held-out text ({test}): use {'the optimum' if best == 'optimal' else best} (lowest mean)"
+            + ("." if worse else ", or add seeds (simulation.max_seeds) or proxies to decide."))
 
 
 def format_report(summary: Mapping[str, Any]) -> str:

@@ -47,14 +47,14 @@ from regmix.search.proposer import Proposer, Recommendation, RunRequest
 from regmix.settings.run_config import RunConfig, save_run_config
 from regmix.study.experiment import Experiment
 from regmix.study.imports import imported_runs
-from regmix.study.report import StudyLog, write_report
-from regmix.study.state import STATE_NAME, StudyState, Trial
+from regmix.study.report import StudyLog, anchor_baselines, write_report
+from regmix.study.state import STATE_NAME, StudyState, Trial, anchor_name, anchor_of
 from regmix.study.study import Study, open_study
+from regmix.study.verify import seed_runs, verdict
 from regmix.train.engine import resolve_device
 from regmix.train.executor import parallel_tasks
 from regmix.train.sweep import CUDA_GROUP_SIZE, train_sweep
 
-ANCHOR = "anchor_"  # run name prefix of the natural and uniform runs with seeds
 MAX_ROUNDS = 10_000  # a proposer that never says done and asks nothing new stops here
 
 
@@ -66,7 +66,8 @@ def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any]
     fit, sim = experiment.fit, experiment.simulation
     return steering, {
         "regressor": list(fit.regressors), "folds": fit.folds, "candidates": sim.candidates, "top_k": sim.top_k,
-        "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl, "guard_margin": sim.guard_margin}
+        "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl, "guard_margin": sim.guard_margin,
+        "uncertainty": sim.uncertainty}
 
 
 def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
@@ -156,8 +157,8 @@ def kept_to_caps(space: SearchSpace, recommendation: Recommendation) -> tuple[Re
 def check_anchors(study: Study, state: StudyState) -> None:
     """A restored state holds every anchor run the study's seeds ask for (a hand edit may have dropped one)."""
     names = {t.name for t in state.trials}
-    missing = [f"{ANCHOR}{name}_s{k}" for name in ("natural", "uniform") for k in range(len(study.seeds))
-               if f"{ANCHOR}{name}_s{k}" not in names]
+    missing = [anchor_name(name, k) for name in ("natural", "uniform") for k in range(len(study.seeds))
+               if anchor_name(name, k) not in names]
     if missing:
         raise ConfigError(state.path, f"the anchor runs {missing} are missing from this state (edited?); delete it "
                                       "to start over (finished runs are not trained again)")
@@ -173,7 +174,7 @@ def start_study(study: Study, state: StudyState, report: Callable[[str], None]) 
     experiment = study.experiment
     for name, mixture in (("natural", study.natural), ("uniform", study.uniform)):
         for k, seed in enumerate(study.seeds):
-            state.trials.append(Trial(f"{ANCHOR}{name}_s{k}", mixture.to_dict(), 0, source="anchor", seed=seed))
+            state.trials.append(Trial(anchor_name(name, k), mixture.to_dict(), 0, source="anchor", seed=seed))
     if experiment.search.start_from:
         start = imported_runs(experiment.search.start_from, study.space.domains, study.objective, experiment.proxy)
         for name, mixture, losses, source in start:
@@ -259,7 +260,8 @@ def outcome(trial: Trial, path: Path, failure: str | None, objective: Objective)
     except ValueError as exc:
         return "failed", {"error": f"{path}: {exc}"}
     return "trained", {"achieved": result.mixture.to_dict(), "losses": dict(result.valid_losses),
-                       "tokens": result.tokens, "seconds": round(result.seconds, 3)}
+                       "probe_losses": dict(result.probe_losses) or None, "tokens": result.tokens,
+                       "seconds": round(result.seconds, 3)}
 
 
 def record(study: Study, state: StudyState, trials: Sequence[Trial]) -> None:
@@ -308,20 +310,39 @@ def final_recommendation(state: StudyState, proposer: Proposer, recommending: di
 
 def verify(study: Study, state: StudyState, mixture: Mixture, train: Callable[..., Any],
            report: Callable[[str], None]) -> list[Trial]:
-    """Train the recommendation with the anchors' seeds (`simulation.verify`): the verification runs."""
-    if not study.experiment.simulation.verify or not study.seeds:
+    """Train the recommendation with the anchors' seeds (`simulation.verify`); while Welch's test leaves it undecided
+    against natural or uniform, one more seed of it and of each such baseline, up to `simulation.max_seeds`
+    (regmix.study.verify). The optimum's verification runs (extra anchor seeds join the anchors)."""
+    settings = study.experiment.simulation
+    if not settings.verify or not study.seeds:
         return []
     tag = hashlib.sha256(json.dumps(mixture.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    names = [f"{study.method}_optimal_{tag}_s{k}" for k in range(len(study.seeds))]
-    known = {t.name for t in state.trials}
-    round_id = max((t.round for t in state.trials), default=0) + 1
-    state.trials += [Trial(name, mixture.to_dict(), round_id, source="verify", seed=seed)
-                     for name, seed in zip(names, study.seeds) if name not in known]
-    state.save()
-    trials = [t for t in state.trials if t.name in names]
-    pending = [t for t in trials if t.pending]
-    if pending:
-        report(f"[{study.method}] verification: training the recommendation with {len(pending)} seeds")
-        train_trials(study, state, pending, train, report)
-        record(study, state, pending)
-    return trials
+    prefix = f"{study.method}_optimal_{tag}_s"
+    wanted = [(f"{prefix}{k}", mixture, k) for k in range(len(study.seeds))]
+    baselines = {"natural": study.natural, "uniform": study.uniform}
+    while True:
+        known = {t.name for t in state.trials}
+        round_id = max((t.round for t in state.trials), default=0) + 1
+        state.trials += [Trial(name, m.to_dict(), round_id, source="verify", seed=study.seed(k))
+                         for name, m, k in wanted if name not in known]
+        state.save()
+        pending = [t for t in state.trials if t.pending and t.source == "verify"]
+        if pending:
+            report(f"[{study.method}] verification: training {len(pending)} runs "
+                   f"({sum(t.name.startswith(prefix) for t in pending)} of the recommendation)")
+            train_trials(study, state, pending, train, report)
+            record(study, state, pending)
+        mine = [t for t in state.trials if t.name.startswith(prefix)]
+        done = [t.losses for t in mine if t.status == "recorded" and t.losses]
+        if len(done) < 2:
+            return mine
+        optimum = seed_runs("optimal", done, study.objective)
+        undecided = [b.name for b in anchor_baselines(state.recorded(), study.objective)
+                     if verdict(optimum, b, settings.significance) == "undecided"]
+        if not undecided or len(mine) >= settings.max_seeds:
+            return mine
+        seeds = {name: sum(anchor_of(t.name) == name for t in state.trials) for name in undecided}
+        wanted = [(f"{prefix}{len(mine)}", mixture, len(mine))] + [
+            (anchor_name(name, k), baselines[name], k) for name, k in seeds.items() if k < settings.max_seeds]
+        report(f"[{study.method}] verification: undecided against {', '.join(undecided)} after {len(mine)} seeds: "
+               "one more")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,24 @@ EDGES = {"proposed": ("training", "failed"), "training": ("trained", "failed"), 
          "recorded": (), "failed": ()}
 
 
+ANCHOR = "anchor_"  # run name prefix of the natural and uniform runs with seeds
+
+
+def anchor_name(mixture: str, k: int) -> str:
+    """The run of the natural or uniform mixture with the k-th seed (shared by every method of an experiment)."""
+    return f"{ANCHOR}{mixture}_s{k}"
+
+
+def anchor_of(run: str) -> str | None:
+    """The anchor mixture (natural, uniform) a run name is a seed of; None for any other run."""
+    match = re.fullmatch(rf"{ANCHOR}(natural|uniform)_s\d+", run)
+    return match.group(1) if match else None
+
+
 @dataclass
 class Trial:
-    """One proxy run of the search; `losses` by valid domain, `achieved` the shares it drew."""
+    """One proxy run of the search; `losses` by valid domain (the held-out part, what it is scored on),
+    `probe_losses` on the part methods measure, `achieved` the shares it drew."""
 
     name: str
     requested: dict[str, float]
@@ -47,6 +63,7 @@ class Trial:
     tokens: int = 0  # trained, from the run's result
     seconds: float = 0.0
     history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
+    probe_losses: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in EDGES:
@@ -87,7 +104,7 @@ def _check_trial(trial: Trial) -> None:
         Mixture.from_dict(trial.requested, "", normalize=True)
     except ConfigError as exc:
         raise ValueError(f"trial {trial.name}: requested {exc.problem}") from None
-    for field_name in ("achieved", "losses"):
+    for field_name in ("achieved", "losses", "probe_losses"):
         values = getattr(trial, field_name)
         if values is not None and (not isinstance(values, dict) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values())):

@@ -46,7 +46,12 @@ class Study:
 
     @property
     def seeds(self) -> list[int]:
-        return [self.experiment.proxy.seed + k for k in range(self.experiment.sweep.anchor_seeds)]
+        """The anchors' seeds (the verification's first ones)."""
+        return [self.seed(k) for k in range(self.experiment.sweep.anchor_seeds)]
+
+    def seed(self, k: int) -> int:
+        """The k-th seed of a mixture trained with several (anchors, verification)."""
+        return self.experiment.proxy.seed + k
 
     @property
     def budget(self) -> int:

@@ -164,8 +164,9 @@ class Engine(ABC):
         raise NotImplementedError(f"the {type(self).__name__} cannot probe one model; train this run alone")
 
     def alignment(self, k: int, batches: dict[str, torch.Tensor], target: torch.Tensor
-                  ) -> dict[str, tuple[float, float]]:
-        """Per batch: <its loss gradient, the target batch's loss gradient> and its gradient norm, model k."""
+                  ) -> tuple[dict[str, tuple[float, float]], float]:
+        """Per batch: <its loss gradient, the target batch's loss gradient> and its gradient norm; and the target
+        gradient's norm, model k."""
         raise NotImplementedError(f"the {type(self).__name__} cannot probe one model; train this run alone")
 
     @abstractmethod
@@ -225,7 +226,7 @@ class SingleEngine(Engine):
         return per_token_losses(self.model, tokens, self.device)
 
     def alignment(self, k: int, batches: dict[str, torch.Tensor], target: torch.Tensor
-                  ) -> dict[str, tuple[float, float]]:
+                  ) -> tuple[dict[str, tuple[float, float]], float]:
         """Gradients one batch at a time: the target's is kept, each batch's is dotted with it and dropped.
 
         Runs between optimizer steps (gradients are None there) and leaves them None.
@@ -240,6 +241,7 @@ class SingleEngine(Engine):
             return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
 
         reference = [g.clone() for g in gradient(target)]
+        target_norm = torch.stack([r.float().pow(2).sum() for r in reference]).sum().sqrt().item()
         out = {}
         for name, batch in batches.items():
             grads = gradient(batch)
@@ -247,7 +249,7 @@ class SingleEngine(Engine):
             norm = torch.stack([g.float().pow(2).sum() for g in grads]).sum().sqrt()
             out[name] = (dot.item(), norm.item())
         self.optimizer.zero_grad(set_to_none=True)
-        return out
+        return out, target_norm
 
     def save(self, models: Sequence[int], paths: Sequence[Path], states: Sequence[dict[str, Any]]) -> None:
         save_states(paths, [{**states[0], "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}])

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from regmix.core.mixture import Mixture, mixture_of_counts
 from regmix.core.results import RunResult, evaluation_row, save_result
-from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column, probe_column
 from regmix.data.corpus import CorpusManifest
-from regmix.data.sampler import MixtureSampler, validation_sets
+from regmix.data.sampler import MixtureSampler
+from regmix.data.validation import validation_sets
 from regmix.online import POLICIES
 from regmix.settings.run_config import RunConfig, save_run_config
 from regmix.settings.training import TrainingSettings
@@ -65,6 +67,7 @@ class Run:
     schedule: MixtureSchedule
     log: RunLog
     valid_losses: dict[str, float] = field(default_factory=dict)
+    probe_losses: dict[str, float] = field(default_factory=dict)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     result: RunResult | None = None
 
@@ -95,7 +98,7 @@ class RunProbe:
     engine: Engine
     k: int
     run: Run
-    valid: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]  # the probe part's windows: a method never measures the held-out part
     vocab_size: int
     learning_rate: float = 0.0
     references: dict[Path, torch.nn.Module] = field(default_factory=dict)
@@ -108,8 +111,13 @@ class RunProbe:
         evaluated = self.engine.evaluate(self.valid, self.run.config.training.micro_batch_size)[self.k]
         return {d: v for d, v in evaluated.items() if d in self.run.config.valid}
 
-    def sequences(self, domain: str, count: int, key: Sequence[int], split: str = "train") -> torch.Tensor:
-        return self.run.sampler.sequences(domain, count, key, split)
+    def sequences(self, domain: str, count: int, key: Sequence[int]) -> torch.Tensor:
+        return self.run.sampler.sequences(domain, count, key)
+
+    def valid_sequences(self, domain: str, count: int, key: Sequence[int]) -> torch.Tensor:
+        windows = self.valid[domain]
+        rng = np.random.default_rng([self.run.config.training.seed, *key])
+        return windows[torch.from_numpy(rng.integers(0, len(windows), size=count))]
 
     def token_losses(self, tokens: torch.Tensor, checkpoint: Path | None = None) -> torch.Tensor:
         if checkpoint is None:
@@ -119,7 +127,8 @@ class RunProbe:
                                                         self.engine.device)
         return per_token_losses(self.references[checkpoint], tokens, self.engine.device)
 
-    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, tuple[float, float]]:
+    def alignment(self, batches: Mapping[str, torch.Tensor], target: torch.Tensor
+                  ) -> tuple[dict[str, tuple[float, float]], float]:
         return self.engine.alignment(self.k, dict(batches), target)
 
 
@@ -171,9 +180,11 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
         evaluated_at.update(row[STEP] for row in history[-1:])
         run.valid_losses = {d: row[loss_column(d)] for row in history[-1:] for d in run.config.valid
                             if loss_column(d) in row}
+        run.probe_losses = {d: row[probe_column(d)] for row in history[-1:] for d in run.config.valid
+                            if probe_column(d) in row}
     del states
     valid = validation_sets(manifest, list(dict.fromkeys(d for c in configs for d in c.valid)), settings.block_size,
-                            settings.eval_tokens)
+                            settings.eval_tokens, settings.probe_share, settings.split_seed)
     accumulation = settings.global_batch_size // (settings.micro_batch_size * engine.world_size)
     part = (engine.rank, engine.world_size)
     started = time.perf_counter()
@@ -190,7 +201,7 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
             name=run.config.name, status="failed" if error else "finished", requested=run.config.train,
             valid_losses={} if error else run.valid_losses, step=step, tokens=step * tokens_per_step,
             seconds=round(elapsed(), 3), error=error, settings={**dataclasses.asdict(run.config.training), **extra},
-            achieved=run.achieved(), trajectory=run.trajectory)
+            achieved=run.achieved(), trajectory=run.trajectory, probe_losses={} if error else run.probe_losses)
         if engine.is_main:
             run.log.finish(failed=error is not None)
             save_result(run.result, run.run_dir)
@@ -208,25 +219,27 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
             "trajectory": runs[k].trajectory, "log": runs[k].log.state(step)} for k in live])
 
     def evaluate(train_losses: Sequence[float]) -> None:
-        evaluated = engine.evaluate(valid, settings.micro_batch_size)
+        heldout = engine.evaluate(valid.heldout, settings.micro_batch_size)
+        probed = engine.evaluate(valid.probe, settings.micro_batch_size) if valid.split else heldout
         for k, run in enumerate(runs):
             if not engine.alive[k]:
                 continue
-            measured = {d: evaluated[k][d] for d in run.config.valid if d in evaluated[k]}
-            bad = {d: v for d, v in measured.items() if not math.isfinite(v)}
+            measured = {d: heldout[k][d] for d in run.config.valid if d in heldout[k]}
+            probe_losses = {d: probed[k][d] for d in run.config.valid if d in probed[k]} if valid.split else {}
+            bad = {d: v for d, v in {**measured, **probe_losses}.items() if not math.isfinite(v)}
             if bad:
                 engine.fail(k)
                 finish(k, f"diverged: validation loss {bad} at step {step}")
                 continue
-            run.valid_losses = measured
+            run.valid_losses, run.probe_losses = measured, probe_losses
             weights = run.sampler.mixture if run.schedule.changes else None
             run.log.evaluation(evaluation_row(step, step * tokens_per_step, train_losses[k], elapsed(), measured,
-                                              run.achieved(), weights))
-            run.schedule.observe(step, measured, run.sampler.counts)
+                                              run.achieved(), weights, probe_losses))
+            run.schedule.observe(step, probe_losses or measured, run.sampler.counts)
 
     if step >= settings.max_step and step not in evaluated_at:  # resumed past a max_step that shrank
         evaluate([math.nan] * len(runs))
-    probes = [RunProbe(engine, k, run, valid, manifest.tokenizer.vocab_size) for k, run in enumerate(runs)]
+    probes = [RunProbe(engine, k, run, valid.probe, manifest.tokenizer.vocab_size) for k, run in enumerate(runs)]
     while step < settings.max_step and any(engine.alive):
         lr = learning_rate(step, settings)
         for k, run in enumerate(runs):
