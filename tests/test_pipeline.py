@@ -78,8 +78,8 @@ def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     assert set(table["mixtures"]) == {"optimal", "natural", "uniform"} and table["seeds"] == 3
     assert len(table["mixtures"]["optimal"]["objectives"]) == 3 and set(table["beats"]) == {"natural", "uniform"}
     assert summary["noise_floor"] > 0 and "vs seed noise floor" in summary["gain"]
-    assert any(line.startswith("verification (3 seeds") for line in text)
-    assert any("beyond the seed spread" in line for line in text)
+    assert any(line.startswith("verification (proxies, held-out part)") for line in text)
+    assert any(line.startswith("  verdict (Welch's t-test, one-sided, p < 0.05, 3 seeds") for line in text)
     bottom = Path("runs/tiny/regmix/report.md").read_text().splitlines()[0]
     assert bottom.startswith("**") and summary["bottom_line"] in bottom
 
@@ -148,7 +148,8 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
     assert set(results) == {"optimal", "natural", "uniform", "mine"}
     assert all(len(r) == 1 and r[0].ok and r[0].tokens == 3 * 4 * 32 for r in results.values())
     out = capsys.readouterr().out
-    assert "objective" in out and "*" in out and "s per step here" in out and "beyond the seed spread" in out
+    assert "objective" in out and "*" in out and "s per step here" in out
+    assert "verdict: none, a test needs 2 seeds" in out
     assert not (tmp_path / "t" / ".estimate").exists()
     header = format_table(results, Objective({"alpha": 1.0})).splitlines()[0].split()
     assert header[2:] == ["optimal", "natural", "uniform", "mine"]
@@ -156,7 +157,7 @@ def test_transfer_trains_every_mixture_with_the_same_budget(tiny_corpus, tmp_pat
                       wandb_mode="off", seeds=[1, 2], estimate=False)
     assert [r.settings["seed"] for r in seeded["optimal"]] == [1, 2]
     out = capsys.readouterr().out
-    assert "±" in out and "verification (2 seeds" in out and "s per step" not in out
+    assert "±" in out and "verdict (Welch's t-test, one-sided, p < 0.05, 2 seeds" in out and "s per step" not in out
     changed = transfer(optimal, tiny_corpus, ["natural"], dataclasses.replace(training, max_step=2), tmp_path / "t",
                        workers=1, device="cpu", wandb_mode="off", estimate=False)
     assert changed == {}, "results of the 3-step runs must not pass for 2-step ones"

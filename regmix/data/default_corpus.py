@@ -129,8 +129,9 @@ def _write_jsonl(path: Path, docs: Sequence[str]) -> None:
 
 
 def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0.05,
-                         shard_bytes: int = 2 * MB) -> Path:
-    """Write the embedded corpus to `output` in RegMix's layout; returns `output`.
+                         shard_bytes: int = 2 * MB, domains: Sequence[Domain] = DOMAINS) -> Path:
+    """Write the embedded corpus (or another of `domains` gathered on this machine) to `output` in RegMix's
+    layout; returns `output`.
 
     Built in a `.partial` folder renamed at the end, so an interrupted build is never taken for a corpus.
     """
@@ -139,7 +140,7 @@ def build_default_corpus(output: Path, seed: int = 42, valid_fraction: float = 0
     final, output = output, output.with_name(output.name + ".partial")
     shutil.rmtree(output, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    for domain in DOMAINS:
+    for domain in domains:
         docs = _collect(domain, rng)
         if len(docs) < 4:
             raise RunFailed(f"the default corpus domain '{domain.name}' found only {len(docs)} documents of at "

@@ -10,7 +10,10 @@ policy of `regmix.online`) that changes its mixture while it trains:
 - `doremi`: the stratified run as the reference (its checkpoint kept), the proxy run, then a run on the
   proxy's step-averaged weights;
 - `doge`: the proxy run, then a run on its averaged weights;
-- `aioli`, `highest_loss` (and any other policy): the online run itself.
+- `aioli`, `highest_loss` (and any other policy): the online run itself. Restricted Aioli (Aioli's
+  paper, section 5.2): `prior` names another method of the experiment (its answer, read from
+  `runs/<name>/<method>/report.json`) or a mixture file, and `prior_steps` steps train on it before Aioli
+  starts (from uniform, as the released code).
 
 Runs of fixed content carry their own names (`stratified`, `natural`, `grid_<i>`, `single_<domain>`),
 so the methods of one study share them and the runner trains each once.
@@ -119,9 +122,10 @@ class OnlineMethod(Proposer):
     uses_anchors: ClassVar[bool] = False  # a method's own runs are its evidence, as in Aioli's comparison
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, run_folder: str | None = None,
-                 max_step: int | None = None, **settings: Any):
+                 max_step: int | None = None, output: str | None = None, **settings: Any):
         super().__init__(space, objective, seed)
         self.folder = None if run_folder is None else Path(run_folder)
+        self.output = None if output is None else Path(output)  # this method's study folder: its siblings' answers
         self.max_step = max_step  # of the proxies: a policy must update within it
         self.settings = dict(settings)
         self.stage = 0
@@ -144,7 +148,9 @@ class OnlineMethod(Proposer):
         if made:  # the runner makes these files itself (the single-domain runs, the stratified run)
             raise ValueError(f"{made} are made by the method's own runs here; drop them (to train a policy on your "
                              "own files, write its `policy:` into a run config)")
-        probe = {"policy": method, **self.settings}
+        probe = {"policy": method, **{k: v for k, v in self.settings.items() if k != "prior"}}
+        if "prior" in self.settings and (method != "aioli" or not self.settings.get("prior_steps")):
+            raise ValueError("`prior` (restricted Aioli) is an aioli setting and needs prior_steps > 0")
         if method == "skillit":
             probe["skills"] = "skills.json"
         if method == "doremi":
@@ -164,6 +170,41 @@ class OnlineMethod(Proposer):
         from regmix.online import POLICIES
 
         return self.name in POLICIES and POLICIES[self.name].retrain
+
+    def online_name(self) -> str:
+        """The run that carries the policy: `<method>_proxy` when its answer is retrained, named after the prior
+        for restricted Aioli (another prior is another run)."""
+        if self.retrains():
+            return f"{self.name}_proxy"
+        prior = self.settings.get("prior")
+        return self.name if prior is None else f"{self.name}_after_{Path(str(prior)).stem}"
+
+    def final_name(self) -> str:
+        return self.name if self.retrains() else self.online_name()
+
+    def prior(self) -> Mixture:
+        """Restricted Aioli's start: another method's answer in this experiment, or a mixture file."""
+        from regmix.search import PROPOSERS
+        from regmix.search.synthesize import load_prior
+
+        prior = str(self.settings["prior"])
+        if prior in PROPOSERS:
+            if self.output is None:
+                raise ValueError(f"prior {prior!r}: the method needs the study's folder (`output`) to find its answer")
+            path = self.output.parent / prior / "report.json"
+            if not path.is_file():
+                raise ValueError(f"prior {prior!r}: no answer of that method at {path}; run it first "
+                                 f"(regmix search --method {prior})")
+            mixture = Mixture.from_dict(json.loads(path.read_text())["optimal"], normalize=True)
+        else:
+            try:
+                mixture = load_prior(prior)[0]
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"prior {prior!r} is neither a method nor a readable mixture file: {exc}") from None
+        weights = mixture.vector(self.space.domains)
+        if not weights.sum() > 0:
+            raise ValueError(f"prior {prior!r} puts no weight on the study's domains {list(self.space.domains)}")
+        return Mixture(self.space.domains, weights / weights.sum())
 
     def requests(self, n: int) -> list[RunRequest]:
         """The next round's runs (all at once: `n` does not cut a round), [] once the final run is known."""
@@ -194,8 +235,9 @@ class OnlineMethod(Proposer):
                 spec["skills"] = str(self.write_skills())
             if method == "doremi":
                 spec["reference"] = str(self.runs_folder() / "stratified" / CHECKPOINT_NAME)
-            return [RunRequest(self.uniform(), f"{method}_proxy" if self.retrains() else method, policy=spec,
-                               valid=self.objective.domains)]
+            spec.pop("prior", None)
+            start = self.prior() if "prior" in self.settings else self.uniform()
+            return [RunRequest(start, self.online_name(), policy=spec, valid=self.objective.domains)]
         proxy = self.observed[f"{method}_proxy"]
         return [RunRequest(Mixture.from_dict(proxy["averaged"], normalize=True), method)]
 
@@ -222,8 +264,10 @@ class OnlineMethod(Proposer):
             self.final = names[-1]
         elif method == "grid":
             self.final = min(self.observed, key=lambda r: self.objective.value(self.observed[r]["losses"]))
-        elif method in names:  # dml and the policies: the run named after the method is the last
+        elif method == "dml" and method in names:
             self.final = method
+        elif self.final_name() in names:  # the policies: the online run, or the retrained run of its answer
+            self.final = self.final_name()
 
     def ask(self, n: int) -> list[Mixture]:
         return [r.mixture for r in self.requests(n)]

@@ -15,8 +15,9 @@ from regmix.core.results import load_result
 from regmix.core.schema import RESULT_NAME
 from regmix.settings.training import TrainingSettings
 
+# settings a run must share with the search's proxies for its loss to compare
 COMPARABLE = ("model_name", "max_step", "block_size", "global_batch_size", "learning_rate", "lr_schedule",
-              "eval_tokens")  # settings a run must share with the search's proxies for its loss to compare
+              "eval_tokens", "probe_share", "split_seed")
 
 
 def imported_runs(start_from: str | Sequence[str], domains: Sequence[str], objective: Objective,
@@ -45,7 +46,7 @@ def imported_runs(start_from: str | Sequence[str], domains: Sequence[str], objec
             if other:
                 raise ConfigError(path, f"trained with other settings than the search's proxies: {', '.join(other)}; "
                                         "its loss does not compare")
-        runs = [(r.name, r.mixture, r.valid_losses, str(p)) for p, r in results if r.ok]
+        runs = [(r.name, r.mixture, r.measured_losses, str(p)) for p, r in results if r.ok]  # what methods may see
         sources = [(source, source) for *_, source in runs]
         if not runs:
             raise ConfigError(folder, f"no finished run (<run>/{RESULT_NAME}) to start from")

@@ -14,8 +14,12 @@ RegMix offline (`regmix`: one batch, fit, simulate), sequential (`random`, `bo`,
    to the budget (`sweep.num_configs` for regmix, `search.budget` for the sequential methods) or the
    end of an online method's sequence;
 4. the recommendation, kept to the repetition caps -> `mixture_config/<name>/<method>/optimal_mixture.yaml`;
-5. verification: the recommendation trained with the anchors' seeds (`simulation.verify`);
+5. verification: the recommendation trained with the anchors' seeds (`simulation.verify`), and more seeds of
+   it and of a baseline while Welch's test leaves them undecided (`simulation.max_seeds`);
 6. the report (regmix.study.report): report.json, report.md, the CSVs, the plots.
+
+Methods learn from the losses on the probe part of each valid domain; every run is scored (anchors,
+verification, the report) on the held-out part (regmix.data.validation).
 
 Every run lives in `runs/<name>/proxies/<run>/` with its config in `mixture_config/<name>/config_proxy/`,
 so runs of the same content asked by several methods (the anchors, `stratified`, a grid) are trained
@@ -311,7 +315,7 @@ def final_recommendation(state: StudyState, proposer: Proposer, recommending: di
 def verify(study: Study, state: StudyState, mixture: Mixture, train: Callable[..., Any],
            report: Callable[[str], None]) -> list[Trial]:
     """Train the recommendation with the anchors' seeds (`simulation.verify`); while Welch's test leaves it undecided
-    against natural or uniform, one more seed of it and of each such baseline, up to `simulation.max_seeds`
+    against natural or uniform, twice the seeds of it and of each such baseline, up to `simulation.max_seeds`
     (regmix.study.verify). The optimum's verification runs (extra anchor seeds join the anchors)."""
     settings = study.experiment.simulation
     if not settings.verify or not study.seeds:
@@ -341,8 +345,9 @@ def verify(study: Study, state: StudyState, mixture: Mixture, train: Callable[..
                      if verdict(optimum, b, settings.significance) == "undecided"]
         if not undecided or len(mine) >= settings.max_seeds:
             return mine
+        more = min(2 * len(mine), settings.max_seeds)  # doubling: few rounds of training
         seeds = {name: sum(anchor_of(t.name) == name for t in state.trials) for name in undecided}
-        wanted = [(f"{prefix}{len(mine)}", mixture, len(mine))] + [
-            (anchor_name(name, k), baselines[name], k) for name, k in seeds.items() if k < settings.max_seeds]
+        wanted = [(f"{prefix}{k}", mixture, k) for k in range(len(mine), more)] + [
+            (anchor_name(name, k), baselines[name], k) for name, have in seeds.items() for k in range(have, more)]
         report(f"[{study.method}] verification: undecided against {', '.join(undecided)} after {len(mine)} seeds: "
-               "one more")
+               f"{more} seeds")

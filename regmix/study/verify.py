@@ -136,6 +136,9 @@ def format_verification(table: Mapping[str, Any], models: str = "proxies") -> li
     p_values = table.get("p_values", {})
     said = {"wins": "beats", "loses": "is WORSE than", "undecided": "does NOT beat"}
     test = f"Welch's t-test, one-sided, p < {table['significance']:g}" if "significance" in table else "seed spread"
+    if p_values and not any(np.isfinite(p) for p in p_values.values()):
+        lines.append(f"  verdict: none, a test needs 2 seeds of each mixture ({table['seeds']} of the optimum here)")
+        return lines
     lines.append(f"  verdict ({test}, {table['seeds']} seeds of the optimum): " + "; ".join(
         f"{said[v]} {n}" + (f" (p = {p_values[n]:.3f})" if n in p_values and np.isfinite(p_values[n]) else "")
         for n, v in verdicts.items()))
