@@ -111,3 +111,30 @@ def test_optimal_config_keeps_the_spread(lightgbm_model):
     result.spread = 0.01
     config = optimal_config(result, lightgbm_model, {"web": 1.0})
     assert config.extra["predicted_loss_spread"] == 0.01 and config.valid == ("web",)
+
+
+class ConfidentNearA:
+    """Loss falls toward domain a, but the two members disagree more and more there (spread 2 a^2)."""
+
+    def member_predictions(self, frame):
+        a = frame["a"].to_numpy()
+        return np.stack([3.0 - 0.5 * a - 2 * a ** 2, 3.0 - 0.5 * a + 2 * a ** 2])
+
+    def predict(self, frame):
+        return self.member_predictions(frame).mean(axis=0)
+
+    def predict_spread(self, frame):
+        return self.member_predictions(frame).std(axis=0)
+
+
+def test_pessimistic_choice_trades_predicted_gain_for_certainty():
+    model = FittedModel("ensemble", ConfidentNearA(), ("a", "b"), ("x",))
+    natural = Mixture.from_dict({"a": 0.5, "b": 0.5})
+    settings = SynthesisSettings(maximum_usage=100.0)
+    plain = simulate(model, natural, None, 20_000, 32, settings, screen=1.0, progress=False)
+    careful = simulate(model, natural, None, 20_000, 32, settings, screen=1.0, progress=False, uncertainty=1.0)
+    # prediction + 1 x spread = 3 - 0.5 a + 2 a^2: lowest at a = 0.125, not at a = 1
+    assert plain.mixture["a"] > 0.9 and abs(careful.mixture["a"] - 0.125) < 0.1
+    assert careful.predicted_loss > plain.predicted_loss and careful.spread < plain.spread
+    with pytest.raises(ValueError, match="uncertainty must be >= 0"):
+        simulate(model, natural, None, 100, 8, settings, progress=False, uncertainty=-1.0)

@@ -9,7 +9,17 @@ exponentiated-gradient step on A's column sums: cumulative (p <- p * exp(eta * c
 the released code, on a moving average E of A (p = softmax(eta * colsum E)). The rest of the round
 trains on p. Probe steps are ordinary training steps (they count in the token budget); every probe
 interval draws exactly its mixture's sequence counts; vectors are keyed by domain name.
-Restricted Aioli: `prior_steps` on the config's mixture first, then Aioli from uniform.
+Restricted Aioli: `prior_steps` on the config's mixture first, then Aioli from uniform (the released
+code drops the prior after its steps too); the study runner's `aioli` method sets that mixture from
+another method's answer (`prior`, regmix.search.online).
+
+Checked against the released code (HazyResearch/aioli, trainer/aioli_trainer.py and scripts/). Deviations,
+stated: (1) a probe interval draws exactly its mixture's counts over the whole interval, not the
+per-batch counts max(1, int(w * batch)) of the released code, which go negative for 7 domains (its probes
+then train about half their steps, on another mixture than the solve assumes); (2) the probes measure the
+probe part of each valid domain (regmix.data.validation) up to `eval_tokens` per domain, where the released
+code evaluates its whole validation half (the half it never reports on, as our held-out part); (3) every
+vector is keyed by domain name (the released code mixes alphabetical and configured orders).
 """
 
 from __future__ import annotations

@@ -46,6 +46,15 @@ class FittedModel:
                 return np.asarray(getattr(self.regressor, method)(frame)).reshape(len(frame), len(self.targets))
         return None
 
+    def predict_with_spread(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Predicted losses and the ensemble's disagreement from one pass over its members (as cheap as `predict`);
+        None for a model that is not an ensemble."""
+        if not hasattr(self.regressor, "member_predictions"):
+            return None
+        frame = self._frame(weights)
+        members = np.asarray(self.regressor.member_predictions(frame)).reshape(-1, len(frame), len(self.targets))
+        return members.mean(axis=0), members.std(axis=0)
+
     def _frame(self, weights: np.ndarray) -> pd.DataFrame:
         """Weights as the regressor was fit on them: a frame with the domains as its columns."""
         import pandas as pd

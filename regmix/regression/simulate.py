@@ -9,11 +9,11 @@ tables) screens each chunk and only its best `screen` fraction is scored by the 
 optimum. The mean of the top k (RegMix: 128) is the optimal mixture, written as a RegMix config for
 the large run.
 
-`uncertainty` (kappa, ours, not RegMix's): the top k are chosen from a shortlist of the best
-SHORTLIST_FACTOR x k by the predicted objective plus kappa times the model's own uncertainty there (the
-ensemble's disagreement, a GP's std): a pessimistic score, so the answer avoids mixtures the
-regressor only guesses at (far from every run, where an optimum's gain is most over-predicted). A
-model without an uncertainty ignores it.
+`uncertainty` (kappa, ours, not RegMix's): the top k by the predicted objective plus kappa times the
+model's own uncertainty there, a pessimistic score, so the answer avoids mixtures the regressor only
+guesses at (far from every run, where an optimum's gain is most over-predicted). An ensemble's
+disagreement comes with its prediction, so every candidate is scored so; a GP's std is slow, so the
+best SHORTLIST_FACTOR x k by prediction are re-ranked by it. A model without an uncertainty ignores it.
 """
 
 from __future__ import annotations
@@ -204,8 +204,16 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
     if caps is not None and (len(caps) != len(domains) or caps.sum() < 1.0 - 1e-9):
         raise ValueError(f"caps must be {len(domains)} upper bounds that sum to >= 1, got {caps}")
 
-    def score(weights: np.ndarray) -> np.ndarray:
+    def predicted(weights: np.ndarray) -> np.ndarray:
         return model.predict(weights) @ target
+
+    def pessimistic_score(weights: np.ndarray) -> np.ndarray:
+        mean, spread = model.predict_with_spread(weights)
+        return (mean + uncertainty * spread) @ target
+
+    penalty = uncertainty > 0 and model.predict_spread(prior[None, :]) is not None
+    whole = penalty and model.predict_with_spread(prior[None, :]) is not None  # every candidate, or a shortlist
+    score = pessimistic_score if whole else predicted
 
     def within_bounds(weights: np.ndarray) -> np.ndarray:
         weights = weights[(weights <= bounds + 1e-12).all(axis=1)]
@@ -214,8 +222,8 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
             weights[over] = project_onto_simplex(weights[over], np.zeros(len(caps)), caps)
         return weights
 
-    pessimistic = uncertainty > 0 and model.predict_spread(prior[None, :]) is not None
-    best = _TopK(min(SHORTLIST_FACTOR * top_k, num_candidates) if pessimistic else top_k, len(domains))
+    shortlist = penalty and not whole
+    best = _TopK(min(SHORTLIST_FACTOR * top_k, num_candidates) if shortlist else top_k, len(domains))
     scored = 0
 
     def run(total: int, draw: Callable[[np.random.Generator], np.ndarray], round_id: int, label: str) -> None:
@@ -256,16 +264,16 @@ def simulate(model: FittedModel, natural: Mixture, objective: Objective | Mappin
 
         run(refine, local_draw, 1, "refine")
 
-    top_weights, top_scores = best.weights[:top_k], best.scores[:top_k]
-    if pessimistic:
+    top_weights = best.weights[:top_k]
+    if shortlist:
         penalized = best.scores + uncertainty * (model.predict_spread(best.weights) @ target)
-        keep = np.argsort(penalized, kind="stable")[:top_k]
-        top_weights, top_scores = best.weights[keep], best.scores[keep]
+        top_weights = best.weights[np.argsort(penalized, kind="stable")[:top_k]]
+    top_scores = predicted(top_weights)  # the predictions themselves, whatever chose them
     optimum = top_weights.mean(axis=0)
     optimum = optimum / optimum.sum()
     spread = model.predict_spread(optimum[None, :])
     return Simulation(
-        mixture=Mixture(domains, optimum), predicted_loss=float(score(optimum[None, :])[0]),
+        mixture=Mixture(domains, optimum), predicted_loss=float(predicted(optimum[None, :])[0]),
         spread=None if spread is None else float(spread[0] @ target), top_weights=top_weights,
         top_scores=top_scores, candidates=num_candidates + refine, scored=scored,
         seconds=time.perf_counter() - start)

@@ -96,6 +96,9 @@ def method_settings_help() -> str:
         lines.append(f"  {name}:" + ("" if fields else " no settings"))
         lines += [f"    {f.name}={f.default!r}  {f.metadata.get('help', '')}" for f in fields
                   if f.name not in ("skills", "reference")]
+        if name == "aioli":
+            lines.append("    prior=None  restricted Aioli: another method's answer in this experiment (its name) or a "
+                         "mixture file, trained for prior_steps first")
     return "\n".join(lines)
 
 

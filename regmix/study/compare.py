@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -62,28 +63,40 @@ def row(summary: Mapping[str, Any]) -> dict[str, Any]:
             "anchors": summary["runs"]["anchors"], "tokens": summary["tokens"]["method"],
             "training_seconds": summary["training_seconds"]["method"],
             "objective_mean": mine.get("mean"), "objective_std": mine.get("std"), "seeds": table.get("seeds", 0),
-            "beats": table.get("beats", {}), "wins": table.get("wins"), "losses": table.get("losses"),
+            "beats": table.get("beats", {}), "verdicts": table.get("verdicts", {}),
+            "p_values": table.get("p_values", {}), "wins": table.get("wins"), "losses": table.get("losses"),
             "anchors_table": {k: v for k, v in (table.get("mixtures") or {}).items() if k != "optimal"},
             "projected_onto_caps": summary["projected_onto_caps"],
             "bottom_line": summary["bottom_line"], "optimal": summary["optimal"],
             "optimal_mixture": summary["files"]["optimal_mixture"]}
 
 
+def verdict_cell(r: Mapping[str, Any], baseline: str) -> str:
+    """yes / no / worse by Welch's verdict, with its p-value ("-" when not verified)."""
+    if baseline not in r["beats"]:
+        return "-"
+    said = {"wins": "yes", "loses": "worse", "undecided": "no"}[r.get("verdicts", {}).get(
+        baseline, "wins" if r["beats"][baseline] else "undecided")]
+    p = r.get("p_values", {}).get(baseline)
+    return said if p is None or math.isnan(p) else f"{said} (p {p:.3f})"
+
+
 def format_table(result: Mapping[str, Any]) -> str:
     """The markdown table: one row per method, and the anchors' line under it."""
     lines = [f"Objective: {result['objective']}", "",
-             "| method | runs (+anchors) | tokens | predicted | verified (mean ± seed std) | beats natural | "
+             "| method | runs (+anchors) | tokens | predicted | verified, held out (mean ± seed std) | beats natural | "
              "beats uniform | domains won/lost vs natural |", "|---|---|---|---|---|---|---|---|"]
     anchors: dict[str, Any] = {}
     for method, r in result["methods"].items():
         verified = "not verified" if r["objective_mean"] is None else \
             f"{r['objective_mean']:.4f} ± {r['objective_std']:.4f} ({r['seeds']} seeds)"
-        beats = [("yes" if r["beats"][b] else "no") if b in r["beats"] else "-" for b in ("natural", "uniform")]
+        beats = [verdict_cell(r, b) for b in ("natural", "uniform")]
         won = "-" if r["wins"] is None else f"{r['wins']}/{r['losses']}"
         mark = " (c)" if r["projected_onto_caps"] else ""
         lines.append(f"| {method} | {r['runs']} (+{r['anchors']}) | {r['tokens']:,} | {r['predicted']:.4f}{mark} | "
                      f"{verified} | {beats[0]} | {beats[1]} | {won} |")
         anchors = anchors or r["anchors_table"]
+    lines += ["", "beats: Welch's t-test over seeds, one-sided, p < 0.05 (yes: wins; no: undecided; worse: loses)."]
     if any(r["projected_onto_caps"] for r in result["methods"].values()):
         lines += ["", "(c): the method's answer broke the large run's repetition caps and was projected onto them; "
                       "its prediction is the unprojected answer's, the verification the projected one's."]

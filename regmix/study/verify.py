@@ -58,9 +58,6 @@ def noise_floor(anchors: Sequence[SeedRuns]) -> float:
     return float(np.sqrt(sum((d ** 2).sum() for d in deviations) / dof)) if dof else float("nan")
 
 
-VERDICTS = ("wins", "loses", "undecided")
-
-
 def welch_p(optimum: SeedRuns, baseline: SeedRuns) -> float:
     """One-sided p-value of Welch's t-test that the optimum's mean objective is below the baseline's (nan without
     two seeds each; 0 or 1 when both are exactly repeatable)."""
