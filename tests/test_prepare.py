@@ -150,14 +150,16 @@ def test_layout_errors(tmp_path, corpus):
     with pytest.raises(ConfigError, match="missing: no train/ folder"):
         prepare(tmp_path / "missing", tmp_path / "out", progress=False)
     (corpus / "train" / "nodigits.jsonl").write_text("")
-    with pytest.raises(ConfigError, match=r"nodigits.jsonl: name must be <domain>_<k>.jsonl"):
+    with pytest.raises(ConfigError, match=r"nodigits.jsonl: name must be <domain>_<k>.<format> \(.jsonl, "):
         prepare(corpus, tmp_path / "out", progress=False)
 
 
 def test_cli_reports_one_clear_error(tmp_path, capsys):
     assert run_command(main, [str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: python -m regmix.prepare: argument source: {tmp_path / 'nowhere'}: " \
-                                      "no such folder (expected train/<domain>_<k>.jsonl and valid/<domain>.jsonl) " \
+                                      "no such folder (expected train/<domain>_<k>.<format> and " \
+                                      "valid/<domain>.<format>, formats .jsonl, .jsonl.gz, .jsonl.zst, .json.gz, " \
+                                      ".json.zst, .parquet, .arrow) " \
                                       "(see --help)\n"
     assert not (tmp_path / "out").exists()
 
@@ -234,3 +236,66 @@ def test_new_vocab_size_retrains_the_tokenizer(corpus, tmp_path):
     bigger = prepare(corpus, tmp_path / "out", vocab_size=400, progress=False)
     assert bigger.tokenizer.vocab_size == 400 != first.tokenizer.vocab_size
     assert bigger.tokens("train", "code") < first.tokens("train", "code")
+
+
+def write_format(path: Path, docs: list[str]) -> None:
+    """The documents in the format the file's name says (the writers of the corpora people have)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"text": d, "meta": {"source": "test"}}) + "\n" for d in docs).encode()
+    if path.name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(lines))
+    elif path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(lines))
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.table({"id": list(range(len(docs))), "text": docs}), path, row_group_size=7)
+    elif path.suffix == ".arrow":  # as `datasets`' save_to_disk writes its data files: an Arrow stream
+        table = pa.table({"text": docs})
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=6):
+                writer.write_batch(batch)
+    else:
+        path.write_bytes(lines)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".json.gz", ".parquet", ".arrow"])
+def test_every_format_gives_the_tokens_of_plain_jsonl(corpus, tmp_path, suffix):
+    reference = prepare(corpus, tmp_path / "plain", vocab_size=300, progress=False)
+    tokenizer = str(tmp_path / "plain" / "tokenizer" / "tokenizer.json")
+    for domain in WORDS:  # the same documents in another format
+        (corpus / "train" / f"{domain}_0.jsonl").unlink()
+        write_format(corpus / "train" / f"{domain}_0{suffix}", texts(domain, 40, list(WORDS).index(domain)))
+    other = prepare(corpus, tmp_path / "other", tokenizer, progress=False)
+    for domain in WORDS:
+        assert other.tokens("train", domain) == reference.tokens("train", domain)
+        ours = np.fromfile(tmp_path / "other" / "train" / f"{domain}_0.bin", dtype=other.dtype)
+        assert np.array_equal(ours, np.fromfile(tmp_path / "plain" / "train" / f"{domain}_0.bin", dtype=other.dtype))
+    assert {s.source for s in other.shards["train"]["prose"]} == {f"train/prose_0{suffix}"}
+
+
+def test_unread_formats_and_bad_columns_are_one_error_naming_the_file(corpus, tmp_path):
+    compressed = corpus / "train" / "prose_1.jsonl.bz2"
+    compressed.write_bytes(b"BZh9")
+    with pytest.raises(ConfigError, match=r"prose_1.jsonl.bz2: prepare does not read this format; supported: .jsonl, "):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    compressed.unlink()
+    write_format(corpus / "train" / "prose_0.jsonl.zst", ["twice"])
+    with pytest.raises(ConfigError, match="prose: two files of one name in two formats"):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    (corpus / "train" / "prose_0.jsonl.zst").unlink()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"content": ["x"]}), corpus / "train" / "prose_2.parquet")
+    with pytest.raises(ConfigError, match=r"prose_2.parquet: no 'text' column; it has \['content'\]"):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    (corpus / "train" / "prose_2.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ConfigError, match="prose_2.parquet: cannot read: ArrowInvalid"):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    (corpus / "train" / "prose_2.parquet").unlink()
+    (corpus / "train" / "prose_3.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    with pytest.raises(ConfigError, match="prose_3.jsonl.zst: cannot read: "):
+        prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)

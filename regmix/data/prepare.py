@@ -1,7 +1,8 @@
 """Corpus preparation: RegMix-layout JSONL in, memory-mappable token shards and a manifest out.
 
-Input: `<source>/train/<domain>_<k>.jsonl[.gz]` and `<source>/valid/<domain>.jsonl[.gz]`, one JSON
-object per line with a `text` field. Output: one shard per source file, `<output>/<split>/<stem>.bin`
+Input: `<source>/train/<domain>_<k>.<format>` and `<source>/valid/<domain>.<format>`, each document's
+`text`; formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst`, `.json.gz`, `.json.zst`, `.parquet` and a `datasets`
+folder's `.arrow` (regmix.data.readers). Output: one shard per source file, `<output>/<split>/<stem>.bin`
 (token ids, each document followed by end-of-text; uint16 when the vocabulary fits, else uint32),
 and `<output>/manifest.json` with the sha256 of every source and shard. Incremental: a shard whose
 source file and tokenizer are unchanged, and whose own size, token ids and sha256 still hold, is kept;
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -41,14 +40,15 @@ from regmix.data.corpus import (
     verify_corpus,
     verify_shard,
 )
+from regmix.data.readers import SUFFIXES, document_suffix, iter_texts, stem, unsupported
 
-TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)\.jsonl(?:\.gz)?$")
-VALID_FILE = re.compile(r"^(?P<domain>.+?)\.jsonl(?:\.gz)?$")
+TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)$")  # file names without their document suffix
+VALID_FILE = re.compile(r"^(?P<domain>.+)$")
 BATCH_DOCUMENTS = 1024
 DEFAULT_VOCAB_SIZE = 8192
 MIN_VOCAB_SIZE = 257  # a byte-level BPE's 256 byte symbols and <|endoftext|>
 BPE_SAMPLE_BYTES = 16_000_000
-LAYOUT = "expected train/<domain>_<k>.jsonl and valid/<domain>.jsonl"
+LAYOUT = f"expected train/<domain>_<k>.<format> and valid/<domain>.<format>, formats {', '.join(SUFFIXES)}"
 
 
 def check_source(source: Path) -> Path:
@@ -83,38 +83,26 @@ def find_sources(source: Path) -> dict[str, dict[str, list[Path]]]:
         folder = source / split
         if not folder.is_dir():
             raise ConfigError(source, f"no {split}/ folder: {LAYOUT}")
+        name = "<domain>_<k>" if split == "train" else "<domain>"
         for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or not re.search(r"\.jsonl(\.gz)?$", path.name):
+            if path.name.startswith("."):
                 continue
-            match = pattern.match(path.name)
+            if unsupported(path):
+                raise ConfigError(path, f"prepare does not read this format; supported: {', '.join(SUFFIXES)}")
+            if document_suffix(path) is None:
+                continue
+            match = pattern.match(stem(path))
             if not match:
-                raise ConfigError(path, f"name must be {'<domain>_<k>' if split == 'train' else '<domain>'}.jsonl[.gz]")
+                raise ConfigError(path, f"name must be {name}.<format> ({', '.join(SUFFIXES)})")
             found[split].setdefault(match["domain"], []).append(path)
         if not found[split]:
-            raise ConfigError(folder, f"no {'<domain>_<k>' if split == 'train' else '<domain>'}.jsonl files")
+            raise ConfigError(folder, f"no {name}.<format> files ({', '.join(SUFFIXES)})")
+        for domain, paths in found[split].items():
+            stems = [stem(p) for p in paths]
+            if len(set(stems)) < len(stems):
+                raise ConfigError(folder, f"{domain}: two files of one name in two formats {sorted(map(str, paths))}; "
+                                          "keep one")
     return found
-
-
-def iter_texts(path: Path) -> Iterator[str]:
-    """The `text` of each JSON line; a malformed line is an error naming the file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    raise ConfigError(path, f"line {number} is not valid JSON") from None
-                if not isinstance(record, dict) or "text" not in record:
-                    raise ConfigError(path, f"line {number} has no 'text' field")
-                if not isinstance(record["text"], str):
-                    raise ConfigError(path, f"line {number}: 'text' is {type(record['text']).__name__}, not a string")
-                if record["text"]:
-                    yield record["text"]
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, f"cannot read: {exc}") from None
 
 
 def token_dtype(vocab_size: int) -> str:
@@ -224,7 +212,7 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
     bar = tqdm(todo, desc="prepare", unit="file", disable=None if progress else True)  # None: a terminal only
     done = 0
     for split, domain, path in bar:
-        rel = f"{split}/{re.sub(r'[.]jsonl([.]gz)?$', '', path.name)}.bin"
+        rel = f"{split}/{stem(path)}.bin"
         sha = file_sha256(path)
         shard = _still_good(manifest, previous.get(rel), sha)
         if shard is None:
