@@ -13,7 +13,7 @@ from regmix.cli import run_command
 from regmix.core.files import ConfigError
 from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.data.default_corpus import DOMAINS, build_default_corpus
-from regmix.data.prepare import main, prepare, token_dtype
+from regmix.data.prepare import Routing, main, prepare, token_dtype
 from regmix.data.tokenizer import load_tokenizer
 
 SHARED_NEOX = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "gpt-neox"
@@ -299,3 +299,74 @@ def test_unread_formats_and_bad_columns_are_one_error_naming_the_file(corpus, tm
     (corpus / "train" / "prose_3.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
     with pytest.raises(ConfigError, match="prose_3.jsonl.zst: cannot read: "):
         prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+
+
+def pile_style(root: Path) -> Path:
+    """Two .jsonl.zst files of mixed domains, the domain in meta.pile_set_name, as The Pile ships them."""
+    import zstandard
+
+    rng = np.random.default_rng(5)
+    names = {"code": "Github", "prose": "Pile-CC", "legal": "FreeLaw"}
+    for k in range(2):
+        lines = []
+        for i in range(60):
+            domain = ["code", "prose", "prose", "legal"][i % 4] if i < 58 else "legal"
+            text = " ".join(rng.choice(WORDS[domain], size=rng.integers(20, 60))) + f" {k}-{i}."
+            lines.append(json.dumps({"text": text, "meta": {"pile_set_name": names[domain]}}))
+        lines.append(json.dumps({"text": "tiny domain " * 5, "meta": {"pile_set_name": "Ubuntu IRC"}}))
+        path = root / "train" / f"{k:02d}.jsonl.zst"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
+    return root
+
+
+def test_a_pile_style_corpus_by_field_with_a_carved_valid_split(tmp_path, capsys):
+    src = pile_style(tmp_path / "pile")
+    args = [str(src), "--output", str(tmp_path / "out"), "--vocab-size", "300", "--domain-field", "meta.pile_set_name",
+            "--rename", "Pile-CC=pile_cc", "Github=github", "--valid-fraction", "0.2", "--min-tokens", "100"]
+    manifest = main(args)
+    assert set(manifest.train_domains) == {"FreeLaw", "github", "pile_cc", "other"}  # Ubuntu IRC: tiny, merged
+    assert set(manifest.valid_domains) <= set(manifest.train_domains) and "pile_cc" in manifest.valid_domains
+    documents = {split: sum(s.documents for shards in manifest.shards[split].values() for s in shards)
+                 for split in ("train", "valid")}
+    assert documents["train"] + documents["valid"] == 2 * 61 and 0.1 < documents["valid"] / 122 < 0.3
+    tokenizer, _ = load_tokenizer(tmp_path / "out" / "tokenizer")
+
+    def texts_of(split: str) -> set[str]:
+        out = set()
+        for shards in manifest.shards[split].values():
+            for shard in shards:
+                ids = np.fromfile(tmp_path / "out" / shard.path, dtype=manifest.dtype)
+                out |= {tokenizer.decode(d.tolist()) for d in np.split(ids, np.flatnonzero(ids == 0) + 1) if len(d)}
+        return out
+
+    assert not texts_of("train") & texts_of("valid")  # no document in both splits
+    assert {Path(s.path).name for s in manifest.shards["train"]["github"]} == {"00--github.bin", "01--github.bin"}
+    assert "2 tokenized" in capsys.readouterr().out
+    main(args)  # nothing changed: nothing tokenized again
+    assert "0 tokenized, 2 up to date" in capsys.readouterr().out
+    main([*args[:-4], "--valid-fraction", "0.3"])  # another routing: prepared anew
+    assert "2 tokenized" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="a valid/ folder and --valid-fraction"):
+        (src / "valid").mkdir()
+        prepare(src, tmp_path / "out", vocab_size=300, progress=False, routing=Routing("meta.pile_set_name",
+                                                                                      valid_fraction=0.2))
+
+
+def test_a_parquet_corpus_with_a_domain_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for split, n in (("train", 40), ("valid", 8)):
+        (tmp_path / "src" / split).mkdir(parents=True)
+        docs = [texts(d, n, i) for i, d in enumerate(WORDS)]
+        pq.write_table(pa.table({"text": [t for group in docs for t in group],
+                                 "source": [d for d in WORDS for _ in range(n)]}),
+                       tmp_path / "src" / split / "part-0.parquet")
+    manifest = prepare(tmp_path / "src", tmp_path / "out", vocab_size=300, progress=False,
+                       routing=Routing(domain_field="source"))
+    assert set(manifest.train_domains) == set(WORDS) == set(manifest.valid_domains)
+    assert all(manifest.shards["train"][d][0].documents == 40 for d in WORDS)
+    with pytest.raises(ConfigError, match=r"part-0.parquet: no 'meta.kind' column; it has \['text', 'source'\]"):
+        prepare(tmp_path / "src", tmp_path / "out2", vocab_size=300, progress=False,
+                routing=Routing(domain_field="meta.kind"))

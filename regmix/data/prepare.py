@@ -10,6 +10,11 @@ the manifest is saved after every shard tokenized, so an interrupted run loses n
 Shards and manifest are written whole (temporary file, fsync, rename): a crash or a full disk leaves
 the previous files. Tokenization runs on all cores (the tokenizers library's thread pool, --workers).
 
+The domain may come from a field instead of the file name (`--domain-field meta.pile_set_name`, as The Pile
+and SlimPajama store it; `--rename` renames, `--min-tokens` merges the tiny domains into `other`), and the
+valid split may be carved from train (`--valid-fraction`, by a seeded hash of each document: no document in
+both). A file then feeds one shard per domain and split, `<stem>--<domain>.bin`.
+
 `--verify` prepares nothing: it reads the prepared corpus at --output whole and checks every shard's
 size, token ids and sha256 against the manifest (manifests written before shard checksums were
 recorded: sizes and token ids only, and it says so).
@@ -20,16 +25,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import re
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command
-from regmix.core.files import ConfigError, replace_atomic, write_atomic
+from regmix.cli import ArgumentParser, integer_at_least, run_command, share
+from regmix.core.files import ConfigError, write_atomic
+from regmix.core.schema import safe_name
 from regmix.data.corpus import (
     MANIFEST_NAME,
     SPLITS,
@@ -40,7 +49,7 @@ from regmix.data.corpus import (
     verify_corpus,
     verify_shard,
 )
-from regmix.data.readers import SUFFIXES, document_suffix, iter_texts, stem, unsupported
+from regmix.data.readers import SUFFIXES, document_suffix, iter_documents, iter_texts, stem, unsupported
 
 TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)$")  # file names without their document suffix
 VALID_FILE = re.compile(r"^(?P<domain>.+)$")
@@ -75,12 +84,54 @@ def check_vocab_size(vocab_size: int) -> int:
     return vocab_size
 
 
-def find_sources(source: Path) -> dict[str, dict[str, list[Path]]]:
-    """Source files per split and domain, in RegMix's layout; layout mistakes name the file or folder."""
+@dataclass(frozen=True)
+class Routing:
+    """Where each document goes. Its domain: the file's name (RegMix's layout), or the value of `domain_field`
+    (any file names), renamed by `rename`. Its split: the file's folder, or with `valid_fraction` > 0 carved from
+    train by a seeded hash of its text (no document in both; the same text always on the same side)."""
+
+    domain_field: str | None = None
+    text_field: str = "text"
+    rename: tuple[tuple[str, str], ...] = ()
+    valid_fraction: float = 0.0
+    seed: int = 0
+
+    @property
+    def routed(self) -> bool:
+        """Whether a file may feed several shards (then named `<stem>--<domain>.bin`)."""
+        return self.domain_field is not None or self.valid_fraction > 0
+
+    def describe(self) -> str:
+        """The routing a shard was made with: kept in its `source`, so another routing prepares it anew."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def domain(self, path: Path, named: str | None, value: Any) -> str:
+        domain = named if self.domain_field is None else value
+        if domain is None or isinstance(domain, (dict, list)):
+            raise ConfigError(path, f"a document's domain field {self.domain_field!r} is {domain!r}, not a name")
+        domain = dict(self.rename).get(str(domain), str(domain))
+        return safe_name(domain, "domain", path)
+
+    def split(self, folder: str, text: str) -> str:
+        if self.valid_fraction <= 0 or folder != "train":
+            return folder
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8,
+                                 key=self.seed.to_bytes(8, "little")).digest()
+        return "valid" if int.from_bytes(digest, "little") / 2 ** 64 < self.valid_fraction else "train"
+
+
+def find_sources(source: Path, routing: Routing = Routing()) -> dict[str, dict[str, list[Path]]]:
+    """Source files per split and domain ("" when a field names the domains), in RegMix's layout or, with a
+    domain field, any document files in train/ and valid/; layout mistakes name the file or folder."""
     check_source(source)
     found: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLITS}
     for split, pattern in (("train", TRAIN_FILE), ("valid", VALID_FILE)):
         folder = source / split
+        if split == "valid" and routing.valid_fraction > 0:
+            if folder.exists():
+                raise ConfigError(folder, "a valid/ folder and --valid-fraction: take the valid split from one of "
+                                          "them (move the folder away or drop --valid-fraction)")
+            continue
         if not folder.is_dir():
             raise ConfigError(source, f"no {split}/ folder: {LAYOUT}")
         name = "<domain>_<k>" if split == "train" else "<domain>"
@@ -91,12 +142,16 @@ def find_sources(source: Path) -> dict[str, dict[str, list[Path]]]:
                 raise ConfigError(path, f"prepare does not read this format; supported: {', '.join(SUFFIXES)}")
             if document_suffix(path) is None:
                 continue
+            if routing.domain_field is not None:
+                found[split].setdefault("", []).append(path)
+                continue
             match = pattern.match(stem(path))
             if not match:
                 raise ConfigError(path, f"name must be {name}.<format> ({', '.join(SUFFIXES)})")
             found[split].setdefault(match["domain"], []).append(path)
         if not found[split]:
-            raise ConfigError(folder, f"no {name}.<format> files ({', '.join(SUFFIXES)})")
+            named = "document" if routing.domain_field else f"{name}.<format>"
+            raise ConfigError(folder, f"no {named} files ({', '.join(SUFFIXES)})")
         for domain, paths in found[split].items():
             stems = [stem(p) for p in paths]
             if len(set(stems)) < len(stems):
@@ -118,47 +173,92 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tokenize_file(tokenizer: Any, manifest: CorpusManifest, source: Path, target: Path) -> tuple[int, int, str]:
-    """Stream one source file into a shard written whole or not at all; (tokens, documents, shard sha256)."""
+@dataclass
+class _Part:
+    """One shard being written from a source file: a temporary file, its counts and checksum."""
+
+    tmp: Path
+    handle: Any
+    digest: Any = field(default_factory=hashlib.sha256)
+    tokens: int = 0
+    documents: int = 0
+
+
+def _tokenize_file(tokenizer: Any, manifest: CorpusManifest, source: Path, folder: str, named: str | None,
+                   routing: Routing) -> dict[tuple[str, str], tuple[Path, int, int, str]]:
+    """Stream one source file into its shards, written whole or not at all (a domain's shard per split it feeds):
+    {(split, domain): (shard path, tokens, documents, shard sha256)}."""
     eos = np.array([manifest.tokenizer.eos_id], dtype=np.int64)
-    digest = hashlib.sha256()
-    tokens = documents = 0
+    parts: dict[tuple[str, str], _Part] = {}
+    output = Path(manifest.root)
 
-    def write(tmp: Path) -> None:
-        nonlocal tokens, documents
-        texts = iter_texts(source)
-        with tmp.open("wb") as fh:
-            while batch := [t for _, t in zip(range(BATCH_DOCUMENTS), texts)]:
-                block = np.concatenate([part for e in tokenizer.encode_batch(batch, add_special_tokens=False)
-                                        for part in (np.asarray(e.ids, dtype=np.int64), eos)])
-                manifest.check_token_ids(target, int(block.max()))  # before the cast, which would wrap it
+    def target(split: str, domain: str) -> Path:
+        name = f"{stem(source)}--{domain}" if routing.routed else stem(source)
+        return output / split / f"{name}.bin"
+
+    def part(split: str, domain: str) -> _Part:
+        if (split, domain) not in parts:
+            path = target(split, domain)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            parts[split, domain] = _Part(Path(tmp), os.fdopen(fd, "wb"))
+        return parts[split, domain]
+
+    documents = iter_documents(source, routing.text_field, routing.domain_field)
+    writing = output  # the shard being written: a failed write (a full disk) names it
+    try:
+        while batch := [d for _, d in zip(range(BATCH_DOCUMENTS), documents)]:
+            encoded = tokenizer.encode_batch([t for t, _ in batch], add_special_tokens=False)
+            pieces: dict[tuple[str, str], list[np.ndarray]] = {}
+            for (text, value), e in zip(batch, encoded):
+                where = (routing.split(folder, text), routing.domain(source, named, value))
+                pieces.setdefault(where, []).extend((np.asarray(e.ids, dtype=np.int64), eos))
+            for where, arrays in pieces.items():
+                block = np.concatenate(arrays)
+                writing = target(*where)
+                manifest.check_token_ids(writing, int(block.max()))  # before the cast, which would wrap it
                 block = block.astype(manifest.dtype)
-                fh.write(block.tobytes())
-                digest.update(block)
-                tokens += len(block)
-                documents += len(batch)
-            if not documents:
-                raise ConfigError(source, "no documents (every line is blank or has an empty 'text'), so no tokens "
-                                          "for its domain; add text or remove the file")
-            fh.flush()
-            os.fsync(fh.fileno())
+                written = part(*where)
+                written.handle.write(block.tobytes())
+                written.digest.update(block)
+                written.tokens += len(block)
+                written.documents += len(arrays) // 2
+        if not parts:
+            raise ConfigError(source, f"no documents (every line is blank or has an empty {routing.text_field!r}), "
+                                      "so no tokens for its domain; add text or remove the file")
+        for where, written in parts.items():
+            writing = target(*where)
+            written.handle.flush()
+            os.fsync(written.handle.fileno())
+            written.handle.close()
+        for where, written in parts.items():
+            os.replace(written.tmp, target(*where))
+    except OSError as exc:
+        if exc.filename is not None and not str(exc.filename).endswith(".tmp"):  # about a source, say
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(writing)) from exc
+    finally:
+        for written in parts.values():
+            written.handle.close()
+            written.tmp.unlink(missing_ok=True)
+    return {where: (target(*where), p.tokens, p.documents, p.digest.hexdigest()) for where, p in parts.items()}
 
-    replace_atomic(target, write)
-    return tokens, documents, digest.hexdigest()
 
-
-def _still_good(manifest: CorpusManifest, old: Shard | None, source_sha256: str) -> Shard | None:
-    """The previous shard of an unchanged source if its size, token ids and sha256 still hold (with its sha256)."""
-    if old is None or old.source_sha256 != source_sha256 or not old.documents:
+def _still_good(manifest: CorpusManifest, old: list[tuple[str, str, Shard]], source_sha256: str
+                ) -> list[tuple[str, str, Shard]] | None:
+    """The previous (split, domain, shard)s of an unchanged source (same routing) if each shard's size, token ids
+    and sha256 still hold (with its sha256)."""
+    if not old or any(s.source_sha256 != source_sha256 or not s.documents for _, _, s in old):
         return None
     try:
-        return dataclasses.replace(old, sha256=verify_shard(manifest, old))
+        return [(split, domain, dataclasses.replace(s, sha256=verify_shard(manifest, s))) for split, domain, s in old]
     except ConfigError:
         return None
 
 
-def _train_tokenizer(sources: dict[str, dict[str, list[Path]]], vocab_size: int, output: Path) -> Path:
-    """Train a BPE on an even share of every training domain's text."""
+def _train_tokenizer(sources: dict[str, dict[str, list[Path]]], vocab_size: int, output: Path,
+                     text_field: str = "text") -> Path:
+    """Train a BPE on an even share of every training domain's text (of every file, where a field names domains)."""
     from regmix.data.tokenizer import train_bpe
 
     per_domain = BPE_SAMPLE_BYTES // len(sources["train"])
@@ -166,7 +266,7 @@ def _train_tokenizer(sources: dict[str, dict[str, list[Path]]], vocab_size: int,
     def sample() -> Iterator[str]:
         for paths in sources["train"].values():
             taken = 0
-            for text in (t for p in paths for t in iter_texts(p)):
+            for text in (t for p in paths for t in iter_texts(p, text_field)):
                 if taken >= per_domain:
                     break
                 taken += len(text)
@@ -175,32 +275,39 @@ def _train_tokenizer(sources: dict[str, dict[str, list[Path]]], vocab_size: int,
     return train_bpe(sample(), vocab_size, output)
 
 
-def _previous_shards(output: Path, tokenizer_sha256: str, dtype: str) -> dict[str, Shard]:
-    """Shards of the manifest already in `output`, by path, if made by this tokenizer (else none: prepare anew)."""
+def _previous_shards(output: Path, tokenizer_sha256: str, dtype: str) -> dict[str, list[tuple[str, str, Shard]]]:
+    """Shards of the manifest already in `output` by source (file and routing) as (split, domain, shard), if made
+    by this tokenizer (else none: prepare anew)."""
     try:
         old = read_manifest(output) if (output / MANIFEST_NAME).exists() else None
     except ConfigError:  # an older format or a damaged file: prepare everything anew
         return {}
     if old is None or old.tokenizer.sha256 != tokenizer_sha256 or old.dtype != dtype:
         return {}
-    return {s.path: s for s in old.all_shards()}
+    found: dict[str, list[tuple[str, str, Shard]]] = {}
+    for split in SPLITS:
+        for domain, shards in old.shards[split].items():
+            for shard in shards:
+                found.setdefault(shard.source, []).append((split, domain, shard))
+    return found
 
 
 def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
             vocab_size: int = DEFAULT_VOCAB_SIZE, workers: int | None = None,
-            progress: bool = True) -> CorpusManifest:
-    """Tokenize a RegMix-layout corpus into packed shards and write its manifest (incrementally)."""
+            progress: bool = True, routing: Routing = Routing(), min_tokens: int = 0) -> CorpusManifest:
+    """Tokenize a corpus into packed shards per domain and write its manifest (incrementally); `routing`: where
+    each document goes (Routing); `min_tokens`: training domains with fewer tokens are merged into `other`."""
     from regmix.data.tokenizer import TOKENIZER_NAME, load_tokenizer
 
     os.environ.setdefault("RAYON_NUM_THREADS", str(workers or os.cpu_count() or 1))
     source, output = Path(source), check_output(Path(output))
-    sources = find_sources(source)
+    sources = find_sources(source, routing)
     if tokenizer is None:
         check_vocab_size(vocab_size)
         tokenizer = output / "tokenizer" / TOKENIZER_NAME
         trained_for = tokenizer.parent / "vocab_size"
         if not (tokenizer.exists() and trained_for.exists()) or trained_for.read_text().strip() != str(vocab_size):
-            _train_tokenizer(sources, vocab_size, tokenizer.parent)
+            _train_tokenizer(sources, vocab_size, tokenizer.parent, routing.text_field)
             write_atomic(trained_for, f"{vocab_size}\n")
     tok, info = load_tokenizer(tokenizer)
     dtype = token_dtype(info.vocab_size)
@@ -208,27 +315,44 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
 
     manifest = CorpusManifest(output, str(source.resolve()), info, dtype)
     todo = [(split, domain, path) for split in SPLITS for domain, paths in sources[split].items() for path in paths]
-    manifest.shards = {split: {domain: [] for domain in sorted(sources[split])} for split in SPLITS}
+    manifest.shards = {split: {domain: [] for domain in sorted(sources[split]) if domain} for split in SPLITS}
     bar = tqdm(todo, desc="prepare", unit="file", disable=None if progress else True)  # None: a terminal only
     done = 0
     for split, domain, path in bar:
-        rel = f"{split}/{stem(path)}.bin"
+        relative = str(path.relative_to(source))
+        described = f"{relative}?{routing.describe()}" if routing.routed else relative
         sha = file_sha256(path)
-        shard = _still_good(manifest, previous.get(rel), sha)
-        if shard is None:
+        kept = _still_good(manifest, previous.get(described, []), sha)
+        fresh = kept is None
+        if kept is None:
             bar.set_postfix_str(path.name)
-            tokens, documents, shard_sha = _tokenize_file(tok, manifest, path, output / rel)
-            shard = Shard(rel, str(path.relative_to(source)), sha, tokens, documents, shard_sha)
+            made = _tokenize_file(tok, manifest, path, split, domain or None, routing)
+            kept = [(where[0], where[1], Shard(target.relative_to(output).as_posix(), described, sha, tokens,
+                                               documents, shard_sha))
+                    for where, (target, tokens, documents, shard_sha) in sorted(made.items())]
             done += 1
-            manifest.shards[split][domain].append(shard)
+        for part_split, part_domain, shard in kept:
+            manifest.shards[part_split].setdefault(part_domain, []).append(shard)
+        if fresh:
             manifest.save()
-        else:
-            manifest.shards[split][domain].append(shard)
+    manifest.shards = {split: dict(sorted(manifest.shards[split].items())) for split in SPLITS}
+    merge_small_domains(manifest, min_tokens)
     manifest.save()
     _remove_stale(output, manifest)  # after the save: the manifest on disk never lists a deleted shard
     if progress:
         print(f"prepared {len(todo)} files ({done} tokenized, {len(todo) - done} up to date) into {output}/")
     return manifest
+
+
+def merge_small_domains(manifest: CorpusManifest, min_tokens: int, into: str = "other") -> list[str]:
+    """Training domains below `min_tokens` (and their valid shards) merged into one domain `into`; their names."""
+    small = [d for d in manifest.shards["train"] if d != into and manifest.tokens("train", d) < min_tokens]
+    for split in SPLITS:
+        for domain in small:
+            shards = manifest.shards[split].pop(domain, [])
+            if shards:
+                manifest.shards[split].setdefault(into, []).extend(shards)
+    return small
 
 
 def _remove_stale(output: Path, manifest: CorpusManifest) -> None:
@@ -272,6 +396,18 @@ def main(argv: Sequence[str] | None = None) -> CorpusManifest:
     p.add_argument("--vocab-size", type=integer_at_least(MIN_VOCAB_SIZE), default=DEFAULT_VOCAB_SIZE,
                    help=f"vocabulary of the trained BPE, at least {MIN_VOCAB_SIZE} (256 bytes and end-of-text) "
                         "(default: %(default)s)")
+    p.add_argument("--domain-field", metavar="FIELD",
+                   help="take each document's domain from this field (dotted for nested: meta.pile_set_name) "
+                        "instead of the file name; then any file names in train/ and valid/")
+    p.add_argument("--text-field", default="text", help="the field (or column) of the text (default: %(default)s)")
+    p.add_argument("--rename", nargs="+", default=[], metavar="OLD=NEW",
+                   help="rename domains, e.g. 'Pile-CC=pile_cc' 'Github=github'")
+    p.add_argument("--valid-fraction", type=share(), default=0.0,
+                   help="carve the valid split from train: this share of the documents, by a seeded hash of each "
+                        "document (no document in both; needs no valid/ folder)")
+    p.add_argument("--seed", type=integer_at_least(0), default=0, help="seed of --valid-fraction (default: 0)")
+    p.add_argument("--min-tokens", type=integer_at_least(0), default=0,
+                   help="training domains with fewer tokens are merged into one domain, `other` (default: 0)")
     p.add_argument("--workers", type=integer_at_least(0), default=0,
                    help="threads for tokenization; 0 = one per core (default)")
     p.add_argument("--verify", action="store_true",
@@ -290,7 +426,12 @@ def main(argv: Sequence[str] | None = None) -> CorpusManifest:
         source = args.output / "raw"
         if not (source / "train").is_dir():
             build_default_corpus(source)
-    manifest = prepare(source, args.output, args.tokenizer, args.vocab_size, args.workers)
+    renames = [pair.split("=", 1) for pair in args.rename]
+    if any(len(pair) != 2 or not all(pair) for pair in renames):
+        p.error(f"--rename takes OLD=NEW pairs, got {args.rename}")
+    routing = Routing(args.domain_field, args.text_field, tuple(map(tuple, renames)), args.valid_fraction, args.seed)
+    manifest = prepare(source, args.output, args.tokenizer, args.vocab_size, args.workers, routing=routing,
+                       min_tokens=args.min_tokens)
     print(describe(manifest))
     return manifest
 
