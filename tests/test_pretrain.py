@@ -141,3 +141,19 @@ def test_a_nan_loss_ends_the_large_run_as_failed(tiny_corpus, tmp_path, monkeypa
         main([str(path), "--cpu", "--corpus", str(tiny_corpus.root), "--output", str(tmp_path / "run"),
               "--wandb", "off"])
     assert load_result(tmp_path / "run").status == "failed"
+
+
+@pytest.mark.parametrize("name", ["the_pile_natural", "the_pile_human", "the_pile_doremi", "the_pile_cc_only",
+                                  "the_pile_regmix"])
+def test_the_regmix_papers_comparison_mixtures_are_presets_by_name(name, tiny_corpus, monkeypatch):
+    from regmix.study.transfer import baseline_mixture
+
+    monkeypatch.chdir(ROOT)
+    config = load_run_config(resolve_mixture(name))
+    pile = load_run_config(resolve_mixture("the_pile_natural")).train.domains
+    assert config.train.weights.sum() == pytest.approx(1.0, abs=1e-5) and set(config.train.active()) <= set(pile)
+    assert config.training.model_name == "tinyllama_1_1b" and config.valid == ("the_pile_pile_cc",)
+    if name == "the_pile_regmix":
+        assert config.train["the_pile_pile_cc"] == pytest.approx(0.870, abs=1e-3)
+    with pytest.raises(ConfigError, match=f"{name}.yaml"):  # found by name; the tiny corpus has other domains
+        baseline_mixture(name, tiny_corpus)

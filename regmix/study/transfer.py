@@ -41,12 +41,15 @@ BUILTIN_BASELINES = ("natural", "uniform")
 
 
 def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]:
-    """A named baseline (natural, uniform) or a mixture config file."""
+    """A named baseline (natural, uniform), a mixture config file, or a config's name below mixture_config/ (the
+    RegMix paper's comparison mixtures: the_pile_human, the_pile_doremi, the_pile_cc_only, the_pile_regmix)."""
     if name == "natural":
         return name, manifest.token_distribution()
     if name == "uniform":
         return name, manifest.uniform()
-    path = Path(name)
+    from regmix.train.pretrain import resolve_mixture
+
+    path = resolve_mixture(name)
     mixture = load_run_config(path).train
     mixture.check_domains(manifest.train_domains, path, manifest.empty_domains("train"))
     return path.stem, mixture
@@ -153,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[RunResult]]:
     p.add_argument("--optimal", type=Path, required=True, help="optimal_mixture.yaml from the simulation")
     p.add_argument("--corpus", type=Path, required=True, help="prepared corpus folder")
     p.add_argument("--baselines", nargs="*", default=list(BUILTIN_BASELINES),
-                   help="natural, uniform and/or mixture YAML files (default: natural uniform)")
+                   help="natural, uniform, mixture YAML files and/or config names below mixture_config/, e.g. the "
+                        "RegMix paper's the_pile_human the_pile_doremi the_pile_cc_only the_pile_regmix "
+                        "(default: natural uniform)")
     p.add_argument("--output", type=Path, default=Path("runs/transfer"), help="folder for the runs")
     p.add_argument("--seeds", type=integer_at_least(1), default=1,
                    help="seeds per mixture (3 gives the table a seed spread; "
