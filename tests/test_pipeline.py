@@ -195,3 +195,22 @@ def test_a_prepared_corpus_without_a_source_is_used_as_it_is(tiny_corpus, tmp_pa
     (tmp_path / "file.yaml").write_text(f"name: f\ncorpus: {{prepared: {corpus / 'manifest.json'}}}\n")
     with pytest.raises(ConfigError, match="file.yaml: 'corpus.prepared' is .*manifest.json, a file"):
         prepare_experiment_corpus(load_experiment(tmp_path / "file.yaml"), report=lambda line: None)
+
+
+def test_a_pile_style_corpus_through_the_whole_pipeline(workdir):
+    """Mixed-domain .jsonl.zst files, the domain in meta.pile_set_name, the valid split carved from train."""
+    from test_prepare import pile_style
+
+    pile_style(Path("pile"))
+    Path("pile.yaml").write_text(EXPERIMENT.replace("name: tiny", "name: pile").replace(
+        "target: prose\n", "").replace(
+        "corpus: {source: src, prepared: data/tiny, vocab_size: 300}",
+        "corpus: {source: pile, prepared: data/pile, vocab_size: 300, domain_field: meta.pile_set_name,\n"
+        "         rename: {Pile-CC: pile_cc}, valid_fraction: 0.2, min_tokens: 100}").replace(
+        'sweep: {num_configs: 8, workers: 1, wandb: "off"}', 'sweep: {num_configs: 6, anchor_seeds: 0, workers: 1, '
+                                                           'wandb: "off"}'))
+    summary = run_study(load_experiment("pile.yaml"), report=lambda line: None)
+    assert set(summary["optimal"]) == {"FreeLaw", "Github", "pile_cc", "other"}
+    assert summary["objective"].keys() <= {"FreeLaw", "Github", "pile_cc", "other"}
+    assert load_run_config("mixture_config/pile/regmix/optimal_mixture.yaml").train.weights.sum() == \
+        pytest.approx(1.0)

@@ -23,7 +23,7 @@ from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
-from regmix.data.prepare import prepare
+from regmix.data.prepare import Routing, prepare
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
@@ -34,12 +34,23 @@ from regmix.train.runlog import WANDB_MODES
 
 @dataclass
 class CorpusSettings:
-    """Where the corpus is and how to tokenize it; `source: null` is the embedded default corpus."""
+    """Where the corpus is and how to tokenize it; `source: null` is the embedded default corpus. The domain may
+    come from a field (`domain_field: meta.pile_set_name`), renamed (`rename: {Pile-CC: pile_cc}`), the tiny ones
+    merged into `other` (`min_tokens`), and the valid split carved from train (`valid_fraction`): as
+    `regmix prepare`'s flags (regmix.data.prepare.Routing)."""
 
     source: str | None = None
     prepared: str = "data/default"
     tokenizer: str | None = None
     vocab_size: int = 2048
+    domain_field: str | None = None
+    text_field: str = "text"
+    rename: dict[str, str] = field(default_factory=dict)
+    valid_fraction: float = 0.0
+    min_tokens: int = 0
+
+    def routing(self) -> Routing:
+        return Routing(self.domain_field, self.text_field, tuple(sorted(self.rename.items())), self.valid_fraction)
 
 
 @dataclass
@@ -201,9 +212,21 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     check_simulation_settings(experiment.simulation, path)
     check_fit_settings(experiment.fit, path)
     check_sweep_settings(experiment.sweep, path)
+    check_corpus_settings(experiment.corpus, path)
     experiment.proxy.validate(path, section_spelling("proxy"))
     experiment.synthesis.validate(path, section_spelling("synthesis"))
     return experiment
+
+
+def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:
+    """The `corpus:` section's routing, before any corpus is read."""
+    checks = [(0 <= corpus.valid_fraction < 1, "'corpus.valid_fraction' must be in [0, 1)"),
+              (corpus.min_tokens >= 0, "'corpus.min_tokens' must be >= 0"),
+              (all(isinstance(k, str) and isinstance(v, str) and v for k, v in corpus.rename.items()),
+               "'corpus.rename' maps domain names to new names")]
+    for ok, problem in checks:
+        if not ok:
+            raise ConfigError(source, problem)
 
 
 def check_sweep_settings(sweep: SweepSettings, source: Path) -> None:
@@ -303,7 +326,8 @@ def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], No
         report("[corpus] building the embedded default corpus")
         build_default_corpus(source)
     report("[prepare] tokenizing (incremental)")
-    manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True)
+    manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True,
+                       routing=corpus.routing(), min_tokens=corpus.min_tokens)
     return manifest, _checked_corpus(experiment, manifest, source, report)
 
 
