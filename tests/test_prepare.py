@@ -370,3 +370,19 @@ def test_a_parquet_corpus_with_a_domain_column(tmp_path):
     with pytest.raises(ConfigError, match=r"part-0.parquet: no 'meta.kind' column; it has \['text', 'source'\]"):
         prepare(tmp_path / "src", tmp_path / "out2", vocab_size=300, progress=False,
                 routing=Routing(domain_field="meta.kind"))
+
+
+def test_count_estimates_the_prior_without_writing_shards(corpus, tmp_path, capsys):
+    from regmix.search.synthesize import load_prior
+
+    manifest = prepare(corpus, tmp_path / "out", vocab_size=300, progress=False)
+    tokenizer = tmp_path / "out" / "tokenizer" / "tokenizer.json"
+    assert main([str(corpus), "--output", str(tmp_path / "none"), "--tokenizer", str(tokenizer),
+                 "--count", str(tmp_path / "prior.yaml")]) is None
+    assert not (tmp_path / "none").exists()  # nothing prepared
+    estimated, _ = load_prior(str(tmp_path / "prior.yaml"))
+    # every document is in the sample here, so the estimate is the prepared count itself
+    assert estimated.close_to(manifest.token_distribution(), atol=1e-6)
+    assert "tokens (estimated)" in capsys.readouterr().out
+    main([str(corpus), "--count", str(tmp_path / "chars.yaml")])  # no tokenizer: characters stand for tokens
+    assert "characters" in (tmp_path / "chars.yaml").read_text().splitlines()[0]

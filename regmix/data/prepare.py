@@ -344,6 +344,40 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
     return manifest
 
 
+def count_tokens(source: str | os.PathLike, tokenizer: str | os.PathLike | None = None, routing: Routing = Routing(),
+                 sample: int = 2000) -> dict[str, dict[str, float]]:
+    """The training split's size per domain without writing shards: every document's characters counted, the
+    first `sample` documents of each domain tokenized for its tokens per character (characters stand for tokens
+    without a tokenizer). {domain: {documents, characters, tokens}} (tokens estimated)."""
+    source = Path(source)
+    sources = find_sources(source, routing)
+    tok = None
+    if tokenizer is not None:
+        from regmix.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)[0]
+    counts: dict[str, dict[str, float]] = {}
+    sampled: dict[str, list[str]] = {}
+    files = [(domain, path) for domain, paths in sources["train"].items() for path in paths]
+    for domain, path in tqdm(files, desc="count", unit="file", disable=None):
+        for text, value in iter_documents(path, routing.text_field, routing.domain_field):
+            if routing.split("train", text) != "train":
+                continue
+            name = routing.domain(path, domain or None, value)
+            entry = counts.setdefault(name, {"documents": 0, "characters": 0})
+            entry["documents"] += 1
+            entry["characters"] += len(text)
+            if len(sampled.setdefault(name, [])) < sample:
+                sampled[name].append(text)
+    for name, entry in counts.items():
+        ratio = 1.0
+        if tok is not None:
+            encoded = tok.encode_batch(sampled[name], add_special_tokens=False)
+            ratio = sum(len(e.ids) + 1 for e in encoded) / max(sum(len(t) for t in sampled[name]), 1)
+        entry["tokens"] = round(entry["characters"] * ratio)
+    return dict(sorted(counts.items()))
+
+
 def merge_small_domains(manifest: CorpusManifest, min_tokens: int, into: str = "other") -> list[str]:
     """Training domains below `min_tokens` (and their valid shards) merged into one domain `into`; their names."""
     small = [d for d in manifest.shards["train"] if d != into and manifest.tokens("train", d) < min_tokens]
@@ -384,7 +418,7 @@ def _path_argument(check: Callable[[Path], Path]) -> Callable[[str], Path]:
     return parse
 
 
-def main(argv: Sequence[str] | None = None) -> CorpusManifest:
+def main(argv: Sequence[str] | None = None) -> CorpusManifest | None:
     p = ArgumentParser(prog="python -m regmix.prepare", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", nargs="?", type=_path_argument(check_source), default=None,
@@ -408,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> CorpusManifest:
     p.add_argument("--seed", type=integer_at_least(0), default=0, help="seed of --valid-fraction (default: 0)")
     p.add_argument("--min-tokens", type=integer_at_least(0), default=0,
                    help="training domains with fewer tokens are merged into one domain, `other` (default: 0)")
+    p.add_argument("--count", type=Path, metavar="PRIOR.yaml",
+                   help="write nothing but this token distribution of the training split (the prior for "
+                        "synthesize --prior): every document's characters, tokens per character from a sample "
+                        "tokenized by --tokenizer (without one, characters stand for tokens)")
     p.add_argument("--workers", type=integer_at_least(0), default=0,
                    help="threads for tokenization; 0 = one per core (default)")
     p.add_argument("--verify", action="store_true",
@@ -430,6 +468,19 @@ def main(argv: Sequence[str] | None = None) -> CorpusManifest:
     if any(len(pair) != 2 or not all(pair) for pair in renames):
         p.error(f"--rename takes OLD=NEW pairs, got {args.rename}")
     routing = Routing(args.domain_field, args.text_field, tuple(map(tuple, renames)), args.valid_fraction, args.seed)
+    if args.count is not None:
+        counts = count_tokens(source, args.tokenizer, routing)
+        total = sum(c["tokens"] for c in counts.values()) or 1
+        unit = "tokens (estimated)" if args.tokenizer else "characters (no --tokenizer: standing for tokens)"
+        lines = [f"# The training split of {source} in {unit}: regmix prepare --count", "train:"]
+        lines += [f"  train_{d}: {c['tokens']}" for d, c in counts.items()]
+        write_atomic(args.count, "\n".join(lines) + "\n")
+        print(f"the training split of {source} in {unit}:")
+        for domain, c in counts.items():
+            print(f"{domain:<32}{c['documents']:>10,} documents{c['tokens']:>16,} {unit.split()[0]}"
+                  f"{c['tokens'] / total:>8.3f}")
+        print(f"wrote {args.count}")
+        return None
     manifest = prepare(source, args.output, args.tokenizer, args.vocab_size, args.workers, routing=routing,
                        min_tokens=args.min_tokens)
     print(describe(manifest))
