@@ -97,11 +97,7 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
     """Call `write(temporary path)`, then rename it over `path`: readers see the old file or the new one. A
     failed write names `path` (a full disk's own error names no file, or the temporary one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.{_HOST}.{os.getpid()}."
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_file(path)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; others on a shared sweep read them too
@@ -114,6 +110,17 @@ def replace_atomic(path: str | os.PathLike, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_file(path: str | os.PathLike) -> Path:
+    """A new empty temporary file next to `path` (its folder made), to be renamed over it; the temporaries of
+    `path` that killed writers on this machine left behind are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
-from regmix.core.files import ConfigError, write_atomic
+from regmix.core.files import ConfigError, temporary_file, write_atomic
 from regmix.core.schema import safe_name
 from regmix.data.corpus import (
     MANIFEST_NAME,
@@ -198,10 +197,8 @@ def _tokenize_file(tokenizer: Any, manifest: CorpusManifest, source: Path, folde
 
     def part(split: str, domain: str) -> _Part:
         if (split, domain) not in parts:
-            path = target(split, domain)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            parts[split, domain] = _Part(Path(tmp), os.fdopen(fd, "wb"))
+            tmp = temporary_file(target(split, domain))  # a killed run's temporaries of this shard go first
+            parts[split, domain] = _Part(tmp, tmp.open("wb"))
         return parts[split, domain]
 
     documents = iter_documents(source, routing.text_field, routing.domain_field)
