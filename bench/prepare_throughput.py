@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from regmix.data.prepare import Routing, prepare
+from regmix.data.prepare import prepare
 from regmix.data.readers import iter_documents
+from regmix.data.sources import Routing
 
 VOCABULARIES = {
     "Pile-CC": "the a of river mountain city people said year new time could would first".split(),

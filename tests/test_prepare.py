@@ -13,7 +13,8 @@ from regmix.cli import run_command
 from regmix.core.files import ConfigError
 from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.data.default_corpus import DOMAINS, build_default_corpus
-from regmix.data.prepare import Routing, main, prepare, token_dtype
+from regmix.data.prepare import main, prepare, token_dtype
+from regmix.data.sources import Routing
 from regmix.data.tokenizer import load_tokenizer
 
 SHARED_NEOX = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "gpt-neox"

@@ -12,7 +12,8 @@ from regmix.regression import simulate as simulate_module
 from regmix.regression.fit import FittedModel
 from regmix.regression.model_file import save_model
 from regmix.regression.regressors import make_regressor
-from regmix.regression.simulate import Surrogate, objective_weights, optimal_config, simulate
+from regmix.regression.simulate import objective_weights, optimal_config, simulate
+from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings
 from regmix.settings.run_config import load_run_config
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,7 +35,6 @@ from tqdm import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
 from regmix.core.files import ConfigError, temporary_file, write_atomic
-from regmix.core.schema import safe_name
 from regmix.data.corpus import (
     MANIFEST_NAME,
     SPLITS,
@@ -48,24 +45,13 @@ from regmix.data.corpus import (
     verify_corpus,
     verify_shard,
 )
-from regmix.data.readers import SUFFIXES, document_suffix, iter_documents, iter_texts, stem, unsupported
+from regmix.data.readers import iter_documents, iter_texts, stem
+from regmix.data.sources import Routing, check_source, count_tokens, find_sources
 
-TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)$")  # file names without their document suffix
-VALID_FILE = re.compile(r"^(?P<domain>.+)$")
 BATCH_DOCUMENTS = 1024
 DEFAULT_VOCAB_SIZE = 8192
 MIN_VOCAB_SIZE = 257  # a byte-level BPE's 256 byte symbols and <|endoftext|>
 BPE_SAMPLE_BYTES = 16_000_000
-LAYOUT = f"expected train/<domain>_<k>.<format> and valid/<domain>.<format>, formats {', '.join(SUFFIXES)}"
-
-
-def check_source(source: Path) -> Path:
-    """The corpus folder, if it is one (its layout is find_sources' to check)."""
-    if not source.exists():
-        raise ConfigError(source, f"no such folder ({LAYOUT})")
-    if not source.is_dir():
-        raise ConfigError(source, f"is a file, not a corpus folder ({LAYOUT})")
-    return source
 
 
 def check_output(output: Path) -> Path:
@@ -81,82 +67,6 @@ def check_vocab_size(vocab_size: int) -> int:
         raise ValueError(f"vocab_size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB_SIZE} "
                          "tokens (256 bytes and end-of-text)")
     return vocab_size
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Where each document goes. Its domain: the file's name (RegMix's layout), or the value of `domain_field`
-    (any file names), renamed by `rename`. Its split: the file's folder, or with `valid_fraction` > 0 carved from
-    train by a seeded hash of its text (no document in both; the same text always on the same side)."""
-
-    domain_field: str | None = None
-    text_field: str = "text"
-    rename: tuple[tuple[str, str], ...] = ()
-    valid_fraction: float = 0.0
-    seed: int = 0
-
-    @property
-    def routed(self) -> bool:
-        """Whether a file may feed several shards (then named `<stem>--<domain>.bin`)."""
-        return self.domain_field is not None or self.valid_fraction > 0
-
-    def describe(self) -> str:
-        """The routing a shard was made with: kept in its `source`, so another routing prepares it anew."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
-
-    def domain(self, path: Path, named: str | None, value: Any) -> str:
-        domain = named if self.domain_field is None else value
-        if domain is None or isinstance(domain, (dict, list)):
-            raise ConfigError(path, f"a document's domain field {self.domain_field!r} is {domain!r}, not a name")
-        domain = dict(self.rename).get(str(domain), str(domain))
-        return safe_name(domain, "domain", path)
-
-    def split(self, folder: str, text: str) -> str:
-        if self.valid_fraction <= 0 or folder != "train":
-            return folder
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8,
-                                 key=self.seed.to_bytes(8, "little")).digest()
-        return "valid" if int.from_bytes(digest, "little") / 2 ** 64 < self.valid_fraction else "train"
-
-
-def find_sources(source: Path, routing: Routing = Routing()) -> dict[str, dict[str, list[Path]]]:
-    """Source files per split and domain ("" when a field names the domains), in RegMix's layout or, with a
-    domain field, any document files in train/ and valid/; layout mistakes name the file or folder."""
-    check_source(source)
-    found: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLITS}
-    for split, pattern in (("train", TRAIN_FILE), ("valid", VALID_FILE)):
-        folder = source / split
-        if split == "valid" and routing.valid_fraction > 0:
-            if folder.exists():
-                raise ConfigError(folder, "a valid/ folder and --valid-fraction: take the valid split from one of "
-                                          "them (move the folder away or drop --valid-fraction)")
-            continue
-        if not folder.is_dir():
-            raise ConfigError(source, f"no {split}/ folder: {LAYOUT}")
-        name = "<domain>_<k>" if split == "train" else "<domain>"
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith("."):
-                continue
-            if unsupported(path):
-                raise ConfigError(path, f"prepare does not read this format; supported: {', '.join(SUFFIXES)}")
-            if document_suffix(path) is None:
-                continue
-            if routing.domain_field is not None:
-                found[split].setdefault("", []).append(path)
-                continue
-            match = pattern.match(stem(path))
-            if not match:
-                raise ConfigError(path, f"name must be {name}.<format> ({', '.join(SUFFIXES)})")
-            found[split].setdefault(match["domain"], []).append(path)
-        if not found[split]:
-            named = "document" if routing.domain_field else f"{name}.<format>"
-            raise ConfigError(folder, f"no {named} files ({', '.join(SUFFIXES)})")
-        for domain, paths in found[split].items():
-            stems = [stem(p) for p in paths]
-            if len(set(stems)) < len(stems):
-                raise ConfigError(folder, f"{domain}: two files of one name in two formats {sorted(map(str, paths))}; "
-                                          "keep one")
-    return found
 
 
 def token_dtype(vocab_size: int) -> str:
@@ -291,13 +201,13 @@ def _previous_shards(output: Path, tokenizer_sha256: str, dtype: str) -> dict[st
 
 def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
             vocab_size: int = DEFAULT_VOCAB_SIZE, workers: int | None = None,
-            progress: bool = True, routing: Routing = Routing(), min_tokens: int = 0) -> CorpusManifest:
+            progress: bool = True, routing: Routing | None = None, min_tokens: int = 0) -> CorpusManifest:
     """Tokenize a corpus into packed shards per domain and write its manifest (incrementally); `routing`: where
     each document goes (Routing); `min_tokens`: training domains with fewer tokens are merged into `other`."""
     from regmix.data.tokenizer import TOKENIZER_NAME, load_tokenizer
 
     os.environ.setdefault("RAYON_NUM_THREADS", str(workers or os.cpu_count() or 1))
-    source, output = Path(source), check_output(Path(output))
+    source, output, routing = Path(source), check_output(Path(output)), routing or Routing()
     sources = find_sources(source, routing)
     if tokenizer is None:
         check_vocab_size(vocab_size)
@@ -339,40 +249,6 @@ def prepare(source: str | os.PathLike, output: str | os.PathLike, tokenizer: str
     if progress:
         print(f"prepared {len(todo)} files ({done} tokenized, {len(todo) - done} up to date) into {output}/")
     return manifest
-
-
-def count_tokens(source: str | os.PathLike, tokenizer: str | os.PathLike | None = None, routing: Routing = Routing(),
-                 sample: int = 2000) -> dict[str, dict[str, float]]:
-    """The training split's size per domain without writing shards: every document's characters counted, the
-    first `sample` documents of each domain tokenized for its tokens per character (characters stand for tokens
-    without a tokenizer). {domain: {documents, characters, tokens}} (tokens estimated)."""
-    source = Path(source)
-    sources = find_sources(source, routing)
-    tok = None
-    if tokenizer is not None:
-        from regmix.data.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)[0]
-    counts: dict[str, dict[str, float]] = {}
-    sampled: dict[str, list[str]] = {}
-    files = [(domain, path) for domain, paths in sources["train"].items() for path in paths]
-    for domain, path in tqdm(files, desc="count", unit="file", disable=None):
-        for text, value in iter_documents(path, routing.text_field, routing.domain_field):
-            if routing.split("train", text) != "train":
-                continue
-            name = routing.domain(path, domain or None, value)
-            entry = counts.setdefault(name, {"documents": 0, "characters": 0})
-            entry["documents"] += 1
-            entry["characters"] += len(text)
-            if len(sampled.setdefault(name, [])) < sample:
-                sampled[name].append(text)
-    for name, entry in counts.items():
-        ratio = 1.0
-        if tok is not None:
-            encoded = tok.encode_batch(sampled[name], add_special_tokens=False)
-            ratio = sum(len(e.ids) + 1 for e in encoded) / max(sum(len(t) for t in sampled[name]), 1)
-        entry["tokens"] = round(entry["characters"] * ratio)
-    return dict(sorted(counts.items()))
 
 
 def merge_small_domains(manifest: CorpusManifest, min_tokens: int, into: str = "other") -> list[str]:

@@ -37,6 +37,7 @@ from regmix.core.mixture import Mixture, project_onto_simplex
 from regmix.core.objective import Objective
 from regmix.core.space import usage_bounds
 from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
+from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
 from regmix.settings.run_config import RunConfig
 
@@ -73,76 +74,6 @@ def objective_weights(model: FittedModel, objective: Objective | Mapping[str, fl
     if missing:
         raise ValueError(f"targets {missing} were not fitted; the model has {list(model.targets)}")
     return np.array([objective.weights.get(t, 0.0) for t in model.targets])
-
-
-class Surrogate:
-    """A cheap stand-in for the model to screen candidates: boosted depth-2 trees distilled from it.
-
-    A depth-2 tree is a sum of functions of at most two features, so the whole ensemble compiles
-    into per-feature and per-pair lookup tables over the features' threshold bins: scoring a chunk is
-    a few searchsorted calls and one table gather per feature pair, exact to LightGBM's own predict.
-    A smooth ridge surrogate misses the model's optimum (it ranks the true top 128 of 1M as deep as
-    100k); this one keeps them within its best 0.5% on the published data.
-    """
-
-    def __init__(self, weights: np.ndarray, scores: np.ndarray, rounds: int = 300):
-        import lightgbm as lgb  # here, not at the top: `regmix simulate --help` starts without it
-
-        params = {"objective": "regression", "num_leaves": 4, "max_depth": 2, "learning_rate": 0.2,
-                  "max_bin": 63, "min_data_in_leaf": 5, "num_threads": 1, "force_col_wise": True,
-                  "seed": 0, "verbose": -1}
-        self.booster = lgb.train(params, lgb.Dataset(weights, scores), num_boost_round=rounds)
-        self._compile(self.booster.dump_model()["tree_info"], weights.shape[1])
-
-    def _compile(self, trees: list[dict], dim: int) -> None:
-        leaves = []  # (leaf value, [(feature, threshold, went left), ...] on the path to it)
-
-        def walk(node: dict, path: list[tuple[int, float, bool]]) -> None:
-            if "leaf_value" in node:
-                leaves.append((node["leaf_value"], path))
-                return
-            if node["decision_type"] != "<=":
-                raise ValueError(f"cannot compile decision {node['decision_type']}")
-            feature, threshold = node["split_feature"], node["threshold"]
-            walk(node["left_child"], path + [(feature, threshold, True)])
-            walk(node["right_child"], path + [(feature, threshold, False)])
-
-        for tree in trees:
-            walk(tree["tree_structure"], [])
-        self.edges = [np.unique([t for _, path in leaves for f, t, _ in path if f == j]) for j in range(dim)]
-        self.constant = 0.0
-        self.singles: dict[int, np.ndarray] = {}
-        self.pairs: dict[tuple[int, int], np.ndarray] = {}
-        for value, path in leaves:
-            masks: dict[int, np.ndarray] = {}
-            for feature, threshold, left in path:
-                bins = np.arange(len(self.edges[feature]) + 1)
-                k = int(np.searchsorted(self.edges[feature], threshold))
-                keep = bins <= k if left else bins > k  # x <= edges[k]  <=>  searchsorted(edges, x) <= k
-                masks[feature] = masks.get(feature, np.ones(len(bins), bool)) & keep
-            features = sorted(masks)
-            if not features:
-                self.constant += value
-            elif len(features) == 1:
-                table = self.singles.setdefault(features[0], np.zeros(len(masks[features[0]])))
-                table += value * masks[features[0]]
-            else:
-                a, b = features
-                table = self.pairs.setdefault((a, b), np.zeros((len(masks[a]), len(masks[b]))))
-                table += value * np.outer(masks[a], masks[b])
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        used = set(self.singles) | {f for pair in self.pairs for f in pair}
-        bins = {j: np.searchsorted(self.edges[j], weights[:, j]).astype(np.int32) for j in used}
-        out = np.full(len(weights), self.constant)
-        for j, table in self.singles.items():
-            out += table[bins[j]]
-        flat = np.empty(len(weights), np.int32)
-        for (a, b), table in self.pairs.items():
-            np.multiply(bins[a], table.shape[1], out=flat)
-            flat += bins[b]
-            out += table.ravel().take(flat)
-        return out
 
 
 class _TopK:

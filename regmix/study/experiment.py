@@ -23,7 +23,8 @@ from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
-from regmix.data.prepare import Routing, prepare
+from regmix.data.prepare import prepare
+from regmix.data.sources import Routing
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
@@ -37,7 +38,7 @@ class CorpusSettings:
     """Where the corpus is and how to tokenize it; `source: null` is the embedded default corpus. The domain may
     come from a field (`domain_field: meta.pile_set_name`), renamed (`rename: {Pile-CC: pile_cc}`), the tiny ones
     merged into `other` (`min_tokens`), and the valid split carved from train (`valid_fraction`): as
-    `regmix prepare`'s flags (regmix.data.prepare.Routing)."""
+    `regmix prepare`'s flags (regmix.data.sources.Routing)."""
 
     source: str | None = None
     prepared: str = "data/default"
