@@ -387,3 +387,34 @@ def test_count_estimates_the_prior_without_writing_shards(corpus, tmp_path, caps
     assert "tokens (estimated)" in capsys.readouterr().out
     main([str(corpus), "--count", str(tmp_path / "chars.yaml")])  # no tokenizer: characters stand for tokens
     assert "characters" in (tmp_path / "chars.yaml").read_text().splitlines()[0]
+
+
+def test_hugging_face_datasets_folders_as_the_corpus_or_in_place_of_files(corpus, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    docs = {split: [(t, d) for i, d in enumerate(WORDS) for t in texts(d, n, i)] for split, n in (("train", 30),
+                                                                                                   ("validation", 6))}
+    whole = datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": [t for t, _ in rows],
+                                                                     "source": [d for _, d in rows]})
+                                  for split, rows in docs.items()})
+    whole.save_to_disk(str(tmp_path / "dict"))  # a DatasetDict: its train and validation splits
+    manifest = prepare(tmp_path / "dict", tmp_path / "out", vocab_size=300, progress=False,
+                       routing=Routing(domain_field="source"))
+    assert set(manifest.train_domains) == set(WORDS) == set(manifest.valid_domains)
+    assert all(sum(s.documents for s in manifest.shards["train"][d]) == 30 for d in WORDS)
+    assert all(sum(s.documents for s in manifest.shards["valid"][d]) == 6 for d in WORDS)
+    with pytest.raises(ConfigError, match="dict: a datasets folder's file names name no domain: give --domain-field"):
+        prepare(tmp_path / "dict", tmp_path / "out2", vocab_size=300, progress=False)
+    whole["train"].save_to_disk(str(tmp_path / "one"))  # a Dataset: the valid split is carved from it
+    with pytest.raises(ConfigError, match="one: the datasets folder has no validation or valid split: carve one"):
+        prepare(tmp_path / "one", tmp_path / "out2", vocab_size=300, progress=False, routing=Routing("source"))
+    carved = prepare(tmp_path / "one", tmp_path / "out2", vocab_size=300, progress=False,
+                     routing=Routing("source", valid_fraction=0.25))
+    assert sum(s.documents for shards in carved.shards.values() for v in shards.values() for s in v) == 90
+
+    # in RegMix's layout, a datasets folder named like a file stands for it
+    reference = prepare(corpus, tmp_path / "plain", vocab_size=300, progress=False)
+    (corpus / "train" / "code_0.jsonl").unlink()
+    datasets.Dataset.from_dict({"text": texts("code", 40, 0)}).save_to_disk(str(corpus / "train" / "code_0"))
+    other = prepare(corpus, tmp_path / "layout", str(tmp_path / "plain" / "tokenizer"), progress=False)
+    assert other.tokens("train", "code") == reference.tokens("train", "code")
+    assert other.shards["train"]["code"][0].path == "train/code_0-data-00000-of-00001.bin"

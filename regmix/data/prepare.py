@@ -1,8 +1,9 @@
 """Corpus preparation: RegMix-layout JSONL in, memory-mappable token shards and a manifest out.
 
 Input: `<source>/train/<domain>_<k>.<format>` and `<source>/valid/<domain>.<format>`, each document's
-`text`; formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst`, `.json.gz`, `.json.zst`, `.parquet` and a `datasets`
-folder's `.arrow` (regmix.data.readers). Output: one shard per source file, `<output>/<split>/<stem>.bin`
+`text`; formats: `.jsonl`, `.jsonl.gz`, `.jsonl.zst`, `.json.gz`, `.json.zst`, `.parquet`, `.arrow`
+(regmix.data.readers), and Hugging Face `datasets` folders (save_to_disk), in place of a file or as the whole
+corpus (regmix.data.sources). Output: one shard per source file, `<output>/<split>/<stem>.bin`
 (token ids, each document followed by end-of-text; uint16 when the vocabulary fits, else uint32),
 and `<output>/manifest.json` with the sha256 of every source and shard. Incremental: a shard whose
 source file and tokenizer are unchanged, and whose own size, token ids and sha256 still hold, is kept;
@@ -45,8 +46,8 @@ from regmix.data.corpus import (
     verify_corpus,
     verify_shard,
 )
-from regmix.data.readers import iter_documents, iter_texts, stem
-from regmix.data.sources import Routing, check_source, count_tokens, find_sources
+from regmix.data.readers import iter_documents, iter_texts
+from regmix.data.sources import Routing, check_source, count_tokens, find_sources, shard_stem
 
 BATCH_DOCUMENTS = 1024
 DEFAULT_VOCAB_SIZE = 8192
@@ -102,7 +103,7 @@ def _tokenize_file(tokenizer: Any, manifest: CorpusManifest, source: Path, folde
     output = Path(manifest.root)
 
     def target(split: str, domain: str) -> Path:
-        name = f"{stem(source)}--{domain}" if routing.routed else stem(source)
+        name = f"{shard_stem(source)}--{domain}" if routing.routed else shard_stem(source)
         return output / split / f"{name}.bin"
 
     def part(split: str, domain: str) -> _Part:

@@ -1,6 +1,13 @@
-"""A corpus's source files: where they are (RegMix's layout, or any names with a domain field), where each
-document goes (`Routing`: its domain and split), and how many tokens each domain holds before anything is
-prepared (`count_tokens`, `regmix prepare --count`)."""
+"""A corpus's source files: where they are, where each document goes (`Routing`: its domain and split), and how
+many tokens each domain holds before anything is prepared (`count_tokens`, `regmix prepare --count`).
+
+Where they are: RegMix's layout (`train/<domain>_<k>.<format>`, `valid/<domain>.<format>`; with a domain field
+any file names in train/ and valid/), where a Hugging Face `datasets` folder (`save_to_disk`: `state.json` beside
+its `.arrow` files) may stand for a file. The source may also be one such folder itself: a `Dataset` (its
+documents are the training split; the valid split is carved with --valid-fraction) or a `DatasetDict`
+(`dataset_dict.json`; its `train` split, and `validation` or `valid` as the valid split). Its file names name no
+domain, so a domain field must.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ from regmix.core.schema import safe_name
 from regmix.data.corpus import SPLITS
 from regmix.data.readers import SUFFIXES, document_suffix, iter_documents, stem, unsupported
 
+DATASET_STATE, DATASET_DICT = "state.json", "dataset_dict.json"  # what `datasets`' save_to_disk writes
+DATASET_VALID = ("validation", "valid")
 TRAIN_FILE = re.compile(r"^(?P<domain>.+)_(?P<k>\d+)$")  # file names without their document suffix
 VALID_FILE = re.compile(r"^(?P<domain>.+)$")
 LAYOUT = f"expected train/<domain>_<k>.<format> and valid/<domain>.<format>, formats {', '.join(SUFFIXES)}"
@@ -33,6 +42,59 @@ def check_source(source: Path) -> Path:
     if not source.is_dir():
         raise ConfigError(source, f"is a file, not a corpus folder ({LAYOUT})")
     return source
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, f"cannot read: {exc}") from None
+
+
+def dataset_files(folder: Path) -> list[Path]:
+    """The `.arrow` files of a `datasets` save_to_disk folder, in its state.json's order."""
+    state = _read_json(folder / DATASET_STATE)
+    try:
+        files = [folder / entry["filename"] for entry in state["_data_files"]]
+    except (KeyError, TypeError):
+        raise ConfigError(folder / DATASET_STATE, "no '_data_files' list of {filename: ...}: not a datasets "
+                                                  "save_to_disk folder") from None
+    missing = [p.name for p in files if not p.is_file()]
+    if missing or not files:
+        raise ConfigError(folder, f"the datasets folder lacks its data files {missing}" if missing
+                          else "the datasets folder has no data files")
+    return files
+
+
+def shard_stem(path: Path) -> str:
+    """The name a source file's shards take: its stem, after its datasets folder's name if it lies in one (whose
+    files are all named data-<i>-of-<n>)."""
+    inside = (path.parent / DATASET_STATE).exists()
+    return f"{path.parent.name}-{stem(path)}" if inside else stem(path)
+
+
+def _dataset_source(source: Path, routing: Routing) -> dict[str, dict[str, list[Path]]]:
+    """The sources of a corpus that is one datasets folder (a Dataset or a DatasetDict)."""
+    if routing.domain_field is None:
+        raise ConfigError(source, "a datasets folder's file names name no domain: give --domain-field (the column "
+                                  "that holds each document's domain)")
+    if (source / DATASET_STATE).exists():
+        folders = {"train": source}
+    else:
+        splits = _read_json(source / DATASET_DICT).get("splits", [])
+        if "train" not in splits:
+            raise ConfigError(source / DATASET_DICT, f"no 'train' split; it has {splits}")
+        folders = {"train": source / "train"}
+        valid = next((s for s in DATASET_VALID if s in splits), None)
+        if valid is not None:
+            folders["valid"] = source / valid
+    if "valid" in folders and routing.valid_fraction > 0:
+        raise ConfigError(folders["valid"], "a valid split and --valid-fraction: take the valid split from one of "
+                                            "them (drop --valid-fraction)")
+    if "valid" not in folders and routing.valid_fraction <= 0:
+        raise ConfigError(source, f"the datasets folder has no {' or '.join(DATASET_VALID)} split: carve one from "
+                                  "train with --valid-fraction")
+    return {split: {"": dataset_files(folders[split])} if split in folders else {} for split in SPLITS}
 
 
 @dataclass(frozen=True)
@@ -75,6 +137,8 @@ def find_sources(source: Path, routing: Routing | None = None) -> dict[str, dict
     domain field, any document files in train/ and valid/; layout mistakes name the file or folder."""
     routing = routing or Routing()
     check_source(source)
+    if (source / DATASET_STATE).exists() or (source / DATASET_DICT).exists():
+        return _dataset_source(source, routing)
     found: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLITS}
     for split, pattern in (("train", TRAIN_FILE), ("valid", VALID_FILE)):
         folder = source / split
@@ -91,20 +155,23 @@ def find_sources(source: Path, routing: Routing | None = None) -> dict[str, dict
                 continue
             if unsupported(path):
                 raise ConfigError(path, f"prepare does not read this format; supported: {', '.join(SUFFIXES)}")
-            if document_suffix(path) is None:
+            dataset = path.is_dir() and (path / DATASET_STATE).exists()
+            if document_suffix(path) is None and not dataset:
                 continue
+            files = dataset_files(path) if dataset else [path]
             if routing.domain_field is not None:
-                found[split].setdefault("", []).append(path)
+                found[split].setdefault("", []).extend(files)
                 continue
-            match = pattern.match(stem(path))
+            match = pattern.match(path.name if dataset else stem(path))
             if not match:
-                raise ConfigError(path, f"name must be {name}.<format> ({', '.join(SUFFIXES)})")
-            found[split].setdefault(match["domain"], []).append(path)
+                raise ConfigError(path, f"name must be {name}.<format> ({', '.join(SUFFIXES)}) or a datasets "
+                                        f"folder {name}/")
+            found[split].setdefault(match["domain"], []).extend(files)
         if not found[split]:
             named = "document" if routing.domain_field else f"{name}.<format>"
             raise ConfigError(folder, f"no {named} files ({', '.join(SUFFIXES)})")
         for domain, paths in found[split].items():
-            stems = [stem(p) for p in paths]
+            stems = [shard_stem(p) for p in paths]
             if len(set(stems)) < len(stems):
                 raise ConfigError(folder, f"{domain}: two files of one name in two formats {sorted(map(str, paths))}; "
                                           "keep one")
