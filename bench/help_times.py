@@ -20,7 +20,8 @@ from pathlib import Path
 
 MODULES = ("regmix", "regmix.data.prepare", "regmix.search.synthesize", "regmix.synthesize", "regmix.train_proxy",
            "regmix.study.collect", "regmix.regression.fit", "regmix.regression.simulate", "regmix.pipeline",
-           "regmix.search", "regmix.online", "regmix.study.compare", "regmix.study.transfer", "regmix.train.pretrain")
+           "regmix.search", "regmix.online", "regmix.study.compare", "regmix.study.transfer", "regmix.train.pretrain",
+           "regmix.export")
 LIMIT = 1.0  # seconds
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module with main(argv), what 
     "compare": ("regmix.study.compare", "several methods on one corpus and objective, head to head"),
     "transfer": ("regmix.study.transfer", "train the optimum and baselines at a larger scale with seeds"),
     "pretrain": ("regmix.train.pretrain", "the large run on a mixture config"),
+    "export": ("regmix.export.__main__", "a mixture config as another trainer's files (Megatron, OLMo-core, ...)"),
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from test_bad_input import folder_hashes
 
 from regmix.core.files import ConfigError
@@ -214,3 +215,11 @@ def test_a_pile_style_corpus_through_the_whole_pipeline(workdir):
     assert summary["objective"].keys() <= {"FreeLaw", "Github", "pile_cc", "other"}
     assert load_run_config("mixture_config/pile/regmix/optimal_mixture.yaml").train.weights.sum() == \
         pytest.approx(1.0)
+    from regmix.export.__main__ import main as export
+
+    files = export(["mixture_config/pile/regmix/optimal_mixture.yaml", "--to", "olmo-core", "megatron", "--corpus",
+                    "data/pile", "--output", "exports"])  # the answer, as the large run's trainer reads it
+    sources = yaml.safe_load(files["olmo-core"][0].read_text())["source_mixture"]["sources"]
+    assert sum(s["target_ratio"] for s in sources) == pytest.approx(1.0)
+    assert all(Path(p).is_file() for s in sources for p in s["paths"])  # the prepared shards themselves
+    assert Path("exports/megatron/data_args.txt").read_text().split()[1].startswith(str(Path.cwd()))
