@@ -30,6 +30,8 @@ from regmix.regression.regressors import GPMixtureRegressor, LinearMixtureRegres
 
 DOMAINS = ["web", "code", "books", "math"]
 
+FIGURES = ["spearman", "pearson", "mse", "r2", "rmse", "regret", "optimism"]
+
 
 def observed(rows: int, seed: int) -> Observations:
     """Mixtures and two losses from a known, log-shaped function (like real mixture -> loss curves)."""
@@ -110,7 +112,7 @@ def test_cross_validation_sees_only_the_rows_given_and_predicts_out_of_fold():
     for (_, fitted), (_, predicted) in zip(fits, predicts):
         assert not set(fitted) & set(predicted)
     assert sorted(i for _, rows in predicts for i in rows) == sorted(train)
-    assert list(table.columns) == ["spearman", "pearson", "mse", "r2"] and list(table.index) == list(Y.columns)
+    assert list(table.columns) == FIGURES and list(table.index) == list(Y.columns)
 
 
 def test_gp_closed_form_matches_sklearn_predict():
@@ -217,7 +219,7 @@ def test_extrapolation_fits_on_the_centre_and_scores_the_farthest_runs():
     (fitted, rows_fitted), (predicted, rows_predicted) = Spy.log
     assert fitted == "fit" and rows_fitted == tuple(np.delete(X.index, positions))  # never an extreme run
     assert predicted == "predict" and sorted(rows_predicted) == list(X.index[positions])
-    assert list(table.columns) == ["spearman", "pearson", "mse", "r2"] and list(table.index) == ["web", "code"]
+    assert list(table.columns) == FIGURES and list(table.index) == ["web", "code"]
     with pytest.raises(ValueError, match="at least 3"):
         farthest_runs(X.iloc[:10], 0.2)
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
@@ -273,3 +275,16 @@ def test_early_stopping_lightgbm_stops_on_an_inner_split_and_never_sees_more():
     assert make_regressor("lightgbm").fit(X, y).models_[0].num_trees() == 1000
     # the rounds come from the inner split alone: refitting on the same rows finds the same number
     assert make_regressor("lightgbm_es").fit(X, y).models_[0].num_trees() == rounds
+
+
+def test_regret_and_lower_tail_optimism_say_what_picking_by_the_model_costs():
+    from regmix.regression.fit import evaluate
+
+    y = np.arange(20, dtype=float)  # run 0 is the best
+    honest = evaluate(y, y + 0.5)
+    assert honest["regret"] == 0.0 and honest["optimism"] == pytest.approx(-0.5) and honest["rmse"] == 0.5
+    flattering = y.copy()
+    flattering[7] = -5.0  # a middling run predicted best
+    picked = evaluate(y, flattering)
+    assert picked["regret"] == 7.0
+    assert picked["optimism"] == pytest.approx((12.0 + 0.0) / 2)  # the 2 runs predicted best: 7 (-5) and 0 (0)
