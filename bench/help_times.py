@@ -21,7 +21,7 @@ from pathlib import Path
 MODULES = ("regmix", "regmix.data.prepare", "regmix.search.synthesize", "regmix.synthesize", "regmix.train_proxy",
            "regmix.study.collect", "regmix.regression.fit", "regmix.regression.simulate", "regmix.pipeline",
            "regmix.search", "regmix.online", "regmix.study.compare", "regmix.study.transfer", "regmix.train.pretrain",
-           "regmix.export")
+           "regmix.export", "regmix.study.reuse")
 LIMIT = 1.0  # seconds
 
 

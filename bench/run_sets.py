@@ -10,7 +10,9 @@ Sets (`--sets`, all by default; ../shared beside the checkout, `--shared` elsewh
   previous optimum frozen as `existing`).
 
 Targets per set: `mean` (the mean of every metric: the objective Olmix optimizes, and RegMix's average
-loss) and `--per-set` metrics evenly spaced over the set's columns (`--per-set 0`: every metric).
+loss) and `--per-set` metrics evenly spaced over the set's columns (0: `mean` alone; `--all-metrics`: every
+metric). The GP-based regressors (gp, ensemble, law_gp) cost minutes per fit on 500-1000 runs: the
+published table runs them on `mean` alone (a second pass with `--per-set 0`).
 For each (set, regressor, target): 5-fold out-of-fold predictions (`regmix.regression.fit.out_of_fold`, the
 fit command's own CV), scored by `regmix.regression.fit.evaluate`: Spearman (%), RMSE, regret@1 (true
 value of the run predicted best minus the best; in the metric's units) and lower-tail optimism (mean true
@@ -75,11 +77,11 @@ def load_set(name: str, shared: Path) -> Observations:
                         losses[complete].to_numpy(float))
 
 
-def targets_of(observations: Observations, per_set: int) -> pd.DataFrame:
-    """`mean` and `per_set` metrics evenly spaced over the set's columns (all of them with 0)."""
+def targets_of(observations: Observations, per_set: int | None) -> pd.DataFrame:
+    """`mean` and `per_set` metrics evenly spaced over the set's columns (every metric with None)."""
     frame = observations.loss_frame()
-    picked = list(frame.columns) if per_set == 0 or per_set >= frame.shape[1] else [
-        frame.columns[i] for i in np.linspace(0, frame.shape[1] - 1, per_set).round().astype(int)]
+    picked = list(frame.columns) if per_set is None or per_set >= frame.shape[1] else [
+        frame.columns[i] for i in np.linspace(0, frame.shape[1] - 1, per_set).round().astype(int)][:per_set]
     return pd.concat([frame.mean(axis=1).rename("mean"), frame[picked]], axis=1)
 
 
@@ -150,7 +152,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     p.add_argument("--models", nargs="+", default=list(REGRESSORS), choices=REGRESSORS)
-    p.add_argument("--per-set", type=int, default=4, help="metrics per set besides `mean` (0: all)")
+    p.add_argument("--per-set", type=int, default=4, help="metrics per set besides `mean` (0: `mean` alone)")
+    p.add_argument("--all-metrics", action="store_true", help="every metric of every set")
     p.add_argument("--shared", type=Path, default=SHARED)
     p.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "run_sets")
     p.add_argument("--threads", type=int, default=2)
@@ -165,14 +168,14 @@ def main() -> None:
     summary = []
     for set_name in args.sets:
         observations = load_set(set_name, args.shared)
-        targets = targets_of(observations, args.per_set)
+        targets = targets_of(observations, None if args.all_metrics else args.per_set)
         print(f"{set_name}: {len(observations)} runs, {len(observations.domains)} domains, "
               f"{len(observations.targets)} metrics; targets {list(targets.columns)}", flush=True)
-        rows = []
         for model in args.models:
-            rows += measure(set_name, observations, model, targets, cached, results, args.threads)
+            for row in measure(set_name, observations, model, targets, cached, results, args.threads):
+                cached[set_name, model, row["target"]] = row
             print(f"  {model} done", flush=True)
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([row for key, row in cached.items() if key[0] == set_name])  # earlier passes too
         text = (f"# {set_name}: {len(observations)} runs, {len(observations.domains)} domains, targets "
                 f"{', '.join(targets.columns)}\n\n{table(frame)}\n")
         (args.output / f"{set_name}.md").write_text(text)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module with main(argv), what 
     "search": ("regmix.search.__main__", "a sequential search (bo, turbo, random, regmix) with real proxies"),
     "online": ("regmix.online.__main__", "one online mixing method (aioli, doremi, ...) or a static baseline"),
     "compare": ("regmix.study.compare", "several methods on one corpus and objective, head to head"),
+    "reuse": ("regmix.study.reuse", "a study over a changed domain set, an earlier optimum frozen as one domain"),
     "transfer": ("regmix.study.transfer", "train the optimum and baselines at a larger scale with seeds"),
     "pretrain": ("regmix.train.pretrain", "the large run on a mixture config"),
     "export": ("regmix.export.__main__", "a mixture config as another trainer's files (Megatron, OLMo-core, ...)"),

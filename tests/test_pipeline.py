@@ -223,3 +223,26 @@ def test_a_pile_style_corpus_through_the_whole_pipeline(workdir):
     assert sum(s["target_ratio"] for s in sources) == pytest.approx(1.0)
     assert all(Path(p).is_file() for s in sources for p in s["paths"])  # the prepared shards themselves
     assert Path("exports/megatron/data_args.txt").read_text().split()[1].startswith(str(Path.cwd()))
+
+
+def test_reuse_searches_the_earlier_optimum_as_one_domain_and_answers_over_every_domain(workdir):
+    """Olmix's mixture reuse: `prose` is new; code and legal keep the earlier optimum's 2:1; `poetry` is gone."""
+    from regmix.study.reuse import main as reuse
+
+    Path("old.yaml").write_text("train: {train_code: 0.6, train_legal: 0.3, train_poetry: 0.1}\n"
+                                "valid: {valid_prose: 1.0}\n")
+    Path("tiny.yaml").write_text(EXPERIMENT.replace("target: prose\n", ""))  # the mean of every valid domain
+    summary = reuse(["--config", "tiny.yaml", "--previous", "old.yaml", "--runs", "6"])
+    optimal = load_run_config("mixture_config/tiny_reuse/regmix/optimal_mixture.yaml")
+    assert set(optimal.train.domains) == {"code", "legal", "prose"}
+    assert optimal.train["code"] > 0 and optimal.train["code"] == pytest.approx(2 * optimal.train["legal"], rel=1e-6)
+    reuse_section = optimal.extra["reuse"]
+    assert set(reuse_section["searched"]) == {"existing", "prose"} and reuse_section["removed"] == ["poetry"]
+    assert reuse_section["frozen_share"] == pytest.approx(optimal.train["code"] + optimal.train["legal"], abs=1e-5)
+    assert summary["runs"]["method"] == 6 and set(summary["optimal"]) == {"existing", "prose"}
+    trained = load_run_config(next(Path("mixture_config/tiny_reuse/config_proxy").glob("n*.yaml")))
+    assert set(trained.train.domains) <= {"code", "legal", "prose"}  # runs train on the corpus's own domains
+    assert trained.train["code"] == pytest.approx(2 * trained.train["legal"], rel=1e-6)
+    with pytest.raises(ConfigError, match="old.yaml: every domain of the corpus is in the earlier optimum"):
+        Path("old.yaml").write_text("train: {train_code: 0.5, train_legal: 0.3, train_prose: 0.2}\nvalid: {}\n")
+        reuse(["--config", "tiny.yaml", "--previous", "old.yaml", "--runs", "6"])

@@ -4,8 +4,9 @@ Sections (all optional, the defaults are the embedded demo): `name`, `method` (a
 `regmix.search`: regmix, random, bo, turbo, or an online method), `target` (valid domains to
 minimise; default: the mean over every valid domain), `corpus`, `synthesis`, `proxy` (training
 settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path; its `repetitions`,
-`large_model` and `verify` hold for every method) and `search` (budget, bounds and the method's
-settings). The study runner (`regmix.study.runner`) starts from `prepare_experiment_corpus`.
+`large_model` and `verify` hold for every method), `search` (budget, bounds and the method's
+settings) and `reuse` (an earlier optimum frozen as one domain when the domain set changed). The study
+runner (`regmix.study.runner`) starts from `prepare_experiment_corpus`.
 """
 
 from __future__ import annotations
@@ -138,6 +139,16 @@ class SearchSettings:
 
 
 @dataclass
+class ReuseSettings:
+    """Mixture reuse (regmix.core.reuse): `previous`, an earlier study's optimal_mixture.yaml; its domains still in
+    the corpus are searched as one domain `name` at their relative weights, beside the corpus's other domains,
+    and the answer is written over every domain. Null: a full study."""
+
+    previous: str | None = None
+    name: str = "existing"
+
+
+@dataclass
 class Experiment:
     """Every setting of a pipeline run. `target`: valid domain weights; None = all valid domains equally."""
 
@@ -151,6 +162,7 @@ class Experiment:
     fit: FitSettings = field(default_factory=FitSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    reuse: ReuseSettings = field(default_factory=ReuseSettings)
     source: str = "<default experiment>"
     origins: dict[str, str] = field(default_factory=dict)  # a setting given by a flag: {"target": "--valid"}
 

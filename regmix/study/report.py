@@ -85,19 +85,24 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     experiment, objective, space = study.experiment, study.objective, study.space
     folder, optimal_path = study.folder, experiment.optimal(study.method)
     mixture = recommendation.mixture
+    full = study.expand(mixture)  # what the large run trains on: the corpus's own domains
     large = large_run_settings(experiment.simulation.large_model)
     target_tokens = large_run_tokens(large)
-    tokens = {d: study.manifest.tokens("train", d) for d in space.domains}
+    tokens = {d: study.manifest.tokens("train", d) for d in full.domains}
     caps = study.caps
     caps_report = None if caps is None else {
         "repetitions": caps.repetitions, "epoch_limit": round(float(caps.limit), 4), "target_tokens": target_tokens,
         "caps": {d: round(float(c), 6) for d, c in zip(caps.domains, caps.caps)},
         "binding": caps.binding(mixture.weights)}
-    epoch_counts = {d: round(float(e), 4) for d, e in epochs(mixture.to_dict(), tokens, target_tokens).items()}
-    config = optimal_run_config(mixture, objective, recommendation.predicted, recommendation.uncertainty,
+    epoch_counts = {d: round(float(e), 4) for d, e in epochs(full.to_dict(), tokens, target_tokens).items()}
+    reuse = None if study.frozen is None else {
+        "previous": experiment.reuse.previous, "frozen_as": study.frozen.name,
+        "frozen_share": round(mixture[study.frozen.name], 6), "removed": list(study.frozen.removed),
+        "searched": {d: round(w, 6) for d, w in mixture.to_dict().items()}}
+    config = optimal_run_config(full, objective, recommendation.predicted, recommendation.uncertainty,
                                 experiment.simulation.large_model, experiment.synthesis, method=study.method,
                                 recommended_by=recommendation.basis, epochs=epoch_counts,
-                                repetition_caps=caps_report)
+                                repetition_caps=caps_report, **({"reuse": reuse} if reuse else {}))
     save_run_config(config, optimal_path)
 
     recorded = state.recorded()
@@ -128,7 +133,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
         "recommended_by": recommendation.basis, "details": dict(recommendation.details),
         "projected_onto_caps": projected,
         "natural": study.natural.to_dict(), "uniform": study.uniform.to_dict(), "optimal": mixture.to_dict(),
-        "epochs": epoch_counts, "repetition_caps": caps_report, **evidence,
+        "epochs": epoch_counts, "repetition_caps": caps_report, "reuse": reuse, **evidence,
         "files": {"optimal_mixture": str(optimal_path), "state": str(state.path), "csv": [str(p) for p in csvs],
                   "plots": [str(p) for p in plots], "runs": str(study.pool)},
         "seconds": round(seconds, 1),
@@ -218,6 +223,11 @@ def format_report(summary: Mapping[str, Any]) -> str:
                      f"{np.mean([v['spearman'] for v in cv.values()]):.1f}%")
     if summary["projected_onto_caps"]:
         lines.append("caps:            the method's answer broke the repetition caps; it was projected onto them")
+    if summary.get("reuse"):
+        reuse = summary["reuse"]
+        lines.append(f"reuse:           '{reuse['frozen_as']}' is the earlier optimum of {reuse['previous']}, at share "
+                     f"{reuse['frozen_share']:.3f}; optimal_mixture.yaml spreads it over its domains"
+                     + (f" (no longer in the corpus: {', '.join(reuse['removed'])})" if reuse["removed"] else ""))
     files = summary["files"]
     lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
     caps = summary.get("repetition_caps")

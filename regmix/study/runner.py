@@ -42,7 +42,6 @@ from typing import Any, Callable, Sequence
 from regmix.cli import RunFailed
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
-from regmix.core.objective import Objective
 from regmix.core.results import load_result
 from regmix.core.schema import RESULT_NAME, safe_name
 from regmix.core.space import SearchSpace
@@ -82,7 +81,8 @@ def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
             "lower": study.space.lower.round(12).tolist(), "upper": study.space.upper.round(12).tolist(),
             "proxy": dataclasses.asdict(experiment.proxy), "synthesis": dataclasses.asdict(experiment.synthesis),
             "corpus": study.manifest.fingerprint(), "anchor_seeds": experiment.sweep.anchor_seeds,
-            "batch": experiment.search.batch, "start_from": experiment.search.start_from}
+            "batch": experiment.search.batch, "start_from": experiment.search.start_from,
+            "reuse": None if study.frozen is None else study.frozen.members.to_dict()}
 
 
 def batch_size(experiment: Experiment) -> int:
@@ -228,7 +228,7 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
         if trial.status == "proposed":
             training = experiment.proxy if trial.seed is None else \
                 dataclasses.replace(experiment.proxy, seed=trial.seed)
-            config = RunConfig(trial.name, Mixture.from_dict(trial.requested, normalize=True),
+            config = RunConfig(trial.name, study.expand(Mixture.from_dict(trial.requested, normalize=True)),
                                tuple(trial.valid or manifest.valid_domains), training,
                                experiment.synthesis.as_config(), policy=trial.policy)
             save_run_config(config, path)
@@ -242,14 +242,15 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
     failed = {e.name: e.detail for e in entries if e.status == "failed"}
     for trial in trials:
         if trial.status == "training":
-            status, values = outcome(trial, study.pool / trial.name / RESULT_NAME, failed.get(trial.name),
-                                     study.objective)
+            status, values = outcome(study, trial, study.pool / trial.name / RESULT_NAME,
+                                     failed.get(trial.name))
             trial.mark(status, **values)
             state.save()
 
 
-def outcome(trial: Trial, path: Path, failure: str | None, objective: Objective) -> tuple[str, dict[str, Any]]:
-    """The trial's next status and values from its sweep entry and result: only its own finished run counts."""
+def outcome(study: Study, trial: Trial, path: Path, failure: str | None) -> tuple[str, dict[str, Any]]:
+    """The trial's next status and values from its sweep entry and result: only its own finished run counts (its
+    achieved mixture over the study's domains)."""
     if failure is not None:
         return "failed", {"error": failure}
     if not path.exists():
@@ -257,13 +258,13 @@ def outcome(trial: Trial, path: Path, failure: str | None, objective: Objective)
     result = load_result(path)
     if not result.ok:
         return "failed", {"error": result.error or f"status {result.status}"}
-    if not result.requested.close_to(Mixture.from_dict(trial.requested, normalize=True), atol=1e-6):
+    if not result.requested.close_to(study.expand(Mixture.from_dict(trial.requested, normalize=True)), atol=1e-6):
         return "failed", {"error": f"{path} is the result of another mixture than this run's"}
     try:
-        objective.value(result.valid_losses)
+        study.objective.value(result.valid_losses)
     except ValueError as exc:
         return "failed", {"error": f"{path}: {exc}"}
-    return "trained", {"achieved": result.mixture.to_dict(), "losses": dict(result.valid_losses),
+    return "trained", {"achieved": study.reduce(result.mixture).to_dict(), "losses": dict(result.valid_losses),
                        "probe_losses": dict(result.probe_losses) or None, "tokens": result.tokens,
                        "seconds": round(result.seconds, 3)}
 
@@ -274,7 +275,11 @@ def record(study: Study, state: StudyState, trials: Sequence[Trial]) -> None:
     trained = [t for t in trials if t.status == "trained"]
     told = [t for t in trained if t.source == "method" or (t.source == "anchor" and proposer.uses_anchors)]
     if told:
-        proposer.tell_results([t.name for t in told], [load_result(study.pool / t.name) for t in told])
+        results = [load_result(study.pool / t.name) for t in told]
+        if study.frozen is not None:  # the methods search the reduced domains
+            results = [dataclasses.replace(r, achieved=study.reduce(r.mixture), requested=study.reduce(r.requested))
+                       for r in results]
+        proposer.tell_results([t.name for t in told], results)
     for trial in trained:
         trial.mark("recorded")
     state.save()

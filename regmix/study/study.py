@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -10,10 +11,12 @@ from typing import Callable, Sequence
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
+from regmix.core.reuse import FrozenMixture, frozen_mixture
 from regmix.core.space import SearchSpace
 from regmix.data.corpus import CorpusManifest
 from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
+from regmix.settings.run_config import load_run_config
 from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
 
 
@@ -27,6 +30,15 @@ class Study:
     objective: Objective
     space: SearchSpace
     caps: RepetitionCaps | None
+    frozen: FrozenMixture | None = None  # mixture reuse: the space's first domain stands for an earlier optimum
+
+    def expand(self, mixture: Mixture) -> Mixture:
+        """A mixture of the space as the corpus's domains are trained on (itself without reuse)."""
+        return mixture if self.frozen is None else self.frozen.expand(mixture)
+
+    def reduce(self, mixture: Mixture) -> Mixture:
+        """A mixture over the corpus's domains as the space's (itself without reuse)."""
+        return mixture if self.frozen is None else self.frozen.reduce(mixture)
 
     @property
     def folder(self) -> Path:
@@ -42,6 +54,8 @@ class Study:
 
     @property
     def uniform(self) -> Mixture:
+        if self.frozen is not None:  # the frozen optimum counts as one domain
+            return Mixture.uniform(self.space.domains)
         return self.manifest.uniform(self.space.domains)
 
     @property
@@ -81,6 +95,21 @@ def open_study(experiment: Experiment, method: str | None = None, domains: Seque
     tokens = {d: manifest.tokens("train", d) for d in natural.domains}
     caps = repetition_caps(tokens, natural.domains, large_run_tokens(large_run_settings(simulation.large_model)),
                            simulation.repetitions) if simulation.repetitions else None
+    frozen = None
+    if experiment.reuse.previous:
+        if experiment.search.start_from:
+            raise ConfigError(experiment.source, "'reuse.previous' and 'search.start_from': a reuse study starts from "
+                                                 "its own small swarm; drop one of them")
+        previous = load_run_config(experiment.reuse.previous).train
+        frozen = frozen_mixture(previous, [d for d in natural.domains if d not in empty], experiment.reuse.name,
+                                experiment.reuse.previous)
+        report(f"[reuse] {', '.join(frozen.members.domains)} searched as one domain {frozen.name!r} at the relative "
+               f"weights of {experiment.reuse.previous}" + (f"; no longer in the corpus: {', '.join(frozen.removed)}"
+                                                             if frozen.removed else ""))
+        if caps is not None:
+            caps = dataclasses.replace(caps, domains=frozen.reduced_domains(natural.domains),
+                                       caps=frozen.caps(caps.caps, natural.domains))
+        natural = frozen.reduce(natural).on_domains(frozen.reduced_domains(natural.domains))
     space = SearchSpace.around(natural, experiment.synthesis.maximum_usage, experiment.search.bounds,
                                experiment.source, caps=None if caps is None else caps.caps)
-    return Study(experiment, method, manifest, objective, space, caps)
+    return Study(experiment, method, manifest, objective, space, caps, frozen)
