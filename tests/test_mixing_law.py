@@ -168,3 +168,24 @@ def test_in_the_zoo_cv_and_model_files(tmp_path):
     frame = pd.DataFrame(X, columns=["web", "code", "books"])
     with pytest.raises(ValueError):
         loaded.regressor.predict(frame[["code", "web", "books"]])  # another domain order is refused
+
+
+def test_few_runs_over_many_sparse_domains_never_predict_inf_or_nan(tmp_path):
+    """Olmix's reuse swarm shape (64 runs, 22 sparse domains, noisy): the exponents are barely determined and
+    unseen mixtures were once predicted at 1e36, or NaN; predictions stay within 4x the largest training excess."""
+    rng = np.random.default_rng(3)
+    m, rows = 22, 51  # a 5-fold training split of 64 runs
+    X = np.zeros((rows, m))
+    for i in range(rows):  # each run mixes a few domains, as Olmix's swarms do
+        picked = rng.choice(m, size=4, replace=False)
+        X[i, picked] = rng.dirichlet(np.ones(4))
+    y = 1.6 + 0.02 * rng.normal(size=rows)  # noise alone: the uncapped law predicted 1.5e44 at a vertex
+    law = LogLinearMixingLaw().fit(X, y)
+    unseen = np.eye(m)  # every vertex: mixtures no run was near
+    predicted = law.predict(unseen)
+    assert np.isfinite(predicted).all()
+    excess = law.predict(X) - law.c_[0]
+    assert (predicted - law.c_[0]).max() <= 4 * excess.max() * (1 + 1e-9)
+    model = FittedModel("loglinear", law, tuple(f"d{j}" for j in range(m)), ("y",))
+    again = load_model(save_model(model, tmp_path / "law.npz"))  # the ceiling travels with the model file
+    assert np.allclose(again.regressor.predict(unseen), predicted)

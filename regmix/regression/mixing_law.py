@@ -25,6 +25,7 @@ from regmix.core.mixture import project_onto_simplex
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 _MAX_EXPONENT = 300.0  # exp(300) ~ 1e130: predictions stay finite whatever the weights
 _FIT_EXPONENT = 50.0  # in standardized loss units no useful fit gets near this; caps wild trial steps
+EXTRAPOLATION = float(np.log(4.0))  # predict: at most 4x the largest exp term of the training runs
 _LOG_STARTS = (0.1, 0.5, 2.0)  # c0 = min(y) - this * range(y) for the log-linear starts
 GUARD_TOLERANCE = 1e-9  # predicted loss a guarded target may exceed its limit by (the solver's rounding)
 
@@ -39,15 +40,22 @@ def _proportions(X: np.ndarray) -> np.ndarray:
     return X / totals
 
 
-def _law(P: np.ndarray, c: np.ndarray, k: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _scaled_exp(P: np.ndarray, k: np.ndarray, t: np.ndarray, ceiling: Any = _MAX_EXPONENT) -> np.ndarray:
+    """k_i exp(t_i . p) (rows, targets), in log space and capped at exp(ceiling): finite for any law and any rows
+    (k = 0 gives 0; a huge k never meets an underflowing exp as inf x 0)."""
+    with np.errstate(divide="ignore"):
+        log_k = np.log(k)
+    return np.exp(np.minimum(log_k + P @ t.T, ceiling))
+
+
+def _law(P: np.ndarray, c: np.ndarray, k: np.ndarray, t: np.ndarray, ceiling: Any = _MAX_EXPONENT) -> np.ndarray:
     """L (rows, targets) at proportions P (rows, m)."""
-    return c + k * np.exp(np.minimum(P @ t.T, _MAX_EXPONENT))
+    return c + _scaled_exp(P, k, t, ceiling)
 
 
 def _law_gradient(P: np.ndarray, k: np.ndarray, t: np.ndarray) -> np.ndarray:
     """dL/dp (rows, targets, m): k_i exp(t_i . p) t_i."""
-    scale = k * np.exp(np.minimum(P @ t.T, _MAX_EXPONENT))
-    return scale[:, :, None] * t[None, :, :]
+    return _scaled_exp(P, k, t)[:, :, None] * t[None, :, :]
 
 
 def _robust_scale(y: np.ndarray) -> float:
@@ -63,7 +71,10 @@ class LogLinearMixingLaw(RegressorMixin, BaseEstimator):
     below min(y); random exponents drawn with `seed`), the best is kept and refit with the robust
     `loss` scaled to its own residuals, so a few broken runs cannot bend the law.
     Fitted: `c_`, `k_` (targets,), `t_` (targets, m), in the gauge where t_i has no component outside
-    the directions the training mixtures vary in (on the simplex: t_i sums to 0).
+    the directions the training mixtures vary in (on the simplex: t_i sums to 0); `ceiling_` (targets,): `predict`
+    keeps k exp(t . p) within 4x its largest value over the training runs. With few runs per domain (Olmix's
+    reuse swarm: 64 runs, 22 domains) the exponents are barely determined and unseen mixtures were predicted
+    at 1e36; the exact optimum (`minimize_law`) uses the law itself, convex and uncapped.
     """
 
     def __init__(self, starts: int = 8, seed: int = 0, loss: str = "soft_l1"):
@@ -92,7 +103,11 @@ class LogLinearMixingLaw(RegressorMixin, BaseEstimator):
         fits = [self._fit_one(D, Y[:, j]) for j in range(Y.shape[1])]
         t = np.array([basis @ s for _, _, s in fits])
         self.c_ = np.array([c for c, _, _ in fits])
-        self.k_ = np.array([k for _, k, _ in fits]) * np.exp(-t @ center)
+        with np.errstate(divide="ignore"):  # k = 0: a flat target
+            log_k = np.log(np.array([k for _, k, _ in fits])) - t @ center
+        self.k_ = np.exp(np.minimum(log_k, _MAX_EXPONENT))  # finite even for a law of wild exponents
+        self.ceiling_ = np.minimum(np.log(np.maximum(self.k_, 1e-300)) + (P @ t.T).max(axis=0) + EXTRAPOLATION,
+                                   _MAX_EXPONENT)
         self.t_ = t
         self.single_target_ = y.ndim == 1
         return self
@@ -145,7 +160,7 @@ class LogLinearMixingLaw(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "t_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        out = _law(_proportions(X), self.c_, self.k_, self.t_)
+        out = _law(_proportions(X), self.c_, self.k_, self.t_, getattr(self, "ceiling_", _MAX_EXPONENT))
         return out[:, 0] if self.single_target_ else out
 
     def gradient(self, X: Any) -> np.ndarray:

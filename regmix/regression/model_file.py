@@ -271,7 +271,7 @@ def _kernel(state: dict[str, Any]) -> Kernel:
 
 
 def _law_state(law: LogLinearMixingLaw, key: str, arrays: Arrays) -> dict[str, Any]:
-    for name in ("c_", "k_", "t_"):
+    for name in ("c_", "k_", "t_", "ceiling_"):
         arrays[f"{key}.{name}"] = np.asarray(getattr(law, name), dtype=np.float64)
     return {"params": law.get_params(deep=False)}
 
@@ -279,6 +279,8 @@ def _law_state(law: LogLinearMixingLaw, key: str, arrays: Arrays) -> dict[str, A
 def _law(cls: type, state: dict[str, Any], key: str, arrays: Arrays) -> LogLinearMixingLaw:
     law = cls(**state["params"])
     law.c_, law.k_, law.t_ = (_floats(arrays, f"{key}.{name}") for name in ("c_", "k_", "t_"))
+    if f"{key}.ceiling_" in arrays:  # model files before the ceiling predict uncapped, as they did
+        law.ceiling_ = _floats(arrays, f"{key}.ceiling_")
     return law
 
 

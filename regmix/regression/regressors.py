@@ -241,6 +241,8 @@ def select_targets(regressor: Any, columns: Sequence[int]) -> Any:
         out.models_ = [regressor.models_[j] for j in columns]
     elif isinstance(regressor, LogLinearMixingLaw):
         out.c_, out.k_, out.t_ = regressor.c_[columns], regressor.k_[columns], regressor.t_[columns]
+        if hasattr(regressor, "ceiling_"):
+            out.ceiling_ = regressor.ceiling_[columns]
     elif isinstance(regressor, EnsembleMixtureRegressor):
         out.fitted_ = [(name, select_targets(m, columns)) for name, m in regressor.fitted_]
     elif isinstance(regressor, LawResidualMixtureRegressor):
