@@ -176,8 +176,11 @@ def main() -> None:
                 cached[set_name, model, row["target"]] = row
             print(f"  {model} done", flush=True)
         frame = pd.DataFrame([row for key, row in cached.items() if key[0] == set_name])  # earlier passes too
+        ran = frame.groupby("model")["target"].nunique()
+        partial = ", ".join(m for m, n in ran.items() if n < ran.max())
         text = (f"# {set_name}: {len(observations)} runs, {len(observations.domains)} domains, targets "
-                f"{', '.join(targets.columns)}\n\n{table(frame)}\n")
+                f"{', '.join(dict.fromkeys(frame.target))}\n\n{table(frame)}\n"
+                + (f"\n{partial}: `mean` alone (their 'all targets' columns are its figures)\n" if partial else ""))
         (args.output / f"{set_name}.md").write_text(text)
         plot(frame, set_name, args.output / f"{set_name}.png")
         print(text, flush=True)
