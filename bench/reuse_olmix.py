@@ -22,21 +22,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_sets import SHARED, load_set  # noqa: E402
+from run_sets import SHARED, load_set, on_mean  # noqa: E402
 
 from regmix.core.mixture import Mixture  # noqa: E402
-from regmix.core.observations import Observations  # noqa: E402
 from regmix.regression.fit import evaluate, fit, out_of_fold  # noqa: E402
 from regmix.regression.regressors import make_regressor  # noqa: E402
 from regmix.regression.simulate import simulate  # noqa: E402
 
 SETS = {"full recomputation": "olmix_full", "reuse update 5": "olmix_reuse5"}
-
-
-def on_mean(observations: Observations) -> Observations:
-    """The runs with one target: the mean of every metric (the objective Olmix optimizes)."""
-    return Observations(observations.domains, ("mean",), observations.index, observations.mixtures,
-                        observations.losses.mean(axis=1, keepdims=True))
 
 
 def main() -> None:

@@ -77,6 +77,12 @@ def load_set(name: str, shared: Path) -> Observations:
                         losses[complete].to_numpy(float))
 
 
+def on_mean(observations: Observations) -> Observations:
+    """The runs with one target: the mean of every metric (the objective Olmix optimizes)."""
+    return Observations(observations.domains, ("mean",), observations.index, observations.mixtures,
+                        observations.losses.mean(axis=1, keepdims=True))
+
+
 def targets_of(observations: Observations, per_set: int | None) -> pd.DataFrame:
     """`mean` and `per_set` metrics evenly spaced over the set's columns (every metric with None)."""
     frame = observations.loss_frame()

@@ -16,6 +16,11 @@ Problems (`--problems`, all by default):
   `minimize_on_space` (SLSQP) from the 32 best of `--prior-draws` synthesis-prior draws and the 16
   best observed runs. A smooth GP oracle may favour the GP-based methods (bo, turbo): the synthetic
   problems below are there to check the ranking on a truth no method models exactly.
+- regmix_1000 / olmix_dclm / olmix_full / olmix_reuse5: the public run sets of bench/run_sets.py, each
+  set's mean metric. Oracle: regmix's `ensemble` fitted on all the set's runs (the regressor that ranks
+  held-out runs best across those sets), the noise the runs' residual std around it, the space the whole
+  simplex around the runs' mean mixture (the sets ship no token counts, so no usage caps), the optimum
+  SLSQP from the 8 best of `--prior-draws` draws and the 4 best runs.
 - synthetic5 / synthetic7 / synthetic17: `PowerLawObjective(dim, seed=--problem-seed, noise=0.01)`
   (per-domain power laws with transfer, convex: the SLSQP optimum from the prior, uniform and random
   starts is the global one). Noise is per domain loss, so the objective (their mean) sees 0.01/sqrt(dim);
@@ -80,7 +85,8 @@ TARGET = "the_pile_pile_cc"
 METHODS = ("random", "regmix", "bo", "turbo")
 GP_METHODS = ("bo", "turbo")
 SYNTHETIC = {"synthetic5": 5, "synthetic7": 7, "synthetic17": 17}
-PROBLEMS = ("paper", *SYNTHETIC)
+RUN_SETS = ("regmix_1000", "olmix_dclm", "olmix_full", "olmix_reuse5")  # bench/run_sets.py's sets
+PROBLEMS = ("paper", *SYNTHETIC, *RUN_SETS)
 
 Evaluate = Callable[[np.ndarray], list[dict[str, float]]]
 
@@ -147,6 +153,36 @@ def paper_problem(args: argparse.Namespace) -> Problem:
     return Problem("paper", space, objective, oracle.value,
                    lambda seed: ModelObjective(model, objective, noise, seed), optimum, args.batch or 16, budgets,
                    {"target": target, "noise": round(noise, 6)}, notes)
+
+
+def run_set_problem(name: str, args: argparse.Namespace) -> Problem:
+    """A public run set's oracle: regmix's ensemble fitted on all its runs' mean metric (the regressor that ranks
+    held-out runs best across the sets: bench/results/run_sets), around the runs' mean mixture (no token counts
+    ship with the sets). Proposers see Gaussian noise of the runs' in-sample residual std around the oracle."""
+    from run_sets import SHARED, load_set, on_mean
+
+    runs = on_mean(load_set(name, SHARED))
+    X, y = runs.mixtures, runs.losses[:, 0]
+    start = time.perf_counter()
+    regressor = make_regressor("ensemble").fit(pd.DataFrame(X, columns=list(runs.domains)), pd.Series(y, name="mean"))
+    model = FittedModel("ensemble", regressor, runs.domains, ("mean",))
+    objective = Objective({"mean": 1.0})
+    exact = ModelObjective(model, objective, 0.0)
+    noise = float(np.std(y - exact.value(X))) if args.noise is None else args.noise
+    centre = X.mean(axis=0) / X.mean(axis=0).sum()
+    space = SearchSpace(runs.domains, centre, np.zeros(len(centre)), np.ones(len(centre)))
+    settings = SynthesisSettings()
+    draws = sparsify(draw_mixtures(centre, args.prior_draws, settings, np.random.default_rng(0)), settings.minimum)
+    starts = np.vstack([draws[np.argsort(exact.value(draws))[:8]], X[np.argsort(y)[:4]]])  # SLSQP on an ensemble: slow
+    best, optimum = minimize_on_space(exact.value, space, starts)
+    optimum = min(optimum, float(exact.value(starts).min()))  # SLSQP can end above its start on a tree ensemble
+    notes = [f"oracle: ensemble on {len(X)} runs over {len(runs.domains)} domains, mean of {name}'s metrics; "
+             f"residual std {noise:.4f} (the proposers' noise)",
+             f"best run {y.min():.4f} (oracle {exact.value(X).min():.4f}); optimum {optimum:.4f} "
+             f"(oracle fit and optimum in {time.perf_counter() - start:.0f}s)"]
+    budgets = {m: sorted(args.bo_budgets if m in GP_METHODS else args.budgets) for m in args.methods}
+    return Problem(name, space, objective, exact.value, lambda seed: ModelObjective(model, objective, noise, seed),
+                   optimum, args.batch or 16, budgets, {"oracle": "ensemble", "noise": round(noise, 6)}, notes)
 
 
 def synthetic_problem(name: str, args: argparse.Namespace) -> Problem:
@@ -355,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     results: dict[str, tuple[Problem, list[dict[str, Any]]]] = {}
     for name in args.problems:
-        problem = paper_problem(args) if name == "paper" else synthetic_problem(name, args)
+        problem = (paper_problem(args) if name == "paper" else run_set_problem(name, args) if name in RUN_SETS
+                   else synthetic_problem(name, args))
         results[name] = (problem, run_problem(problem, args))
         print(report(*results[name]), flush=True)
         plot(results, args.plot)
