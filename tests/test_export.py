@@ -221,3 +221,7 @@ def test_bad_exports_fail_before_writing_anything(toy, tmp_path):
         main([str(other), "--to", "olmix", "--corpus", str(corpus), "--output", str(tmp_path / "o")])
     with pytest.raises(ConfigError, match="give --paths with \\{domain\\}"):
         main([str(config), "--to", "litdata", "--output", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match="--paths: '/d/all' has no \\{domain\\}: every domain would read the same"):
+        main([str(config), "--to", "litdata", "--paths", "/d/all", "--output", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match="--paths: '/d/\\{dom\\}' is not a template of \\{domain\\} and \\{split\\}"):
+        main([str(config), "--to", "litdata", "--paths", "/d/{dom}", "--output", str(tmp_path / "o")])

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command
-from regmix.core.files import check_output_folder, write_atomic
+from regmix.core.files import ConfigError, check_output_folder, write_atomic
 from regmix.data.corpus import load_manifest
 from regmix.export import TARGETS, export, target_unit
 from regmix.export.plan import UNITS, ExportPlan
@@ -33,7 +33,20 @@ from regmix.train.pretrain import resolve_mixture
 TARGET_LIST = "\n".join(f"  {name:<12} {what}" for name, what in TARGETS.items())
 
 
+def check_template(template: str | None) -> None:
+    """--paths names each domain: a template without {domain} (or with another field) is refused at once."""
+    if template is None:
+        return
+    try:
+        filled = template.format(domain="\0", split="\1")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("--paths", f"{template!r} is not a template of {{domain}} and {{split}}: {exc!r}") from None
+    if "\0" not in filled:
+        raise ConfigError("--paths", f"{template!r} has no {{domain}}: every domain would read the same data")
+
+
 def plan_from_args(args: argparse.Namespace) -> ExportPlan:
+    check_template(args.paths)
     path = resolve_mixture(args.mixture)
     config = load_run_config(path, defaults=TrainingSettings.from_name("large_1b"))
     corpus = None
