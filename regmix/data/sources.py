@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from regmix.core.files import ConfigError
+from regmix.core.files import ConfigError, read_yaml
 from regmix.core.schema import safe_name
 from regmix.data.corpus import SPLITS
 from regmix.data.readers import SUFFIXES, document_suffix, iter_documents, stem, unsupported
@@ -44,16 +44,9 @@ def check_source(source: Path) -> Path:
     return source
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(path, f"cannot read: {exc}") from None
-
-
 def dataset_files(folder: Path) -> list[Path]:
     """The `.arrow` files of a `datasets` save_to_disk folder, in its state.json's order."""
-    state = _read_json(folder / DATASET_STATE)
+    state = read_yaml(folder / DATASET_STATE)
     try:
         files = [folder / entry["filename"] for entry in state["_data_files"]]
     except (KeyError, TypeError):
@@ -81,7 +74,7 @@ def _dataset_source(source: Path, routing: Routing) -> dict[str, dict[str, list[
     if (source / DATASET_STATE).exists():
         folders = {"train": source}
     else:
-        splits = _read_json(source / DATASET_DICT).get("splits", [])
+        splits = read_yaml(source / DATASET_DICT).get("splits", [])
         if "train" not in splits:
             raise ConfigError(source / DATASET_DICT, f"no 'train' split; it has {splits}")
         folders = {"train": source / "train"}

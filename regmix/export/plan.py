@@ -117,16 +117,15 @@ class ExportPlan:
         return sum(s.tokens for s in shards) / documents
 
     def epochs(self) -> dict[str, float] | None:
-        """Times each domain's training tokens are read over the whole run (None without a budget or a corpus)."""
+        """Times each domain's training tokens are read over the whole run (None without a budget or a corpus):
+        the run's mixture is the phases' step-weighted mean, `config.train`."""
         if self.budget_tokens is None or self.corpus is None:
             return None
-        total = self.config.training.max_step
-        read: dict[str, float] = {}
-        for phase in self.phases:
-            share = self.budget_tokens * phase.steps / total
-            for d in phase.mixture.active():
-                read[d] = read.get(d, 0.0) + share * phase.mixture[d]
-        return {d: r / max(self.corpus.tokens("train", d), 1) for d, r in read.items()}
+        from regmix.regression.optimum import epochs  # SciPy and scikit-learn: not for --help
+
+        tokens = {d: self.corpus.tokens("train", d) for d in self.config.train.active()}
+        active = {d: w for d, w in self.config.train.to_dict().items() if w > 0}
+        return epochs(active, tokens, self.budget_tokens)
 
     def repetition_cap(self) -> float | None:
         """The repetition a target should allow: --max-repetition, else the most any domain needs (rounded up

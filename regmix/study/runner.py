@@ -275,11 +275,8 @@ def record(study: Study, state: StudyState, trials: Sequence[Trial]) -> None:
     trained = [t for t in trials if t.status == "trained"]
     told = [t for t in trained if t.source == "method" or (t.source == "anchor" and proposer.uses_anchors)]
     if told:
-        results = [load_result(study.pool / t.name) for t in told]
-        if study.frozen is not None:  # the methods search the reduced domains
-            results = [dataclasses.replace(r, achieved=study.reduce(r.mixture), requested=study.reduce(r.requested))
-                       for r in results]
-        proposer.tell_results([t.name for t in told], results)
+        proposer.tell_results([t.name for t in told], [study.reduce_result(load_result(study.pool / t.name))
+                                                       for t in told])
     for trial in trained:
         trial.mark("recorded")
     state.save()

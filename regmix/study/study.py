@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
+from regmix.core.results import RunResult
 from regmix.core.reuse import FrozenMixture, frozen_mixture
 from regmix.core.space import SearchSpace
 from regmix.data.corpus import CorpusManifest
@@ -39,6 +40,13 @@ class Study:
     def reduce(self, mixture: Mixture) -> Mixture:
         """A mixture over the corpus's domains as the space's (itself without reuse)."""
         return mixture if self.frozen is None else self.frozen.reduce(mixture)
+
+    def reduce_result(self, result: RunResult) -> RunResult:
+        """A run's result with its mixtures over the space's domains, as methods learn from it."""
+        if self.frozen is None:
+            return result
+        return dataclasses.replace(result, achieved=self.reduce(result.mixture),
+                                   requested=self.reduce(result.requested))
 
     @property
     def folder(self) -> Path:
