@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -49,3 +53,35 @@ def tiny_corpus(tmp_path_factory) -> CorpusManifest:
             manifest.shards[split][domain] = shards
     manifest.save()
     return manifest
+
+
+# A small text corpus in RegMix's layout (JSON lines; one file gzipped), for prepare and its sources
+WORDS = {
+    "code": "def return import class self lambda yield for while if else None True False".split(),
+    "prose": "the a river mountain quietly walked over under beneath sky light ancient story".split(),
+    "legal": "hereby pursuant license warranty liability party agreement shall herein notice".split(),
+}
+
+
+def texts(domain: str, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS[domain], size=rng.integers(20, 80))) + "." for _ in range(n)]
+
+
+def write_jsonl(path: Path, docs: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(lines.encode()))
+    else:
+        path.write_text(lines)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    src = tmp_path / "src"
+    for i, domain in enumerate(WORDS):
+        write_jsonl(src / "train" / f"{domain}_0.jsonl", texts(domain, 40, i))
+        write_jsonl(src / "valid" / f"{domain}.jsonl", texts(domain, 5, 10 + i))
+    write_jsonl(src / "train" / "code_1.jsonl.gz", texts("code", 30, 99))
+    return src

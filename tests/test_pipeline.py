@@ -200,7 +200,7 @@ def test_a_prepared_corpus_without_a_source_is_used_as_it_is(tiny_corpus, tmp_pa
 
 def test_a_pile_style_corpus_through_the_whole_pipeline(workdir):
     """Mixed-domain .jsonl.zst files, the domain in meta.pile_set_name, the valid split carved from train."""
-    from test_prepare import pile_style
+    from test_sources import pile_style
 
     pile_style(Path("pile"))
     Path("pile.yaml").write_text(EXPERIMENT.replace("name: tiny", "name: pile").replace(
