@@ -288,3 +288,38 @@ def test_regret_and_lower_tail_optimism_say_what_picking_by_the_model_costs():
     picked = evaluate(y, flattering)
     assert picked["regret"] == 7.0
     assert picked["optimism"] == pytest.approx((12.0 + 0.0) / 2)  # the 2 runs predicted best: 7 (-5) and 0 (0)
+
+
+def test_saturating_law_recovers_diminishing_returns_and_stays_bounded():
+    rng = np.random.default_rng(21)
+    a, b = np.array([0.3, 0.0, 0.2, 0.1]), np.array([0.5, 1.0, 0.3, 0.8])
+
+    def law(P: np.ndarray) -> np.ndarray:
+        return 2.0 + ((P + 1e-3) ** -b - 1) / b @ a
+
+    X = rng.dirichlet(np.ones(4), 120)
+    model = make_regressor("saturating").fit(X, law(X) + rng.normal(0, 0.005, 120))
+    fresh = rng.dirichlet(np.ones(4), 300)
+    assert np.abs(model.predict(fresh) - law(fresh)).max() < 0.05
+    assert model.models_[0]["a"][1] < 0.01  # the domain that does not help gets (close to) no term
+    corners = np.eye(4)  # far outside the runs: finite, and no better than the law allows
+    assert np.isfinite(model.predict(corners)).all() and (model.predict(corners) > 1.9).all()
+    assert regressors.minimum_runs("saturating", 4) == 9
+    with pytest.raises(ValueError, match="saturating needs 9 runs"):
+        fit(observed(8, 0), ["saturating"], folds=1)
+
+
+def test_fit_selects_by_regret_or_rmse_when_asked(monkeypatch):
+    tables = {LinearMixtureRegressor: pd.DataFrame({"spearman": [95.0, 95.0], "regret": [0.3, 0.2], "rmse": 0.1},
+                                                   index=["web", "code"]),
+              GPMixtureRegressor: pd.DataFrame({"spearman": [90.0, 90.0], "regret": [0.0, 0.1], "rmse": 0.2},
+                                               index=["web", "code"])}
+    monkeypatch.setattr(fit_module, "cross_validate", lambda regressor, *_: tables[type(regressor)])
+    monkeypatch.setattr(fit_module, "extrapolation_scores", lambda regressor, *_: tables[type(regressor)])
+    observations = observed(30, 13)
+    assert fit(observations, ["linear", "gp"], folds=3).name == "linear"
+    assert fit(observations, ["linear", "gp"], folds=3, select="regret").name == "gp"
+    assert fit(observations, ["linear", "gp"], folds=3, select="rmse").name == "linear"
+    assert selection_score(tables[GPMixtureRegressor], None, "regret") == pytest.approx(-0.05)
+    with pytest.raises(ValueError, match="unknown selection metric 'r2'"):
+        fit(observations, ["linear"], folds=3, select="r2")

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 # The names of regmix.regression.regressors, spelled out here so that `regmix fit --help` starts without
 # scikit-learn, SciPy and LightGBM, which this module imports where it fits (tests/test_fit.py checks they agree).
-REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
+REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm",
+              "saturating")
 BEST = "ensemble"
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 TAIL = 0.1  # the share of runs predicted best that lower-tail optimism averages over
@@ -125,22 +126,31 @@ def extrapolation_scores(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, fract
     return score_table(Y.iloc[held_out], predictions)
 
 
-def selection_score(cv: pd.DataFrame | None, extrapolation: pd.DataFrame | None) -> float:
-    """What `fit` ranks candidates by: the mean over targets of the mean of CV and extrapolation Spearman.
+SELECTION = {"spearman": 1.0, "regret": -1.0, "rmse": -1.0}  # figure fit may rank by: +1 higher is better
 
-    Spearman, because the simulation only needs the order of mixtures; both halves, because a model that
-    fits the proxies well but ranks badly outside their mass picks a poor mixture for the large run. A
-    Spearman left undefined by a constant prediction counts as 0 (no ranking); a missing table is left out.
+
+def selection_score(cv: pd.DataFrame | None, extrapolation: pd.DataFrame | None, metric: str = "spearman") -> float:
+    """What `fit` ranks candidates by (higher wins): the mean over targets of the mean of a figure of CV and of
+    extrapolation CV, negated for the figures where lower is better.
+
+    Spearman by default, because the simulation only needs the order of mixtures; regret@1 (what picking the best
+    run by the model costs) or RMSE on request; both halves, because a model that fits the proxies well but ranks
+    badly outside their mass picks a poor mixture for the large run. A figure left undefined (Spearman of a
+    constant prediction) counts as the worst (Spearman 0, no ranking); a missing table is left out.
     """
-    tables = [table["spearman"].fillna(0.0).mean() for table in (cv, extrapolation) if table is not None]
-    return float(np.mean(tables)) if tables else 0.0
+    if metric not in SELECTION:
+        raise ValueError(f"unknown selection metric {metric!r}; choose from {list(SELECTION)}")
+    worst = 0.0 if metric == "spearman" else np.inf
+    tables = [table[metric].fillna(worst).mean() for table in (cv, extrapolation) if table is not None]
+    return SELECTION[metric] * float(np.mean(tables)) if tables else 0.0
 
 
 def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Sequence[str] | None = None,
-        folds: int = 5, num_threads: int = 2, extrapolation: float = 0.2) -> FittedModel:
+        folds: int = 5, num_threads: int = 2, extrapolation: float = 0.2, select: str = "spearman") -> FittedModel:
     """Score each named regressor by K-fold CV and extrapolation CV, keep the best, refit it on all rows.
 
-    The best is the highest `selection_score` (CV and extrapolation Spearman averaged), so that the kept
+    The best is the highest `selection_score` (CV and extrapolation `select` averaged: Spearman, regret@1 or
+    RMSE), so that the kept
     model ranks mixtures well beyond the proxies' mass too, not only among them. `folds`=1 skips both
     scores (the first model named is kept); extrapolation is skipped when `extrapolation` (the share of
     runs held out) leaves fewer than 3 runs. `targets`: valid domains (or their loss columns) to model,
@@ -150,6 +160,8 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
 
     if folds < 1:
         raise ValueError(f"folds must be >= 1 (1: no cross-validation), got {folds}")
+    if select not in SELECTION:
+        raise ValueError(f"unknown selection metric {select!r}; choose from {list(SELECTION)}")
     observations = observations.select(targets or observations.targets)
     X, Y = observations.mixture_frame(), observations.loss_frame()
     smallest = smallest_training_set(len(X), folds, extrapolation)
@@ -179,9 +191,9 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
             print(f"{name}: extrapolation CV (fit on the {1 - extrapolation:.0%} of runs nearest the centre, "
                   f"scored on the {extrapolation:.0%} farthest)\n{extrapolated[name].round(4).to_string()}")
         if folds > 1:
-            print(f"{name}: selection score {selection_score(cv[name], extrapolated[name]):.2f} "
-                  "(mean Spearman of CV and extrapolation)")
-    best = max(models, key=lambda n: selection_score(cv[n], extrapolated[n]))
+            print(f"{name}: selection score {selection_score(cv[name], extrapolated[name], select):.4g} "
+                  f"(mean {select} of CV and extrapolation{', negated' if SELECTION[select] < 0 else ''})")
+    best = max(models, key=lambda n: selection_score(cv[n], extrapolated[n], select))
     regressor = make_regressor(best, num_threads).fit(X, Y)
     return FittedModel(best, regressor, observations.domains, observations.targets, _as_dict(cv[best]),
                        _as_dict(extrapolated[best]))
@@ -193,12 +205,12 @@ def _as_dict(table: pd.DataFrame | None) -> dict[str, dict[str, float]]:
 
 def fit_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike, models: Sequence[str] = (BEST,),
              targets: Sequence[str] | None = None, folds: int = 5, num_threads: int = 2,
-             extrapolation: float = 0.2) -> FittedModel:
+             extrapolation: float = 0.2, select: str = "spearman") -> FittedModel:
     """`fit` on RegMix's two CSVs; what their runs cannot give (too few of them, a target they lack) names the loss
     CSV, the file the user must grow or fix."""
     observations = read_csvs(mixture_csv, loss_csv)
     try:
-        return fit(observations, models, targets, folds, num_threads, extrapolation)
+        return fit(observations, models, targets, folds, num_threads, extrapolation, select)
     except ConfigError:
         raise
     except ValueError as exc:  # fit's own checks and scikit-learn's refusals of these rows
@@ -213,8 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--losses", type=Path, default=Path("data/train_pile_loss_1m.csv"),
                    help="loss CSV (index, metric/<domain>_val_loss...)")
     p.add_argument("--model", nargs="+", default=[BEST], choices=REGRESSORS,
-                   help=f"regressor(s); with several, the best by mean CV and extrapolation Spearman is kept "
+                   help=f"regressor(s); with several, the best by --select over CV and extrapolation CV is kept "
                         f"(default: {BEST})")
+    p.add_argument("--select", choices=list(SELECTION), default="spearman",
+                   help="the figure that picks among several --model: spearman (higher wins), regret (regret@1: "
+                        "the true loss of the run predicted best minus the best) or rmse (default: %(default)s)")
     p.add_argument("--target", nargs="+", help="loss column(s) or valid domain(s) to model (default: all)")
     p.add_argument("--folds", type=integer_at_least(1), default=5,
                    help="K of K-fold CV on the training rows, >= 2; 1: no cross-validation at all (neither K-fold "
@@ -232,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> FittedModel:
     args = _parser().parse_args(argv)
     check_outputs({"--output": args.output}, {"--mixtures": args.mixtures, "--losses": args.losses})
     model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
-                     args.extrapolation)
+                     args.extrapolation, args.select)
     from regmix.regression.model_file import save_model  # LightGBM's and sklearn's types: after parse_args
 
     path = save_model(model, args.output)

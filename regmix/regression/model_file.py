@@ -40,6 +40,7 @@ from regmix.regression.regressors import (
     LawResidualMixtureRegressor,
     LightGBMMixtureRegressor,
     LinearMixtureRegressor,
+    SaturatingMixingLaw,
 )
 
 FORMAT = "regmix model"
@@ -249,6 +250,16 @@ def _gp(state: dict[str, Any], key: str, arrays: Arrays) -> dict[str, Any]:
             "amplitude": float(state["amplitude"]), "inv_length": _floats(arrays, f"{key}.inv_length")}
 
 
+def _saturating_state(model: dict[str, Any], key: str, arrays: Arrays) -> dict[str, Any]:
+    for name in ("a", "b"):
+        arrays[f"{key}.{name}"] = np.asarray(model[name], dtype=np.float64)
+    return {"E": float(model["E"])}
+
+
+def _saturating(state: dict[str, Any], key: str, arrays: Arrays) -> dict[str, Any]:
+    return {"E": float(state["E"]), "a": _floats(arrays, f"{key}.a"), "b": _floats(arrays, f"{key}.b")}
+
+
 _KERNELS = {cls.__name__: cls for cls in (Sum, Product, ConstantKernel, RBF, WhiteKernel)}
 
 
@@ -314,6 +325,7 @@ _CODECS: dict[type, tuple[_ToState, Callable[[type, dict[str, Any], str, Arrays]
     LightGBMMixtureRegressor: (_per_target_state, _per_target),
     LinearMixtureRegressor: (_per_target_state, _per_target),
     GPMixtureRegressor: (_per_target_state, _per_target),
+    SaturatingMixingLaw: (_per_target_state, _per_target),
     LogLinearMixingLaw: (_law_state, _law),
     EnsembleMixtureRegressor: (_ensemble_state, _ensemble),
     LawResidualMixtureRegressor: (_law_residual_state, _law_residual),
@@ -323,4 +335,5 @@ _TARGET_MODELS: dict[type, tuple[_ToState, Callable[[dict[str, Any], str, Arrays
     LightGBMMixtureRegressor: (_booster_state, _booster),
     LinearMixtureRegressor: (_linear_state, _linear),
     GPMixtureRegressor: (_gp_state, _gp),
+    SaturatingMixingLaw: (_saturating_state, _saturating),
 }

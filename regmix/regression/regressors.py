@@ -3,8 +3,9 @@
 By name (`make_regressor`): the published LightGBM, `lightgbm_es` (LightGBM stopped early on an inner split of
 the training runs, as RegMix's notebook stops it, but never on the runs it is scored on), the linear baseline,
 a Gaussian process on log weights, Ye et al.'s log-linear mixing law (`regmix.regression.mixing_law`),
-`ensemble` (GP + LightGBM averaged, their disagreement as the spread), which wins on cross-validation, and the
-hybrids `law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves). Every regressor fits one model per
+`ensemble` (GP + LightGBM averaged, their disagreement as the spread), which wins on cross-validation, the
+hybrids `law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves), and `saturating`, a law of
+diminishing returns in each domain's share. Every regressor fits one model per
 target column. Choosing among them is `regmix.regression.fit`'s job.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 import lightgbm as lgb
 import numpy as np
+from scipy.optimize import least_squares, nnls
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -26,15 +28,18 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from regmix.regression.mixing_law import LogLinearMixingLaw
 
-REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm")
+REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm",
+              "saturating")
 BEST = "ensemble"
 MIN_RUNS = 4
 LAWS = ("loglinear", "law_gp", "law_lightgbm")
 
 
 def minimum_runs(name: str, domains: int) -> int:
-    """Runs a regressor needs to be fit at all: a law m + 1 (c, k and m - 1 free exponents per target), the rest
-    MIN_RUNS."""
+    """Runs a regressor needs to be fit at all: a log-linear law m + 1 (c, k and m - 1 free exponents per target),
+    the saturating law 2m + 1 (E and a scale and an exponent per domain), the rest MIN_RUNS."""
+    if name == "saturating":
+        return max(MIN_RUNS, 2 * domains + 1)
     return max(MIN_RUNS, domains + 1) if name in LAWS else MIN_RUNS
 
 
@@ -176,6 +181,58 @@ class GPMixtureRegressor(_PerTarget):
         return out[:, 0] if self.single_target_ else out
 
 
+class SaturatingMixingLaw(_PerTarget):
+    """Diminishing returns in each domain: L(p) = E + sum_j a_j ((p_j + eps)^(-b_j) - 1) / b_j, a_j >= 0, 0 < b_j <= 3.
+
+    Each domain's share lowers the loss less the more of it there is (a power law in the share, as BiMix and
+    ADO fit per domain; b -> 0 is -a log(p + eps)); a domain that does not help gets a = 0, and on the simplex
+    its share still costs the others'. Convex, bounded at p_j = 0 by eps, so unlike the log-linear law it cannot
+    run away outside the runs. It needs no target-domain pairing, so it fits downstream metrics too. Fit on
+    proportions, standardized targets, by robust least squares from three non-negative least-squares starts
+    (b = 0.1, 0.5, 1 for every domain). `eps` sets where returns start to diminish (1e-3: from 0.1% of the mix).
+    """
+
+    def __init__(self, eps: float = 1e-3, loss: str = "soft_l1"):
+        self.eps = eps
+        self.loss = loss
+
+    def _terms(self, P: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The per-domain terms ((p + eps)^-b - 1) / b and their derivative in b, both (rows, m)."""
+        u = np.log(P + self.eps)
+        power = np.exp(-b * u)
+        terms = np.expm1(-b * u) / b
+        return terms, (-u * power * b - np.expm1(-b * u)) / b ** 2
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        P = X / np.maximum(X.sum(axis=1, keepdims=True), 1e-300)
+        m = P.shape[1]
+        loc, scale = float(np.median(y)), float(y.std()) or 1.0
+        z = (y - loc) / scale
+
+        def residuals(theta: np.ndarray) -> np.ndarray:
+            return theta[0] + self._terms(P, theta[1 + m:])[0] @ theta[1:1 + m] - z
+
+        def jacobian(theta: np.ndarray) -> np.ndarray:
+            terms, d_terms = self._terms(P, theta[1 + m:])
+            return np.column_stack([np.ones(len(P)), terms, d_terms * theta[1:1 + m]])
+
+        starts = []
+        for b0 in (0.1, 0.5, 1.0):
+            terms = self._terms(P, np.full(m, b0))[0]
+            coef = nnls(np.column_stack([np.ones(len(P)), -np.ones(len(P)), terms]), z)[0]
+            starts.append(np.r_[coef[0] - coef[1], coef[2:], np.full(m, b0)])
+        lower, upper = np.r_[-np.inf, np.zeros(m), np.full(m, 1e-3)], np.r_[np.inf, np.full(m, np.inf), np.full(m, 3.0)]
+        best = min((least_squares(residuals, theta, jac=jacobian, bounds=(lower, upper), loss=self.loss,
+                                  f_scale=0.5, x_scale="jac") for theta in starts), key=lambda r: r.cost)
+        return {"E": loc + scale * best.x[0], "a": scale * best.x[1:1 + m], "b": best.x[1 + m:]}
+
+    def _predict_one(self, model: dict[str, Any], X: np.ndarray) -> np.ndarray:
+        P = X / np.maximum(X.sum(axis=1, keepdims=True), 1e-300)
+        return model["E"] + self._terms(P, model["b"])[0] @ model["a"]
+
+
 class EnsembleMixtureRegressor(RegressorMixin, BaseEstimator):
     """Mean of several regressors; `predict_spread` is their standard deviation (how much they disagree)."""
 
@@ -263,7 +320,7 @@ def _small_data_lightgbm(num_threads: int) -> LightGBMMixtureRegressor:
 def make_regressor(name: str, num_threads: int = 2) -> Any:
     """A fresh regressor of the zoo by name: lightgbm (published), lightgbm_es (stopped early on an inner split),
     linear, gp, loglinear, ensemble (best by CV),
-    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals)."""
+    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals), saturating."""
     if name == "lightgbm":
         return LightGBMMixtureRegressor(num_threads=num_threads)
     if name == "lightgbm_es":
@@ -280,4 +337,6 @@ def make_regressor(name: str, num_threads: int = 2) -> Any:
         return LawResidualMixtureRegressor(LogLinearMixingLaw(), GPMixtureRegressor())
     if name == "law_lightgbm":
         return LawResidualMixtureRegressor(LogLinearMixingLaw(), _small_data_lightgbm(num_threads))
+    if name == "saturating":
+        return SaturatingMixingLaw()
     raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")

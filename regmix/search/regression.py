@@ -34,7 +34,8 @@ class RegMixProposer(RandomProposer):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0,
                  synthesis: SynthesisSettings = SynthesisSettings(), regressor: str | Sequence[str] = BEST,
-                 folds: int = 1, candidates: int = 1_000_000, top_k: int = 128, refine: int = 0,
+                 folds: int = 1, select: str = "spearman", candidates: int = 1_000_000, top_k: int = 128,
+                 refine: int = 0,
                  optimum: str = "topk", kl: float = 0.0, guard_margin: float | None = None, uncertainty: float = 0.0,
                  threads: int = 2, output: str | None = None):
         super().__init__(space, objective, seed, synthesis)
@@ -48,6 +49,7 @@ class RegMixProposer(RandomProposer):
         if optimum not in ("topk", "exact"):
             raise ValueError(f"optimum must be topk or exact, got {optimum!r}")
         self.folds, self.candidates, self.top_k, self.refine, self.threads = folds, candidates, top_k, refine, threads
+        self.select = select
         self.optimum, self.kl, self.guard_margin, self.uncertainty = optimum, kl, guard_margin, uncertainty
         self.output = None if output is None else Path(output)
 
@@ -64,7 +66,7 @@ class RegMixProposer(RandomProposer):
         # CV picks among several regressors once each of its fits has the runs they need
         need = max(minimum_runs(r, m) for r in usable)
         folds = self.folds if smallest_training_set(len(self), self.folds) >= need else 1
-        model = fit(self.observations(), usable, folds=folds, num_threads=self.threads)
+        model = fit(self.observations(), usable, folds=folds, num_threads=self.threads, select=self.select)
         if self.output is not None:
             save_model(model, self.output / REGRESSOR_FILE)
         natural = self.space.mixture(self.space.prior)

@@ -26,6 +26,7 @@ from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
 from regmix.data.sources import Routing
+from regmix.regression.fit import SELECTION
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
@@ -83,8 +84,11 @@ class SweepSettings:
 
 @dataclass
 class FitSettings:
+    """The regressors CV chooses among, its folds, and the figure that chooses (regmix.regression.fit.SELECTION)."""
+
     regressors: list[str] = field(default_factory=lambda: ["linear", "lightgbm", "ensemble"])
     folds: int = 5
+    select: str = "spearman"
 
 
 @dataclass
@@ -298,6 +302,8 @@ def check_fit_settings(fit: FitSettings, source: Path) -> None:
         raise ConfigError(source, f"'fit.regressors' must name regressors of {list(REGRESSORS)}, got {fit.regressors}")
     if fit.folds < 1:
         raise ConfigError(source, f"'fit.folds' must be >= 1 (1: no cross-validation), got {fit.folds}")
+    if fit.select not in SELECTION:
+        raise ConfigError(source, f"'fit.select' must be one of {list(SELECTION)}, got {fit.select!r}")
 
 
 def check_search_settings(search: SearchSettings, source: Path) -> None:

@@ -68,9 +68,9 @@ def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any]
         return steering, {}
     fit, sim = experiment.fit, experiment.simulation
     return steering, {
-        "regressor": list(fit.regressors), "folds": fit.folds, "candidates": sim.candidates, "top_k": sim.top_k,
-        "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl, "guard_margin": sim.guard_margin,
-        "uncertainty": sim.uncertainty}
+        "regressor": list(fit.regressors), "folds": fit.folds, "select": fit.select, "candidates": sim.candidates,
+        "top_k": sim.top_k, "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl,
+        "guard_margin": sim.guard_margin, "uncertainty": sim.uncertainty}
 
 
 def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
