@@ -46,7 +46,7 @@ def main() -> None:
     selection, held_out_spearman = {}, {}
     for name in args.models:
         start = time.perf_counter()
-        cv = cross_validate(make_regressor(name, args.threads), X, Y, args.folds)
+        cv, _ = cross_validate(make_regressor(name, args.threads), X, Y, args.folds)
         extrapolated = extrapolation_scores(make_regressor(name, args.threads), X, Y, args.extrapolation)
         held_out = evaluate(Y_test[TARGET], make_regressor(name, args.threads).fit(X, Y[TARGET]).predict(X_test))
         selection[name], held_out_spearman[name] = selection_score(cv, extrapolated), held_out["spearman"]

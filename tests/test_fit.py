@@ -105,7 +105,8 @@ def test_cross_validation_sees_only_the_rows_given_and_predicts_out_of_fold():
     X, Y = synthetic(100, 2)
     train, held_out = X.index[:70], X.index[70:]
     Spy.log = []
-    table = cross_validate(Spy(), X.loc[train], Y.loc[train], folds=5)
+    table, predictions = cross_validate(Spy(), X.loc[train], Y.loc[train], folds=5)
+    assert predictions.shape == (70, 2)
     seen = {i for _, rows in Spy.log for i in rows}
     assert seen == set(train) and not seen & set(held_out)
     fits, predicts = Spy.log[0::2], Spy.log[1::2]
@@ -125,9 +126,12 @@ def test_gp_closed_form_matches_sklearn_predict():
     assert (gp.predict_std(fresh.iloc[:5]) > 0).all()
 
 
-def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path):
+def test_fit_keeps_the_best_by_cv_and_the_model_file_round_trips(tmp_path, capsys):
     model = fit(observed(90, 5), ["linear", "gp"], folds=3)
     assert model.name == "gp"  # the loss is log-shaped: the GP must beat a line on CV
+    said = capsys.readouterr().out  # progress as each fold ends, not only when a regressor's CV is whole
+    assert all(f"{name}: fold {k}/3 fitted" in said for name in ("linear", "gp") for k in (1, 2, 3))
+    assert "gp: fitting on all 90 runs, 2 targets" in said
     assert model.cv["web"]["spearman"] > 90
     assert set(model.extrapolation) == {"web", "code"} and model.extrapolation["web"]["spearman"] > 80
     assert model.domains == tuple(DOMAINS) and model.targets == ("web", "code")
@@ -239,8 +243,10 @@ def test_selection_rule_averages_cv_and_extrapolation_spearman(monkeypatch):
     assert selection_score(spearman_table(cv[LogLinearMixingLaw]), spearman_table(far[LogLinearMixingLaw])
                            ) == pytest.approx(74.5)  # the undefined Spearman counts 0 (skipped, 99.25 would win)
     assert selection_score(spearman_table([80.0, 80.0]), None) == 80.0 and selection_score(None, None) == 0.0
-    monkeypatch.setattr(fit_module, "cross_validate", lambda regressor, *_: spearman_table(cv[type(regressor)]))
-    monkeypatch.setattr(fit_module, "extrapolation_scores", lambda regressor, *_: spearman_table(far[type(regressor)]))
+    monkeypatch.setattr(fit_module, "cross_validate",
+                        lambda regressor, *_, **__: (spearman_table(cv[type(regressor)]), None))
+    monkeypatch.setattr(fit_module, "extrapolation_scores",
+                        lambda regressor, *_, **__: spearman_table(far[type(regressor)]))
     model = fit(observed(30, 13), ["linear", "loglinear", "gp"], folds=3)
     assert model.name == "gp"  # 86.5 > 74.5 (loglinear) > 71.5 (linear, the best by CV alone)
     assert model.cv["web"]["spearman"] == 90.0 and model.extrapolation["code"]["spearman"] == 83.0
@@ -314,8 +320,8 @@ def test_fit_selects_by_regret_or_rmse_when_asked(monkeypatch):
                                                    index=["web", "code"]),
               GPMixtureRegressor: pd.DataFrame({"spearman": [90.0, 90.0], "regret": [0.0, 0.1], "rmse": 0.2},
                                                index=["web", "code"])}
-    monkeypatch.setattr(fit_module, "cross_validate", lambda regressor, *_: tables[type(regressor)])
-    monkeypatch.setattr(fit_module, "extrapolation_scores", lambda regressor, *_: tables[type(regressor)])
+    monkeypatch.setattr(fit_module, "cross_validate", lambda regressor, *_, **__: (tables[type(regressor)], None))
+    monkeypatch.setattr(fit_module, "extrapolation_scores", lambda regressor, *_, **__: tables[type(regressor)])
     observations = observed(30, 13)
     assert fit(observations, ["linear", "gp"], folds=3).name == "linear"
     assert fit(observations, ["linear", "gp"], folds=3, select="regret").name == "gp"

@@ -62,6 +62,30 @@ def test_reads_regmix_proxy_settings(tmp_path):
     assert config.extra == {"num_of_devices": 1}
 
 
+def test_a_misspelled_key_fails_with_the_closest_one_and_meta_keeps_anything(tmp_path):
+    path = write(tmp_path, REGMIX_OWN_FILE + "max_steps: 5\n", "proxy.yaml")
+    with pytest.raises(ConfigError, match=r"proxy.yaml: unknown key 'max_steps' \(did you mean 'max_step'\?\).*meta:"):
+        load_run_config(path)
+    kept = load_run_config(write(tmp_path, REGMIX_OWN_FILE + "meta:\n  owner: data team\n  ticket: 42\n", "m.yaml"))
+    assert kept.extra == {"meta": {"owner": "data team", "ticket": 42}}
+
+
+def test_an_edited_optimal_mixture_yaml_is_checked_before_the_large_run(tmp_path):
+    from regmix.core.objective import Objective
+    from regmix.regression.optimal_mixture import optimal_run_config
+
+    config = optimal_run_config(Mixture.from_dict({"a": 0.4, "b": 0.6}), Objective({"a": 1.0}), 3.2, 0.01,
+                                method="regmix", repetition_caps={"R": 4})
+    path = tmp_path / "optimal_mixture.yaml"
+    save_run_config(config, path)
+    assert load_run_config(path).extra["predicted_loss"] == 3.2  # what regmix records reads back
+    path.write_text(path.read_text().replace("learning_rate:", "learning_rte:"))
+    with pytest.raises(ConfigError, match="unknown key 'learning_rte' \\(did you mean 'learning_rate'"):
+        load_run_config(path)
+    with pytest.raises(TypeError, match="comment"):
+        optimal_run_config(Mixture.from_dict({"a": 1.0}), Objective({"a": 1.0}), 3.2, None, comment="x")
+
+
 @pytest.mark.parametrize("weights, problem", [
     ("train_a: -0.1\n  train_b: 1.1", "must be finite and >= 0"),
     ("train_a: .nan\n  train_b: 1.0", "NaN"),

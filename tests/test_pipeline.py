@@ -74,7 +74,11 @@ def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     assert all(optimal.train[d] <= cap + 1e-9 for d, cap in caps["caps"].items())
     assert set(optimal.extra["epochs"]) == {"code", "legal", "prose"}
     text = "\n".join(lines).splitlines()
-    assert any(line.startswith("caps:") and "raised from R = 4" in line for line in text)
+    small = [line for line in text if line.startswith("corpus:          too small for the large run")]
+    assert small and "--max-step" in small[0] and "epochs" not in optimal.extra["repetition_caps"]["caps"]
+    assert Path("runs/tiny/regmix/regressor_cv.png").read_bytes()[:4] == b"\x89PNG"  # CV predicted vs actual
+    assert "runs/tiny/regmix/regressor_cv.png" in summary["files"]["plots"]
+    assert report["units"]["spearman"] == "percent" and report["units"]["r2"] == "fraction of variance"
     table = summary["verification"]  # the optimum trained with the anchors' seeds, next to them
     assert set(table["mixtures"]) == {"optimal", "natural", "uniform"} and table["seeds"] == 3
     assert len(table["mixtures"]["optimal"]["objectives"]) == 3 and set(table["beats"]) == {"natural", "uniform"}
@@ -107,14 +111,14 @@ def test_changed_settings_do_not_mix_with_old_runs(workdir):
 
 
 BAD_EXPERIMENTS = [
-    ("proxy: {max_stepz: 3}\n", r"bad.yaml: unknown keys \['max_stepz'\] in 'proxy:'"),
-    ("swep: {}\n", r"unknown keys \['swep'\]"),
+    ("proxy: {max_stepz: 3}\n", r"bad.yaml: unknown key 'max_stepz' in 'proxy:' \(did you mean 'max_step'\?\)"),
+    ("swep: {}\n", r"unknown key 'swep' \(did you mean 'sweep'\?\)"),
     ("sweep: {num_configs: many}\n", "'sweep.num_configs' must be a whole number"),
     ("target: {prose: .nan, code: 0.5}\n", r"bad.yaml: target 'prose': the weight must be a number >= 0, "
                                            "got nan"),
     ("target: 3\n", "the target must be a valid domain"),
     ("method: cma\n", r"bad.yaml: unknown method 'cma'; known: \['aioli', 'bo', .*'turbo'\]"),
-    ("search: {budgett: 3}\n", r"bad.yaml: unknown keys \['budgett'\] in 'search:'"),
+    ("search: {budgett: 3}\n", r"bad.yaml: unknown key 'budgett' in 'search:' \(did you mean 'budget'\?\)"),
 ]
 
 

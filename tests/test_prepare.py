@@ -206,3 +206,18 @@ def test_new_vocab_size_retrains_the_tokenizer(corpus, tmp_path):
     bigger = prepare(corpus, tmp_path / "out", vocab_size=400, progress=False)
     assert bigger.tokenizer.vocab_size == 400 != first.tokenizer.vocab_size
     assert bigger.tokens("train", "code") < first.tokens("train", "code")
+
+
+def test_a_domain_without_valid_data_is_named_by_prepare_and_synthesize(corpus, tmp_path, capsys):
+    from regmix.search.synthesize import main as synthesize_main
+
+    (corpus / "valid" / "legal.jsonl").unlink()
+    manifest = main([str(corpus), "--output", str(tmp_path / "out"), "--vocab-size", "300"])
+    assert "legal" in manifest.train_domains and "legal" not in manifest.valid_domains
+    warned = capsys.readouterr().err
+    assert "warning: no validation data for legal" in warned and "--valid-fraction" in warned
+    synthesize_main(["--prior", str(tmp_path / "out"), "--num-configs", "4", "--output", str(tmp_path / "configs")])
+    assert "warning: no validation data for legal" in capsys.readouterr().err
+    synthesize_main(["--prior", str(tmp_path / "out"), "--num-configs", "4", "--output", str(tmp_path / "chosen"),
+                     "--valid", "code"])  # the user chose the validation domains: nothing to warn about
+    assert "warning" not in capsys.readouterr().err

@@ -139,3 +139,22 @@ def test_pessimistic_choice_trades_predicted_gain_for_certainty():
     assert careful.predicted_loss > plain.predicted_loss and careful.spread < plain.spread
     with pytest.raises(ValueError, match="uncertainty must be >= 0"):
         simulate(model, natural, None, 100, 8, settings, progress=False, uncertainty=-1.0)
+
+
+def test_fit_then_simulate_with_their_defaults_optimize_the_mean_over_every_target(tmp_path, capsys):
+    from regmix.regression import fit as fit_module
+
+    rng = np.random.default_rng(1)
+    weights = rng.dirichlet(np.full(len(DOMAINS), 0.8), 60)
+    Observations(DOMAINS, TARGETS, tuple(range(60)), weights, true_losses(weights)).save(
+        tmp_path / "mixtures.csv", tmp_path / "losses.csv")
+    fit_module.main(["--mixtures", str(tmp_path / "mixtures.csv"), "--losses", str(tmp_path / "losses.csv"),
+                     "--model", "lightgbm", "--folds", "1", "--output", str(tmp_path / "model.npz")])
+    (tmp_path / "prior.yaml").write_text(
+        "train:\n" + "".join(f"  train_{d}: {w}\n" for d, w in NATURAL.to_dict().items()))
+    simulate_module.main(["--model", str(tmp_path / "model.npz"), "--prior", str(tmp_path / "prior.yaml"),
+                          "--num-candidates", "2000", "--top-k", "8", "--output", str(tmp_path / "opt.yaml"),
+                          "--quiet"])
+    assert "objective: mean validation loss of web, code" in capsys.readouterr().out
+    assert load_run_config(tmp_path / "opt.yaml").extra["objective"] == {"metric/web_val_loss": 0.5,
+                                                                         "metric/code_val_loss": 0.5}

@@ -7,6 +7,7 @@ import pytest
 
 from regmix.core.objective import Objective
 from regmix.study.verify import (
+    SeedRuns,
     format_verification,
     gain_against_floor,
     noise_floor,
@@ -62,3 +63,23 @@ def test_a_gain_below_the_floor_is_said_plainly():
     assert "above the anchors' noise floor" in gain_against_floor(natural, predicted=2.8, floor=0.07)
     with pytest.raises(ValueError, match="no finished run of optimal"):
         seed_runs("optimal", [], OBJECTIVE)
+
+
+def test_report_md_bottom_line_says_what_to_train():
+    from regmix.study.report import bottom_line
+
+    objective = Objective({"web": 1.0})
+
+    def runs(name: str, losses: list[float]) -> SeedRuns:
+        return seed_runs(name, [{"web": v} for v in losses], objective)
+
+    baselines = [runs("natural", [3.30, 3.31, 3.32]), runs("uniform", [3.20, 3.21, 3.19])]
+    wins = verification(runs("optimal", [3.10, 3.11, 3.09]), baselines, 3.08)
+    line = bottom_line({"method": "regmix", "predicted_loss": 3.08, "verification": wins})
+    assert line.startswith("Use the regmix optimum: 3.1000 ± 0.0100 beats natural 3.3100")
+    ties = verification(runs("optimal", [3.19, 3.25, 3.16]), baselines, 3.08)
+    line = bottom_line({"method": "regmix", "predicted_loss": 3.08, "verification": ties})
+    assert line.startswith("The regmix optimum (3.2000 ± 0.0458) does not beat uniform (3.2000 ± 0.0100)")
+    assert "add seeds (simulation.max_seeds) or proxies to decide" in line
+    unverified = bottom_line({"method": "bo", "predicted_loss": 3.08})
+    assert unverified.startswith("Not verified") and "simulation.verify" in unverified

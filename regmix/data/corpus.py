@@ -105,6 +105,10 @@ class CorpusManifest:
     def empty_domains(self, split: str) -> tuple[str, ...]:
         return tuple(d for d in self.shards[split] if self.tokens(split, d) == 0)
 
+    def unvalidated_domains(self) -> tuple[str, ...]:
+        """Training domains without validation tokens: no run measures them, so no objective can name them."""
+        return tuple(d for d in self.train_domains if d not in self.valid_domains)
+
     def all_shards(self) -> list[Shard]:
         return [s for split in SPLITS for shards in self.shards[split].values() for s in shards]
 
@@ -282,3 +286,13 @@ def load_manifest(path: str | os.PathLike) -> CorpusManifest:
     manifest = read_manifest(path)
     manifest.check_shards()
     return manifest
+
+
+def unvalidated_warning(domains: Sequence[str]) -> str | None:
+    """The warning prepare and synthesize print for training domains without validation data."""
+    if not domains:
+        return None
+    them = "it" if len(domains) == 1 else "them"
+    return (f"warning: no validation data for {', '.join(domains)}: the proxies' configs leave {them} out of "
+            f"'valid:', so no run measures {them} and no objective can name {them}; give a valid file per domain "
+            "(valid/<domain>_<k>.jsonl) or prepare with --valid-fraction")

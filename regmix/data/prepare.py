@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -43,6 +44,7 @@ from regmix.data.corpus import (
     Shard,
     load_manifest,
     read_manifest,
+    unvalidated_warning,
     verify_corpus,
     verify_shard,
 )
@@ -358,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> CorpusManifest | None:
     manifest = prepare(source, args.output, args.tokenizer, args.vocab_size, args.workers, routing=routing,
                        min_tokens=args.min_tokens)
     print(describe(manifest))
+    warning = unvalidated_warning(manifest.unvalidated_domains())
+    if warning:
+        print(warning, file=sys.stderr)
     return manifest
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
 from regmix.core.files import ConfigError, check_outputs
 from regmix.core.observations import Observations, read_csvs
-from regmix.regression.fitted import FittedModel
+from regmix.regression.fitted import FittedModel, OutOfFold
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,22 +53,29 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
             "optimism": float(np.mean(y_true[tail] - y_pred[tail]))}
 
 
-def out_of_fold(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Every row's prediction (rows, targets) by a fit on the other folds."""
+def out_of_fold(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0,
+                progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """Every row's prediction (rows, targets) by a fit on the other folds; `progress` hears of each fold's end
+    (an ensemble on 13 targets of 512 runs takes minutes per fold)."""
     from sklearn.base import clone
     from sklearn.model_selection import KFold
 
     predictions = np.zeros(Y.shape)
-    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+    started = time.perf_counter()
+    for fold, (train, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(X), 1):
         model = clone(regressor).fit(X.iloc[train], Y.iloc[train])
         predictions[test] = np.asarray(model.predict(X.iloc[test])).reshape(len(test), -1)
+        if progress is not None:
+            progress(f"fold {fold}/{folds} fitted ({time.perf_counter() - started:.0f} s)")
     return predictions
 
 
-def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0
-                   ) -> pd.DataFrame:
-    """Out-of-fold scores per target (rows: targets, columns: `evaluate`'s figures), from the rows given only."""
-    return score_table(Y, out_of_fold(regressor, X, Y, folds, seed))
+def cross_validate(regressor: Any, X: pd.DataFrame, Y: pd.DataFrame, folds: int = 5, seed: int = 0,
+                   progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Out-of-fold scores per target (rows: targets, columns: `evaluate`'s figures), from the rows given only, and
+    the out-of-fold predictions they score (rows, targets): what the predicted-vs-actual plot shows."""
+    predictions = out_of_fold(regressor, X, Y, folds, seed, progress)
+    return score_table(Y, predictions), predictions
 
 
 def score_table(Y: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
@@ -180,9 +188,16 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     if folds > 1 and not extrapolate:
         print(f"note: {extrapolation:.0%} of {len(X)} runs is under {MIN_EXTRAPOLATION_RUNS}: no extrapolation CV")
     cv: dict[str, pd.DataFrame | None] = {}
+    predictions: dict[str, np.ndarray | None] = {}
     extrapolated: dict[str, pd.DataFrame | None] = {}
     for name in models:
-        cv[name] = cross_validate(make_regressor(name, num_threads), X, Y, folds) if folds > 1 else None
+        def progress(line: str, name: str = name) -> None:
+            print(f"{name}: {line}", flush=True)
+
+        cv[name], predictions[name] = cross_validate(make_regressor(name, num_threads), X, Y, folds,
+                                                     progress=progress) if folds > 1 else (None, None)
+        if extrapolate:
+            progress(f"fitting on the runs nearest the centre to rank the {extrapolation:.0%} farthest")
         extrapolated[name] = (extrapolation_scores(make_regressor(name, num_threads), X, Y, extrapolation)
                               if extrapolate else None)
         if cv[name] is not None:
@@ -194,9 +209,16 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
             print(f"{name}: selection score {selection_score(cv[name], extrapolated[name], select):.4g} "
                   f"(mean {select} of CV and extrapolation{', negated' if SELECTION[select] < 0 else ''})")
     best = max(models, key=lambda n: selection_score(cv[n], extrapolated[n], select))
+    print(f"{best}: fitting on all {len(X)} runs, {Y.shape[1]} targets", flush=True)
     regressor = make_regressor(best, num_threads).fit(X, Y)
     return FittedModel(best, regressor, observations.domains, observations.targets, _as_dict(cv[best]),
-                       _as_dict(extrapolated[best]))
+                       _as_dict(extrapolated[best]),
+                       None if predictions[best] is None else OutOfFold(Y.to_numpy(dtype=float), predictions[best]))
+
+
+def cv_plot_path(model_path: str | os.PathLike) -> Path:
+    """Where the out-of-fold plot of a model file goes: beside it, `<stem>_cv.png`."""
+    return Path(model_path).with_name(f"{Path(model_path).stem}_cv.png")
 
 
 def _as_dict(table: pd.DataFrame | None) -> dict[str, dict[str, float]]:
@@ -238,7 +260,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of runs, the farthest from the centre, held out for extrapolation CV, in (0, 1)")
     p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
                    help="LightGBM threads (default: all cores)")
-    p.add_argument("--output", type=Path, default=Path("model.npz"), help="model file for `regmix simulate`")
+    p.add_argument("--output", type=Path, default=Path("model.npz"),
+                   help="model file for `regmix simulate`; beside it <name>_cv.png, the kept regressor's out-of-fold "
+                        "predictions against the true losses")
     return p
 
 
@@ -248,10 +272,13 @@ def main(argv: Sequence[str] | None = None) -> FittedModel:
     check_outputs({"--output": args.output}, {"--mixtures": args.mixtures, "--losses": args.losses})
     model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
                      args.extrapolation, args.select)
+    from regmix.regression.cv_plot import plot_out_of_fold
     from regmix.regression.model_file import save_model  # LightGBM's and sklearn's types: after parse_args
 
     path = save_model(model, args.output)
-    print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {path}")
+    plot = plot_out_of_fold(model, cv_plot_path(args.output))
+    print(f"kept {model.name} ({len(model.targets)} targets, {len(model.domains)} domains) -> {path}"
+          + (f"; predicted vs actual: {plot}" if plot else ""))
     return model
 
 

@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+@dataclass(frozen=True)
+class OutOfFold:
+    """The kept regressor's K-fold CV on its training runs: true and out-of-fold predicted losses (runs, targets).
+    Kept with the model for the predicted-vs-actual plot; not written to model files."""
+
+    actual: np.ndarray
+    predicted: np.ndarray
+
+    def select(self, columns: Sequence[int]) -> OutOfFold:
+        return OutOfFold(self.actual[:, columns], self.predicted[:, columns])
+
+
 @dataclass
 class FittedModel:
     """What the simulator loads: the regressor with the domain and target (valid domain) order it was fit on."""
@@ -23,6 +35,7 @@ class FittedModel:
     targets: tuple[str, ...]
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
     extrapolation: dict[str, dict[str, float]] = field(default_factory=dict)
+    out_of_fold: OutOfFold | None = None
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
@@ -36,7 +49,8 @@ class FittedModel:
         columns = [self.targets.index(t) for t in targets]
         return dataclasses.replace(self, regressor=select_targets(self.regressor, columns), targets=tuple(targets),
                                    cv={t: self.cv[t] for t in targets if t in self.cv},
-                                   extrapolation={t: self.extrapolation[t] for t in targets if t in self.extrapolation})
+                                   extrapolation={t: self.extrapolation[t] for t in targets if t in self.extrapolation},
+                                   out_of_fold=None if self.out_of_fold is None else self.out_of_fold.select(columns))
 
     def predict_spread(self, weights: np.ndarray) -> np.ndarray | None:
         """Ensemble disagreement (or GP std) per target; None for models without one."""

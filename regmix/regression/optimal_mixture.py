@@ -16,7 +16,7 @@ from regmix.core.files import write_files
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.search.synthesize import SynthesisSettings
-from regmix.settings.run_config import RunConfig
+from regmix.settings.run_config import RECORD_KEYS, RunConfig
 from regmix.settings.training import TrainingSettings
 
 
@@ -28,6 +28,9 @@ def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float,
     The prediction and how it was made go in extra keys; the objective is written by loss column,
     the name the runs log it under.
     """
+    unrecorded = sorted(set(extra) - set(RECORD_KEYS))
+    if unrecorded:  # a config with them could not be read back (regmix.settings.run_config refuses unknown keys)
+        raise TypeError(f"not keys a config records: {unrecorded}; add them to RECORD_KEYS")
     valid = objective.domains
     extra = {"predicted_loss": round(predicted, 6),
              "predicted_loss_spread": None if spread is None else round(spread, 6),

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, integer_at_least, number_above, run_command, share
@@ -39,7 +38,7 @@ from regmix.core.space import usage_bounds
 from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
 from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
-from regmix.settings.run_config import RunConfig
+from regmix.settings.run_config import RunConfig, run_config_text
 
 if TYPE_CHECKING:
     from regmix.regression.fit import FittedModel
@@ -319,8 +318,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
                       args.refine, args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
     config = optimal_config(result, model, objective, args.large_model, settings)
     # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot
-    text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
-    write_files({args.output: text.encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
+    write_files({args.output: run_config_text(config).encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
     spread = "" if result.spread is None else f" +- {result.spread:.4f}"
     print(f"{result.candidates} candidates ({result.scored} scored by the model) in {result.seconds:.1f}s; "
           f"predicted loss {result.predicted_loss:.4f}{spread}")

@@ -17,7 +17,8 @@ import numpy as np
 from regmix.core.objective import Objective
 from regmix.core.observations import Observations
 from regmix.core.space import SearchSpace
-from regmix.regression.fit import fit, smallest_training_set
+from regmix.regression.cv_plot import plot_out_of_fold
+from regmix.regression.fit import cv_plot_path, fit, smallest_training_set
 from regmix.regression.model_file import save_model
 from regmix.regression.regressors import BEST, REGRESSORS, minimum_runs
 from regmix.regression.simulate import exact_simulation, simulate
@@ -69,6 +70,7 @@ class RegMixProposer(RandomProposer):
         model = fit(self.observations(), usable, folds=folds, num_threads=self.threads, select=self.select)
         if self.output is not None:
             save_model(model, self.output / REGRESSOR_FILE)
+            plot_out_of_fold(model, cv_plot_path(self.output / REGRESSOR_FILE))
         natural = self.space.mixture(self.space.prior)
         caps = self.space.recommendable().upper
         result = simulate(model, natural, self.objective, self.candidates, min(self.top_k, self.candidates),

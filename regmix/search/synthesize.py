@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ from regmix.core.files import ConfigError, check_output_folder
 from regmix.core.mixture import Mixture, load_distribution
 from regmix.core.schema import safe_name
 from regmix.core.space import usage_bounds
+from regmix.data.corpus import unvalidated_warning
 from regmix.settings.run_config import SAMPLING_KEYS, RunConfig, save_run_config
 from regmix.settings.training import (
     TrainingSettings,
@@ -234,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     mixtures = synthesize(natural, args.num_configs, settings)
     paths = write_configs(mixtures, valid or prior_valid, args.output, training, settings, args.replace)
     print(f"wrote {len(paths)} configs to {args.output}/")
+    warning = None if args.valid else unvalidated_warning([d for d in natural.domains if d not in prior_valid])
+    if warning:
+        print(warning, file=sys.stderr)
     if args.plot:
         plot_weights(mixtures, natural, args.output / "weights.png")
         print(f"plot: {args.output / 'weights.png'}")

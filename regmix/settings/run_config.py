@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from regmix.core.files import ConfigError, read_yaml, write_atomic
+from regmix.core.files import ConfigError, did_you_mean, read_yaml, write_atomic
 from regmix.core.mixture import Mixture
 from regmix.core.schema import safe_name, strip_train, strip_valid, train_key, valid_key
 from regmix.settings.training import TrainingSettings, setting_types, setting_value
@@ -27,6 +27,13 @@ from regmix.settings.training import TrainingSettings, setting_types, setting_va
 _TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingSettings)}
 SAMPLING_KEYS = ("temperature", "min_strength", "max_strength", "minimum",
                  "sample_multiplier", "maximum_usage")
+# Keys of RegMix's own configs that regmix has no use for (its launcher's device counts): accepted as written.
+REGMIX_KEYS = ("total_devices", "num_of_devices")
+# What regmix records in optimal_mixture.yaml beside the settings (how the mixture was found), read back as written.
+RECORD_KEYS = ("predicted_loss", "predicted_loss_spread", "objective", "regressor", "num_candidates", "top_k",
+               "top_k_loss_range", "method", "recommended_by", "epochs", "repetition_caps", "reuse")
+META = "meta"  # a section for anything else a user keeps with a config
+SECTIONS = ("train", "valid", "schedule")
 
 
 @dataclass(frozen=True)
@@ -137,14 +144,16 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
         raise ConfigError(source, "expected a mapping with 'train:' and 'valid:' sections")
     settings, sampling, extra = {}, {}, {}
     for key, value in data.items():
-        if key in ("train", "valid", "schedule"):
+        if key in SECTIONS:
             continue
         if key in _TRAINING_FIELDS:
             settings[key] = value
         elif key in SAMPLING_KEYS:
             sampling[key] = value
-        else:
+        elif key in REGMIX_KEYS or key in RECORD_KEYS or key == META:
             extra[key] = value
+        else:
+            raise ConfigError(source, unknown_key(key))
     kinds = setting_types(TrainingSettings)
     training = dataclasses.replace(defaults, **{key: setting_value(key, value, kinds[key], source)
                                                 for key, value in settings.items()})
@@ -174,6 +183,15 @@ def run_config_from_dict(data: Any, source: str | os.PathLike, name: str,
                      stages=stages, policy=policy)
 
 
+def unknown_key(key: Any) -> str:
+    """Why a config key is refused: a misspelled setting would otherwise train with the default, silently
+    (`max_steps: 5` ran RegMix's 1000 steps)."""
+    known = (*SECTIONS, *_TRAINING_FIELDS, *SAMPLING_KEYS, *REGMIX_KEYS, *RECORD_KEYS, META)
+    return (f"unknown key {key!r}{did_you_mean(key, known)}; a config holds {', '.join(SECTIONS)}, the training "
+            f"settings ({', '.join(_TRAINING_FIELDS)}), the sampling settings ({', '.join(SAMPLING_KEYS)}) and "
+            f"what regmix records ({', '.join(RECORD_KEYS)}); keep anything else under '{META}:'")
+
+
 def load_run_config(path: str | os.PathLike, defaults: TrainingSettings | None = None) -> RunConfig:
     """Read one RegMix config file (ours or RegMix's own); the run name is the file's stem."""
     path = Path(path)
@@ -181,8 +199,17 @@ def load_run_config(path: str | os.PathLike, defaults: TrainingSettings | None =
                                 defaults)
 
 
+def run_config_text(config: RunConfig) -> str:
+    """The config file's text; a config that records an objective says how it differs from `valid:`."""
+    text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
+    if "objective" not in config.extra:
+        return text
+    return ("# valid: the domains the run evaluates (RegMix's format: 1.0 each, not weights);\n"
+            "# objective: what this mixture minimizes, the weights of those losses (summing to 1).\n" + text)
+
+
 def save_run_config(config: RunConfig, path: str | os.PathLike) -> None:
-    write_atomic(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False))
+    write_atomic(path, run_config_text(config))
 
 
 def _natural_key(path: Path) -> tuple:

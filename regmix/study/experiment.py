@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from regmix.cli import torch_device
-from regmix.core.files import ConfigError, read_yaml
+from regmix.core.files import ConfigError, did_you_mean, read_yaml
 from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
@@ -196,7 +196,8 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
     known = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(source, f"unknown keys {unknown} in '{name}:'; known: {sorted(known)}")
+        raise ConfigError(source, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in '{name}:'"
+                                  f"{did_you_mean(unknown[0], known)}; known: {sorted(known)}")
     values, kinds = {}, setting_types(type(base))
     for key, value in data.items():
         if isinstance(getattr(base, key), list) and isinstance(value, str):
@@ -216,11 +217,14 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in top]
     unknown = sorted(set(data) - set(sections) - set(top[:3]))
     if unknown:
-        raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
+        raise ConfigError(path, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"
+                                f"{did_you_mean(unknown[0], [*top[:3], *sections])}; known: name, method, target, "
+                                f"{', '.join(sections)}")
     experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
     experiment.method = str(data.get("method", experiment.method))
     if experiment.method not in PROPOSERS:
-        raise ConfigError(path, f"unknown method {experiment.method!r}; known: {sorted(PROPOSERS)}")
+        raise ConfigError(path, f"unknown method {experiment.method!r}{did_you_mean(experiment.method, PROPOSERS)}; "
+                                f"known: {sorted(PROPOSERS)}")
     experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
         if key in data:

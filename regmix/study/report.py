@@ -20,9 +20,11 @@ from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.core.observations import Observations
 from regmix.core.schema import HISTORY_NAME, STEP, loss_column, loss_csv_name, mixture_csv_name, run_index
+from regmix.regression.fit import cv_plot_path
 from regmix.regression.optimal_mixture import large_run_settings, mixture_report, optimal_run_config, plot_mixtures
 from regmix.regression.optimum import epochs, large_run_tokens
 from regmix.search.proposer import Recommendation
+from regmix.search.regression import REGRESSOR_FILE
 from regmix.settings.run_config import save_run_config
 from regmix.study.state import StudyState, Trial, anchor_of
 from regmix.study.study import Study
@@ -35,6 +37,12 @@ from regmix.study.verify import (
     verification,
 )
 from regmix.train.runlog import resolve_wandb_mode
+
+# The unit of every figure report.json holds (`details.cv` and `details.extrapolation` are fit's figures).
+UNITS = {"spearman": "percent", "pearson": "percent", "r2": "fraction of variance", "mse": "loss squared",
+         "rmse": "loss", "regret": "loss", "optimism": "loss", "losses and gains": "nats per token",
+         "objective weights": "fractions summing to 1", "mixture weights": "fractions summing to 1",
+         "epochs": "passes over a domain's training tokens in the large run", "seconds": "seconds"}
 
 
 class StudyLog:
@@ -92,6 +100,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     caps = study.caps
     caps_report = None if caps is None else {
         "repetitions": caps.repetitions, "epoch_limit": round(float(caps.limit), 4), "target_tokens": target_tokens,
+        "corpus_tokens": int(sum(tokens.values())), "tokens_per_step": large.global_batch_size * large.block_size,
         "caps": {d: round(float(c), 6) for d, c in zip(caps.domains, caps.caps)},
         "binding": caps.binding(mixture.weights)}
     epoch_counts = {d: round(float(e), 4) for d, e in epochs(full.to_dict(), tokens, target_tokens).items()}
@@ -112,6 +121,8 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
         folder / mixture_csv_name("proxy"), folder / loss_csv_name("corpus", "proxy"))
     plots = [plot_convergence(state, objective, folder / "convergence.png", study.method),
              plot_mixtures(study.natural, mixture, folder / "optimal_vs_natural.png")]
+    if recommendation.details.get("regressor") and cv_plot_path(folder / REGRESSOR_FILE).exists():
+        plots.append(cv_plot_path(folder / REGRESSOR_FILE))  # the kept regressor's out-of-fold predictions
     online = [t for t in own if t.policy]
     if online:
         plots.append(plot_trajectory(study.pool / online[-1].name, mixture.domains, folder / "weights.png"))
@@ -130,7 +141,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
                              (("method", own), ("anchors", anchors), ("verification", verified))},
         "best_observed": min(values) if values else None,
         "predicted_loss": recommendation.predicted, "predicted_loss_spread": recommendation.uncertainty,
-        "recommended_by": recommendation.basis, "details": dict(recommendation.details),
+        "recommended_by": recommendation.basis, "details": dict(recommendation.details), "units": UNITS,
         "projected_onto_caps": projected,
         "natural": study.natural.to_dict(), "uniform": study.uniform.to_dict(), "optimal": mixture.to_dict(),
         "epochs": epoch_counts, "repetition_caps": caps_report, "reuse": reuse, **evidence,
@@ -231,11 +242,11 @@ def format_report(summary: Mapping[str, Any]) -> str:
     files = summary["files"]
     lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
     caps = summary.get("repetition_caps")
-    if caps:
-        raised = "" if caps["epoch_limit"] == caps["repetitions"] else \
-            f" (raised from R = {caps['repetitions']:g}: the corpus cannot fill the run in R epochs)"
+    if caps and caps["epoch_limit"] > caps["repetitions"]:
+        lines.append(too_small(caps))
+    elif caps:
         lines.append(f"caps:            at most {caps['epoch_limit']:g} epochs of a domain in the large run's "
-                     f"{caps['target_tokens']:,} tokens{raised}; binding: {', '.join(caps['binding']) or 'none'}")
+                     f"{caps['target_tokens']:,} tokens; binding: {', '.join(caps['binding']) or 'none'}")
     if summary.get("gain"):
         lines.append(summary["gain"])
     if summary.get("verification"):
@@ -245,6 +256,18 @@ def format_report(summary: Mapping[str, Any]) -> str:
               f"this command took {summary['seconds']}s; the runs behind the answer trained for "
               f"{sum(summary['training_seconds'].values()):.0f}s"]
     return "\n".join(lines)
+
+
+def too_small(caps: Mapping[str, Any]) -> str:
+    """The plain sentence for a corpus the large run would repeat beyond R epochs, instead of an epoch count in the
+    thousands: what it means and the two ways out."""
+    corpus, target, r = caps["corpus_tokens"], caps["target_tokens"], caps["repetitions"]
+    steps = int(r * corpus // caps["tokens_per_step"])
+    return (f"corpus:          too small for the large run: its {corpus:,} training tokens would be repeated about "
+            f"{target / max(corpus, 1):,.0f} times to fill {target:,} tokens (the caps allow R = {r:g} epochs). The "
+            f"shares above still say which domains help, but before the large run bring about "
+            f"{target / r:,.0f} tokens, or shorten the run to {r:g} epochs of this corpus: --max-step {steps} "
+            f"(with global batch x block = {caps['tokens_per_step']:,} tokens a step)")
 
 
 def plot_convergence(state: StudyState, objective: Any, path: Path, method: str) -> Path:

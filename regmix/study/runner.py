@@ -110,6 +110,7 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
                              synthesis=experiment.synthesis, max_step=experiment.proxy.max_step,
                              run_folder=str(study.pool.resolve()), output=str(study.folder))
     state = StudyState(study.folder / STATE_NAME, proposer, identity(study, steering))
+    report(f"[{study.method}] objective: {study.objective.describe()}")
     if state.path.exists() and state.load():
         check_anchors(study, state)
         report(f"[{study.method}] resuming {state.path}: {len(state.recorded())} runs recorded")
