@@ -142,14 +142,10 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Ob
     Rows present in only one file are an error naming both files: a silent inner join would hide
     missing runs, and matching by position would pair mixtures with the wrong losses.
     """
-    mixtures, losses = _read_table(mixture_csv), _read_table(loss_csv)
-    bad = [c for c in mixtures.columns if train_domain(c) is None]
-    if bad:
-        raise ConfigError(mixture_csv, f"columns {bad} are not {train_key('<domain>')}")
+    mixtures, losses = read_mixture_csv(mixture_csv), _read_table(loss_csv)
     bad = [c for c in losses.columns if loss_domain(c) is None]
     if bad:
         raise ConfigError(loss_csv, f"columns {bad} are not {loss_column('<domain>')}")
-    _check_mixtures(mixtures, mixture_csv)
     only_m = mixtures.index.difference(losses.index)
     only_l = losses.index.difference(mixtures.index)
     if len(only_m) or len(only_l):
@@ -159,6 +155,16 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Ob
     targets = tuple(loss_domain(c) for c in losses.columns)
     return Observations(domains, targets, tuple(mixtures.index), mixtures.to_numpy(),
                         losses.loc[mixtures.index].to_numpy())
+
+
+def read_mixture_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A mixture CSV in RegMix's layout (index, train_<domain>...), checked: every row a mixture."""
+    mixtures = _read_table(path)
+    bad = [c for c in mixtures.columns if train_domain(c) is None]
+    if bad:
+        raise ConfigError(path, f"columns {bad} are not {train_key('<domain>')}")
+    _check_mixtures(mixtures, path)
+    return mixtures
 
 
 def _check_mixtures(mixtures: pd.DataFrame, path: str | os.PathLike) -> None:

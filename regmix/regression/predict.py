@@ -1,0 +1,107 @@
+"""`regmix predict`: a fitted model's predicted losses for mixtures a user has (their production mixture, a
+competitor's published one, a whole swarm), per target and for the objective, without simulating anything.
+
+Mixtures come as a CSV in RegMix's layout (index, train_<domain>...), a mixture config YAML (`train:`), or a
+folder of configs; a domain the model never saw is an error (its weight would be read as nothing), a model
+domain the mixture lacks is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from regmix.cli import ArgumentParser, run_command
+from regmix.core.files import ConfigError, check_outputs, write_atomic
+from regmix.core.objective import Objective
+from regmix.core.schema import INDEX_NAME, loss_column, strip_train
+from regmix.regression.fitted import FittedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OBJECTIVE_COLUMN = "objective"
+SPREAD_COLUMN = "objective_spread"
+
+
+def read_mixtures(path: str | os.PathLike) -> pd.DataFrame:
+    """Mixtures (rows: index or config name; columns: bare domains) from a CSV, a config or a folder of configs."""
+    import pandas as pd
+
+    from regmix.core.observations import read_mixture_csv
+    from regmix.settings.run_config import load_run_config, run_config_paths
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        return read_mixture_csv(path).rename(columns=strip_train)
+    configs = [load_run_config(p) for p in (run_config_paths(path) if path.is_dir() else [path])]
+    if not configs:
+        raise ConfigError(path, "no mixture configs (*.yaml) in it")
+    rows = {config.name: config.train.to_dict() for config in configs}
+    return pd.DataFrame.from_dict(rows, orient="index").fillna(0.0).rename_axis(INDEX_NAME)
+
+
+def predict(model: FittedModel, mixtures: pd.DataFrame, objective: Objective | None = None) -> pd.DataFrame:
+    """Predicted loss per target (loss columns), the objective (the mean over the model's targets unless given) and,
+    for models that have one, the objective's spread; rows as `mixtures`'."""
+    import pandas as pd
+
+    from regmix.regression.simulate import objective_weights
+
+    unknown = [d for d in mixtures.columns if d not in model.domains and mixtures[d].any()]
+    if unknown:
+        raise ValueError(f"the mixtures have weight on domains the model was not fit on: {unknown}; "
+                         f"it knows {list(model.domains)}")
+    weights = mixtures.reindex(columns=list(model.domains), fill_value=0.0).to_numpy(dtype=np.float64)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    target = objective_weights(model, objective)
+    losses = model.predict(weights)
+    out = pd.DataFrame(losses, index=mixtures.index, columns=[loss_column(t) for t in model.targets])
+    out[OBJECTIVE_COLUMN] = losses @ target
+    spread = model.predict_spread(weights)
+    if spread is not None:
+        out[SPREAD_COLUMN] = spread @ target
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="regmix predict", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file of `regmix fit` (default: "
+                   "%(default)s) or a study's regressor.npz")
+    p.add_argument("--mixtures", type=Path, required=True,
+                   help="a mixture CSV (index, train_<domain>...), a mixture config YAML, or a folder of them")
+    p.add_argument("--target", nargs="+", help="the objective: valid domain(s), optionally weighted (web=0.7 "
+                   "code=0.3); default: the mean over the model's targets, as every command")
+    p.add_argument("--output", type=Path, help="CSV to write (index, metric/<domain>_val_loss..., objective); "
+                   "without it the table is printed only")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    args = _parser().parse_args(argv)
+    check_outputs({"--output": args.output} if args.output else {}, {"--model": args.model,
+                                                                     "--mixtures": args.mixtures})
+    from regmix.regression.model_file import load_model  # LightGBM and scikit-learn: after the flags
+
+    model = load_model(args.model)
+    objective = Objective.parse(args.target, "--target") or Objective.mean(model.targets)
+    mixtures = read_mixtures(args.mixtures)
+    try:
+        table = predict(model, mixtures, objective)
+    except ValueError as exc:
+        raise ConfigError(args.mixtures, f"{exc} (model: {args.model})") from None
+    print(f"objective: {objective.describe()}")
+    print(table.round(4).to_string())
+    if args.output:
+        write_atomic(args.output, table.to_csv())
+        print(f"wrote {args.output}")
+    return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_command(main))
