@@ -55,16 +55,22 @@ def test_command_names_the_zoo():
 
 def test_zoo_names_params_and_multi_target():
     X, Y = synthetic(80, 0)
+    scaled = X.assign(params=np.where(np.arange(80) % 2, 1e6, 4e6), tokens=2e8)
     for name in REGRESSORS:
         regressor = make_regressor(name)
         assert isinstance(regressor.get_params(), dict)
-        both = regressor.fit(X, Y).predict(X)
+        inputs = scaled if name in regressors.SCALE_AWARE else X
+        both = regressor.fit(inputs, Y).predict(inputs)
         assert both.shape == (80, 2)
-        model = FittedModel(name, regressor, tuple(DOMAINS), ("web", "code"))
+        rows = X
+        if name in regressors.SCALE_AWARE:  # at one scale: the model predicts the rows of that scale
+            both, rows = both[1::2], X.iloc[1::2]
+        model = FittedModel(name, regressor, tuple(DOMAINS), ("web", "code"),
+                            scale=(1e6, 2e8) if name in regressors.SCALE_AWARE else None)
         code_only = model.select(["code"])  # what the exact optimum predicts for a one-target objective
         assert code_only.targets == ("code",) and model.targets == ("web", "code")
-        np.testing.assert_allclose(code_only.predict(X.to_numpy()), both[:, [1]])
-        np.testing.assert_allclose(model.predict(X.to_numpy()), both)  # the original is untouched
+        np.testing.assert_allclose(code_only.predict(rows.to_numpy()), both[:, [1]])
+        np.testing.assert_allclose(model.predict(rows.to_numpy()), both)  # the original is untouched
     one = make_regressor("lightgbm").fit(X, Y["web"]).predict(X)
     assert one.shape == (80,)
     assert make_regressor("lightgbm").get_params()["n_estimators"] == 1000  # the published setting

@@ -18,7 +18,7 @@ from sklearn.base import clone
 from regmix.core.files import ConfigError
 from regmix.regression.fit import FittedModel
 from regmix.regression.model_file import SETTINGS, load_model, save_model
-from regmix.regression.regressors import REGRESSORS, LightGBMMixtureRegressor, make_regressor
+from regmix.regression.regressors import REGRESSORS, SCALE_AWARE, LightGBMMixtureRegressor, make_regressor
 
 DOMAINS = ("web", "code", "books", "math")
 TARGETS = ("web", "code")
@@ -34,9 +34,13 @@ def synthetic(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def fitted(name: str) -> FittedModel:
     X, Y = synthetic(40, 0)
+    scale = None
+    if name in SCALE_AWARE:  # two proxy sizes; the model predicts at a third
+        X = X.assign(params=np.where(np.arange(40) % 2, 1e6, 4e6), tokens=2e8)
+        scale = (1.1e9, 2.6e10)
     regressor = LightGBMMixtureRegressor(n_estimators=50) if name == "lightgbm" else make_regressor(name)
     return FittedModel(name, regressor.fit(X, Y), DOMAINS, TARGETS, cv={"web": {"spearman": 97.5, "r2": float("nan")}},
-                       extrapolation={"code": {"spearman": 80.0}})
+                       extrapolation={"code": {"spearman": 80.0}}, scale=scale)
 
 
 @pytest.fixture
@@ -63,7 +67,7 @@ def test_every_regressor_round_trips(name, tmp_path):
     assert sorted(tmp_path.iterdir()) == [path]  # no temporary file left behind
     assert (loaded.name, loaded.domains, loaded.targets) == (name, DOMAINS, TARGETS)
     assert loaded.cv["web"]["spearman"] == 97.5 and np.isnan(loaded.cv["web"]["r2"])
-    assert loaded.extrapolation == model.extrapolation
+    assert loaded.extrapolation == model.extrapolation and loaded.scale == model.scale
     assert repr(clone(loaded.regressor)) == repr(clone(model.regressor))  # constructor params too
     fresh, _ = synthetic(200, 1)
     np.testing.assert_allclose(loaded.predict(fresh.to_numpy()), model.predict(fresh.to_numpy()), rtol=1e-12)
@@ -71,11 +75,13 @@ def test_every_regressor_round_trips(name, tmp_path):
     assert (spread is None) == (loaded_spread is None)
     if spread is not None:
         np.testing.assert_allclose(loaded_spread, spread, rtol=1e-12)
+    if name in SCALE_AWARE:
+        fresh = fresh.assign(params=1e6, tokens=2e8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # feature names restored: a frame with the domains passes silently
         loaded.regressor.predict(fresh)
     with pytest.raises(ValueError):
-        loaded.regressor.predict(fresh[list(reversed(DOMAINS))])  # another domain order is refused
+        loaded.regressor.predict(fresh[list(reversed(fresh.columns))])  # another column order is refused
 
 
 def test_the_gp_keeps_its_fitted_kernel_and_weights(tmp_path):

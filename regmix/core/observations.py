@@ -5,7 +5,9 @@ target order, so the order of the mixture columns is decided once, here. On disk
 pair of CSVs, rows matched by index: `train_mixture_<scale>.csv` (index, train_<domain>...) and
 `train_<corpus>_loss_<scale>.csv` (index, metric/<domain>_val_loss...). In memory every name is bare;
 the spellings come from `regmix.core.schema`. Kept apart from it so the training side, which needs the
-names only, does not import pandas.
+names only, does not import pandas. Runs may also know their scale (non-embedding parameters and tokens
+trained: optional `params` and `tokens` columns of the mixture CSV, after the weights), which the scale-aware
+regressors read; RegMix's files have none and read as before.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from regmix.core.files import ConfigError, write_files
-from regmix.core.schema import INDEX_NAME, as_valid_domain, loss_column, loss_domain, train_domain, train_key
+from regmix.core.schema import (
+    INDEX_NAME,
+    SCALE_COLUMNS,
+    as_valid_domain,
+    loss_column,
+    loss_domain,
+    train_domain,
+    train_key,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,13 +43,15 @@ CSV_SUM_TOLERANCE = 0.01
 
 @dataclass(frozen=True, eq=False)
 class Observations:
-    """One row per proxy run: its mixture over `domains` and its losses on the valid domains `targets`."""
+    """One row per proxy run: its mixture over `domains`, its losses on the valid domains `targets`, and where
+    known its scale (runs, 2): non-embedding parameters and tokens trained (`SCALE_COLUMNS`)."""
 
     domains: tuple[str, ...]
     targets: tuple[str, ...]
     index: tuple[int | str, ...]
     mixtures: np.ndarray  # (runs, domains)
     losses: np.ndarray  # (runs, targets)
+    scale: np.ndarray | None = None  # (runs, 2): params, tokens
 
     def __post_init__(self) -> None:
         for field, names in (("domains", self.domains), ("targets", self.targets), ("index", self.index)):
@@ -53,6 +65,12 @@ class Observations:
                 raise ValueError(f"{field} has shape {values.shape}, expected {(len(self.index), len(columns))}")
             values.setflags(write=False)
             object.__setattr__(self, field, values)
+        if self.scale is not None:
+            scale = np.array(self.scale, dtype=np.float64)
+            if scale.shape != (len(self.index), len(SCALE_COLUMNS)) or not (scale > 0).all():
+                raise ValueError(f"scale must be (runs, 2) positive params and tokens, got shape {scale.shape}")
+            scale.setflags(write=False)
+            object.__setattr__(self, "scale", scale)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -63,6 +81,24 @@ class Observations:
 
     def loss_frame(self) -> pd.DataFrame:
         return self._frame(self.losses, self.targets)
+
+    def feature_frame(self) -> pd.DataFrame:
+        """Mixtures then the scale columns: what a scale-aware regressor reads."""
+        if self.scale is None:
+            raise ValueError(f"these runs do not know their scale (no {' and '.join(SCALE_COLUMNS)} columns)")
+        return self._frame(np.c_[self.mixtures, self.scale], (*self.domains, *SCALE_COLUMNS))
+
+    def scales(self) -> list[tuple[float, float]]:
+        """The distinct (params, tokens) of the runs, smallest first; [] when the runs do not know their scale."""
+        return [] if self.scale is None else sorted({(float(n), float(d)) for n, d in self.scale})
+
+    def at_scale(self, scales: Sequence[tuple[float, float]]) -> Observations:
+        """The runs at these (params, tokens) only."""
+        keep = np.array([(float(n), float(d)) in set(scales) for n, d in self.scale]) if self.scale is not None \
+            else np.zeros(len(self), dtype=bool)
+        return dataclasses.replace(self, index=tuple(np.asarray(self.index, dtype=object)[keep]),
+                                   mixtures=self.mixtures[keep], losses=self.losses[keep],
+                                   scale=self.scale[keep] if self.scale is not None else None)
 
     def _frame(self, values: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd  # here, not at the top: commands that only parse their flags start without it
@@ -94,7 +130,11 @@ class Observations:
     def save(self, mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> tuple[Path, Path]:
         """Write RegMix's two CSVs, whole and together: a full disk or a kill never leaves one new and one old (or
         one cut short), whose rows would then pair mixtures with losses they did not cause."""
-        write_files({mixture_csv: self.mixture_frame().rename(columns=train_key).to_csv().encode("utf-8"),
+        mixtures = self.mixture_frame().rename(columns=train_key)
+        if self.scale is not None:
+            for j, column in enumerate(SCALE_COLUMNS):
+                mixtures[column] = self.scale[:, j]
+        write_files({mixture_csv: mixtures.to_csv().encode("utf-8"),
                      loss_csv: self.loss_frame().rename(columns=loss_column).to_csv().encode("utf-8")})
         return Path(mixture_csv), Path(loss_csv)
 
@@ -151,19 +191,27 @@ def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Ob
     if len(only_m) or len(only_l):
         raise ConfigError(loss_csv, f"rows do not match {mixture_csv}: only in mixtures {list(only_m)[:10]}, "
                                     f"only in losses {list(only_l)[:10]}")
-    domains = tuple(train_domain(c) for c in mixtures.columns)
+    scale = mixtures[list(SCALE_COLUMNS)].to_numpy() if set(SCALE_COLUMNS) <= set(mixtures.columns) else None
+    weights = mixtures.drop(columns=[c for c in SCALE_COLUMNS if c in mixtures.columns])
+    domains = tuple(train_domain(c) for c in weights.columns)
     targets = tuple(loss_domain(c) for c in losses.columns)
-    return Observations(domains, targets, tuple(mixtures.index), mixtures.to_numpy(),
-                        losses.loc[mixtures.index].to_numpy())
+    return Observations(domains, targets, tuple(mixtures.index), weights.to_numpy(),
+                        losses.loc[mixtures.index].to_numpy(), scale)
 
 
 def read_mixture_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """A mixture CSV in RegMix's layout (index, train_<domain>...), checked: every row a mixture."""
+    """A mixture CSV in RegMix's layout (index, train_<domain>..., optionally params and tokens), checked: every row
+    a mixture, a scale (both columns or neither) > 0."""
     mixtures = _read_table(path)
-    bad = [c for c in mixtures.columns if train_domain(c) is None]
+    bad = [c for c in mixtures.columns if train_domain(c) is None and c not in SCALE_COLUMNS]
     if bad:
-        raise ConfigError(path, f"columns {bad} are not {train_key('<domain>')}")
-    _check_mixtures(mixtures, path)
+        raise ConfigError(path, f"columns {bad} are not {train_key('<domain>')} (or {', '.join(SCALE_COLUMNS)})")
+    scale = [c for c in SCALE_COLUMNS if c in mixtures.columns]
+    if scale and len(scale) < len(SCALE_COLUMNS):
+        raise ConfigError(path, f"a run's scale needs both columns {' and '.join(SCALE_COLUMNS)}, found {scale}")
+    if scale and not (mixtures[scale] > 0).all().all():
+        raise ConfigError(path, f"{' and '.join(SCALE_COLUMNS)} must be > 0")
+    _check_mixtures(mixtures.drop(columns=scale), path)
     return mixtures
 
 

@@ -25,6 +25,8 @@ _ACHIEVED = re.compile(r"^achieved/(.+)$")
 _RUN = re.compile(r"n(\d+)")
 
 INDEX_NAME = "index"
+# A run's scale, optional columns of the mixture CSV after the weights: non-embedding parameters, tokens trained.
+SCALE_COLUMNS = ("params", "tokens")
 CONFIG_NAME = "config.yaml"
 RESULT_NAME = "result.json"
 HISTORY_NAME = "metrics.jsonl"

@@ -21,6 +21,7 @@ import numpy as np
 from regmix.cli import ArgumentParser, integer_at_least, run_command, share
 from regmix.core.files import ConfigError, check_outputs
 from regmix.core.observations import Observations, read_csvs
+from regmix.core.schema import SCALE_COLUMNS
 from regmix.regression.fitted import FittedModel, OutOfFold
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 # The names of regmix.regression.regressors, spelled out here so that `regmix fit --help` starts without
 # scikit-learn, SciPy and LightGBM, which this module imports where it fits (tests/test_fit.py checks they agree).
 REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm",
-              "saturating")
+              "saturating", "scaling", "scaling_lightgbm")
+SCALE_AWARE = ("scaling", "scaling_lightgbm")  # their inputs: the mixture, then the run's params and tokens
 BEST = "ensemble"
 MIN_EXTRAPOLATION_RUNS = 3  # a Spearman over fewer held-out runs says nothing
 TAIL = 0.1  # the share of runs predicted best that lower-tail optimism averages over
@@ -164,29 +166,32 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
     runs held out) leaves fewer than 3 runs. `targets`: valid domains (or their loss columns) to model,
     all observed ones by default.
     """
-    from regmix.regression.regressors import LightGBMMixtureRegressor, make_regressor, minimum_runs
+    from regmix.regression.regressors import LightGBMMixtureRegressor, make_regressor
 
     if folds < 1:
         raise ValueError(f"folds must be >= 1 (1: no cross-validation), got {folds}")
     if select not in SELECTION:
         raise ValueError(f"unknown selection metric {select!r}; choose from {list(SELECTION)}")
     observations = observations.select(targets or observations.targets)
-    X, Y = observations.mixture_frame(), observations.loss_frame()
-    smallest = smallest_training_set(len(X), folds, extrapolation)
-    short = [f"{n} needs {minimum_runs(n, X.shape[1])}" for n in models if minimum_runs(n, X.shape[1]) > smallest]
-    if short:
-        raise ValueError(f"too few runs: {', '.join(short)} runs for {X.shape[1]} domains, and the smallest fit here "
-                         f"({len(X)} runs, {folds} folds) sees {smallest}; train more runs, use fewer folds or "
-                         "another regressor")
-    if folds > len(X):
-        raise ValueError(f"{len(X)} runs cannot be split into {folds} folds; use at most {len(X)} folds")
+    unscaled = [n for n in models if n in SCALE_AWARE and observations.scale is None]
+    if unscaled:
+        raise ValueError(f"{', '.join(unscaled)} need each run's scale: {' and '.join(SCALE_COLUMNS)} columns in the "
+                         "mixture CSV (regmix collect writes them); fit another regressor on runs of one scale")
+    by_scale = len(observations.scales()) > 1  # then extrapolation is to the largest scale, not the farthest runs
+    rows = {n: runs_for(n, observations) for n in models}
+    for name in models:
+        check_runs(name, rows[name], folds, extrapolation, by_scale)
     rows_per_fold = len(observations) * (folds - 1) // folds if folds > 1 else len(observations)
     if "lightgbm" in models and rows_per_fold < 2 * LightGBMMixtureRegressor().min_child_samples:
         print(f"note: lightgbm keeps RegMix's published min_child_samples=20, so on {rows_per_fold} training rows "
               "its trees barely split (expect a near-constant model); the ensemble adapts it to few rows")
-    extrapolate = folds > 1 and _extreme_count(len(X), extrapolation) >= MIN_EXTRAPOLATION_RUNS
+    extrapolate = folds > 1 and (by_scale or _extreme_count(len(observations), extrapolation) >= MIN_EXTRAPOLATION_RUNS)
     if folds > 1 and not extrapolate:
-        print(f"note: {extrapolation:.0%} of {len(X)} runs is under {MIN_EXTRAPOLATION_RUNS}: no extrapolation CV")
+        print(f"note: {extrapolation:.0%} of {len(observations)} runs is under {MIN_EXTRAPOLATION_RUNS}: no "
+              "extrapolation CV")
+    how = (f"fit on the smaller scales, scored at the largest ({observations.scales()[-1][0]:,.0f} params, "
+           f"{observations.scales()[-1][1]:,.0f} tokens)" if by_scale else
+           f"fit on the {1 - extrapolation:.0%} of runs nearest the centre, scored on the {extrapolation:.0%} farthest")
     cv: dict[str, pd.DataFrame | None] = {}
     predictions: dict[str, np.ndarray | None] = {}
     extrapolated: dict[str, pd.DataFrame | None] = {}
@@ -194,26 +199,76 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
         def progress(line: str, name: str = name) -> None:
             print(f"{name}: {line}", flush=True)
 
+        X, Y = features(name, rows[name]), rows[name].loss_frame()
         cv[name], predictions[name] = cross_validate(make_regressor(name, num_threads), X, Y, folds,
                                                      progress=progress) if folds > 1 else (None, None)
         if extrapolate:
-            progress(f"fitting on the runs nearest the centre to rank the {extrapolation:.0%} farthest")
-        extrapolated[name] = (extrapolation_scores(make_regressor(name, num_threads), X, Y, extrapolation)
-                              if extrapolate else None)
+            progress(f"extrapolation CV: {how}")
+            extrapolated[name] = (scale_extrapolation_scores(make_regressor(name, num_threads), observations,
+                                                             name in SCALE_AWARE) if by_scale else
+                                  extrapolation_scores(make_regressor(name, num_threads), X, Y, extrapolation))
+        else:
+            extrapolated[name] = None
         if cv[name] is not None:
             print(f"{name}: {folds}-fold CV\n{cv[name].round(4).to_string()}")
         if extrapolated[name] is not None:
-            print(f"{name}: extrapolation CV (fit on the {1 - extrapolation:.0%} of runs nearest the centre, "
-                  f"scored on the {extrapolation:.0%} farthest)\n{extrapolated[name].round(4).to_string()}")
+            print(f"{name}: extrapolation CV ({how})\n{extrapolated[name].round(4).to_string()}")
         if folds > 1:
             print(f"{name}: selection score {selection_score(cv[name], extrapolated[name], select):.4g} "
                   f"(mean {select} of CV and extrapolation{', negated' if SELECTION[select] < 0 else ''})")
     best = max(models, key=lambda n: selection_score(cv[n], extrapolated[n], select))
+    X, Y = features(best, rows[best]), rows[best].loss_frame()
     print(f"{best}: fitting on all {len(X)} runs, {Y.shape[1]} targets", flush=True)
     regressor = make_regressor(best, num_threads).fit(X, Y)
     return FittedModel(best, regressor, observations.domains, observations.targets, _as_dict(cv[best]),
                        _as_dict(extrapolated[best]),
-                       None if predictions[best] is None else OutOfFold(Y.to_numpy(dtype=float), predictions[best]))
+                       None if predictions[best] is None else OutOfFold(Y.to_numpy(dtype=float), predictions[best]),
+                       observations.scales()[-1] if best in SCALE_AWARE else None)
+
+
+def runs_for(name: str, observations: Observations) -> Observations:
+    """The runs a candidate learns from: every run for a scale-aware regressor; for the others, whose inputs are
+    the mixture alone, the runs at the largest scale (losses of several scales would read as mixture effects)."""
+    if name in SCALE_AWARE or len(observations.scales()) <= 1:
+        return observations
+    return observations.at_scale(observations.scales()[-1:])
+
+
+def features(name: str, observations: Observations) -> pd.DataFrame:
+    """The candidate's input frame: mixtures, and the scale columns for a scale-aware one."""
+    return observations.feature_frame() if name in SCALE_AWARE else observations.mixture_frame()
+
+
+def check_runs(name: str, observations: Observations, folds: int, extrapolation: float, by_scale: bool) -> None:
+    """Raise unless every fit of the candidate's CV sees the runs it needs."""
+    from regmix.regression.regressors import minimum_runs
+
+    m = len(observations.domains)
+    smallest = len(observations) if by_scale else smallest_training_set(len(observations), folds, extrapolation)
+    if by_scale and folds > 1:
+        smallest = len(observations) - -(-len(observations) // folds)
+    if minimum_runs(name, m) > smallest:
+        raise ValueError(f"too few runs: {name} needs {minimum_runs(name, m)} runs for {m} domains, and the smallest "
+                         f"fit here ({len(observations)} runs, {folds} folds) sees {smallest}; train more runs, use "
+                         "fewer folds or another regressor")
+    if folds > len(observations):
+        raise ValueError(f"{len(observations)} runs cannot be split into {folds} folds; use at most "
+                         f"{len(observations)} folds")
+
+
+def scale_extrapolation_scores(regressor: Any, observations: Observations, scale_aware: bool) -> pd.DataFrame:
+    """Scores per target at the largest scale observed, of a fit that never saw it: a scale-aware regressor fit on
+    every smaller scale, one of the mixture alone on the scale just below (does the proxies' ranking hold one
+    step up?). The question the large run asks, one step down."""
+    from sklearn.base import clone
+
+    scales = observations.scales()
+    held = observations.at_scale(scales[-1:])
+    train = observations.at_scale(scales[:-1] if scale_aware else scales[-2:-1])
+    columns = (lambda o: o.feature_frame()) if scale_aware else (lambda o: o.mixture_frame())
+    model = clone(regressor).fit(columns(train), train.loss_frame())
+    predicted = np.asarray(model.predict(columns(held))).reshape(len(held), -1)
+    return score_table(held.loss_frame(), predicted)
 
 
 def cv_plot_path(model_path: str | os.PathLike) -> Path:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from regmix.core.schema import SCALE_COLUMNS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,9 +38,19 @@ class FittedModel:
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
     extrapolation: dict[str, dict[str, float]] = field(default_factory=dict)
     out_of_fold: OutOfFold | None = None
+    scale: tuple[float, float] | None = None  # scale-aware models: the (params, tokens) they predict at
+
+    def at_scale(self, params: float, tokens: float) -> FittedModel:
+        """The same scale-aware model predicting at another scale (e.g. the large run's)."""
+        if self.scale is None:
+            raise ValueError(f"{self.name} was fit on the mixture alone and predicts at its proxies' scale only; "
+                             "fit a scale-aware regressor (scaling, scaling_lightgbm) on runs of several scales")
+        if not (params > 0 and tokens > 0):
+            raise ValueError(f"params and tokens must be > 0, got {params} and {tokens}")
+        return dataclasses.replace(self, scale=(float(params), float(tokens)))
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Predicted losses, shape (rows, targets), for weights in `self.domains` order."""
+        """Predicted losses, shape (rows, targets), for weights in `self.domains` order (at `scale` if it has one)."""
         frame = self._frame(weights)
         return np.asarray(self.regressor.predict(frame)).reshape(len(frame), len(self.targets))
 
@@ -73,4 +85,8 @@ class FittedModel:
         """Weights as the regressor was fit on them: a frame with the domains as its columns."""
         import pandas as pd
 
-        return pd.DataFrame(np.asarray(weights, dtype=np.float64), columns=list(self.domains))
+        weights = np.asarray(weights, dtype=np.float64)
+        if self.scale is None:
+            return pd.DataFrame(weights, columns=list(self.domains))
+        return pd.DataFrame(np.c_[weights, np.tile(self.scale, (len(weights), 1))],
+                            columns=[*self.domains, *SCALE_COLUMNS])

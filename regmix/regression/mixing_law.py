@@ -40,6 +40,14 @@ def _proportions(X: np.ndarray) -> np.ndarray:
     return X / totals
 
 
+def varied_directions(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' mean proportions and an orthonormal basis (m, r) of the directions they vary in: exponents along
+    any other direction move no prediction of the runs, so a law keeps its exponents in this basis (unique fits)."""
+    center = P.mean(axis=0)
+    _, singular, vt = np.linalg.svd(P - center, full_matrices=False)
+    return center, vt[singular > 1e-9 * max(singular[0], 1e-300)].T
+
+
 def _scaled_exp(P: np.ndarray, k: np.ndarray, t: np.ndarray, ceiling: Any = _MAX_EXPONENT) -> np.ndarray:
     """k_i exp(t_i . p) (rows, targets), in log space and capped at exp(ceiling): finite for any law and any rows
     (k = 0 gives 0; a huge k never meets an underflowing exp as inf x 0)."""
@@ -95,9 +103,7 @@ class LogLinearMixingLaw(RegressorMixin, BaseEstimator):
         if runs < m + 1:
             raise ValueError(f"the log-linear mixing law needs at least m + 1 = {m + 1} runs for {m} domains "
                              f"(c, k and {m - 1} free exponents per target), got {runs}")
-        center = P.mean(axis=0)
-        _, singular, vt = np.linalg.svd(P - center, full_matrices=False)
-        basis = vt[singular > 1e-9 * max(singular[0], 1e-300)].T  # (m, r): directions the runs vary in
+        center, basis = varied_directions(P)
         D = (P - center) @ basis
         Y = y.reshape(runs, -1)
         fits = [self._fit_one(D, Y[:, j]) for j in range(Y.shape[1])]

@@ -42,6 +42,8 @@ from regmix.regression.regressors import (
     LinearMixtureRegressor,
     SaturatingMixingLaw,
 )
+from regmix.regression.scaling_law import PARAMETERS as SCALING_PARAMETERS
+from regmix.regression.scaling_law import ScalingMixingLaw
 
 FORMAT = "regmix model"
 VERSION = 1
@@ -62,6 +64,7 @@ def save_model(model: FittedModel, path: str | os.PathLike) -> Path:
     arrays: Arrays = {}
     settings = {"format": FORMAT, "version": VERSION, "name": model.name, "domains": list(model.domains),
                 "targets": list(model.targets), "cv": model.cv, "extrapolation": model.extrapolation,
+                "scale": None if model.scale is None else list(model.scale),
                 "regressor": _state(model.regressor, "regressor", arrays)}
     arrays[SETTINGS] = _text_array(json.dumps(settings, default=_plain))
     buffer = io.BytesIO()
@@ -83,7 +86,8 @@ def load_model(path: str | os.PathLike) -> FittedModel:
     try:
         model = FittedModel(settings["name"], _estimator(settings["regressor"], "regressor", arrays),
                             tuple(settings["domains"]), tuple(settings["targets"]), settings["cv"],
-                            settings["extrapolation"])
+                            settings["extrapolation"],
+                            scale=None if settings.get("scale") is None else tuple(map(float, settings["scale"])))
         model.predict(np.full((1, len(model.domains)), 1.0 / len(model.domains)))  # parts that do not fit fail here
     except Exception as exc:  # a damaged tree can fail in any constructor or check it reaches
         raise _unreadable(path, exc) from None
@@ -295,6 +299,19 @@ def _law(cls: type, state: dict[str, Any], key: str, arrays: Arrays) -> LogLinea
     return law
 
 
+def _scaling_state(law: ScalingMixingLaw, key: str, arrays: Arrays) -> dict[str, Any]:
+    for name in SCALING_PARAMETERS:
+        arrays[f"{key}.{name}"] = np.asarray(getattr(law, name), dtype=np.float64)
+    return {"params": law.get_params(deep=False)}
+
+
+def _scaling(cls: type, state: dict[str, Any], key: str, arrays: Arrays) -> ScalingMixingLaw:
+    law = cls(**state["params"])
+    for name in SCALING_PARAMETERS:
+        setattr(law, name, _floats(arrays, f"{key}.{name}"))
+    return law
+
+
 def _ensemble_state(ensemble: EnsembleMixtureRegressor, key: str, arrays: Arrays) -> dict[str, Any]:
     return {"members": [[name, _state(member, f"{key}.members.{j}", arrays)]
                         for j, (name, member) in enumerate(ensemble.fitted_)]}
@@ -327,6 +344,7 @@ _CODECS: dict[type, tuple[_ToState, Callable[[type, dict[str, Any], str, Arrays]
     GPMixtureRegressor: (_per_target_state, _per_target),
     SaturatingMixingLaw: (_per_target_state, _per_target),
     LogLinearMixingLaw: (_law_state, _law),
+    ScalingMixingLaw: (_scaling_state, _scaling),
     EnsembleMixtureRegressor: (_ensemble_state, _ensemble),
     LawResidualMixtureRegressor: (_law_residual_state, _law_residual),
 }

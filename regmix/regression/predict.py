@@ -3,7 +3,8 @@ competitor's published one, a whole swarm), per target and for the objective, wi
 
 Mixtures come as a CSV in RegMix's layout (index, train_<domain>...), a mixture config YAML (`train:`), or a
 folder of configs; a domain the model never saw is an error (its weight would be read as nothing), a model
-domain the mixture lacks is 0.
+domain the mixture lacks is 0. A scale-aware model predicts at `--params` and `--tokens` (the large run's, say),
+else at each CSV row's own `params` and `tokens`, else at the largest scale it was fit on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from regmix.cli import ArgumentParser, run_command
 from regmix.core.files import ConfigError, check_outputs, write_atomic
 from regmix.core.objective import Objective
-from regmix.core.schema import INDEX_NAME, loss_column, strip_train
+from regmix.core.schema import INDEX_NAME, SCALE_COLUMNS, loss_column, strip_train
 from regmix.regression.fitted import FittedModel
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def read_mixtures(path: str | os.PathLike) -> pd.DataFrame:
 
     path = Path(path)
     if path.suffix == ".csv":
-        return read_mixture_csv(path).rename(columns=strip_train)
+        return read_mixture_csv(path).rename(columns=lambda c: c if c in SCALE_COLUMNS else strip_train(c))
     configs = [load_run_config(p) for p in (run_config_paths(path) if path.is_dir() else [path])]
     if not configs:
         raise ConfigError(path, "no mixture configs (*.yaml) in it")
@@ -47,10 +48,16 @@ def read_mixtures(path: str | os.PathLike) -> pd.DataFrame:
 
 def predict(model: FittedModel, mixtures: pd.DataFrame, objective: Objective | None = None) -> pd.DataFrame:
     """Predicted loss per target (loss columns), the objective (the mean over the model's targets unless given) and,
-    for models that have one, the objective's spread; rows as `mixtures`'."""
+    for models that have one, the objective's spread; rows as `mixtures`'. Rows with `params` and `tokens` columns
+    are predicted at their own scale by a scale-aware model."""
     import pandas as pd
 
     from regmix.regression.simulate import objective_weights
+
+    if model.scale is not None and set(SCALE_COLUMNS) <= set(mixtures.columns):
+        return pd.concat([predict(model.at_scale(*scale), rows.drop(columns=list(SCALE_COLUMNS)), objective)
+                          for scale, rows in mixtures.groupby(list(SCALE_COLUMNS), sort=False)]).loc[mixtures.index]
+    mixtures = mixtures.drop(columns=[c for c in SCALE_COLUMNS if c in mixtures.columns])
 
     unknown = [d for d in mixtures.columns if d not in model.domains and mixtures[d].any()]
     if unknown:
@@ -77,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a mixture CSV (index, train_<domain>...), a mixture config YAML, or a folder of them")
     p.add_argument("--target", nargs="+", help="the objective: valid domain(s), optionally weighted (web=0.7 "
                    "code=0.3); default: the mean over the model's targets, as every command")
+    p.add_argument("--params", type=float, help="a scale-aware model: predict at this many non-embedding "
+                   "parameters (with --tokens; default: each row's own, else the largest scale it was fit on)")
+    p.add_argument("--tokens", type=float, help="a scale-aware model: predict at this many training tokens")
     p.add_argument("--output", type=Path, help="CSV to write (index, metric/<domain>_val_loss..., objective); "
                    "without it the table is printed only")
     return p
@@ -89,13 +99,25 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     from regmix.regression.model_file import load_model  # LightGBM and scikit-learn: after the flags
 
     model = load_model(args.model)
+    if (args.params is None) != (args.tokens is None):
+        raise ConfigError(args.model, "give --params and --tokens together (the scale to predict at)")
+    if args.params is not None:
+        try:
+            model = model.at_scale(args.params, args.tokens)
+        except ValueError as exc:
+            raise ConfigError(args.model, str(exc)) from None
     objective = Objective.parse(args.target, "--target") or Objective.mean(model.targets)
     mixtures = read_mixtures(args.mixtures)
+    if args.params is not None:  # the scale asked for, not the rows' own
+        mixtures = mixtures.drop(columns=[c for c in SCALE_COLUMNS if c in mixtures.columns])
     try:
         table = predict(model, mixtures, objective)
     except ValueError as exc:
         raise ConfigError(args.mixtures, f"{exc} (model: {args.model})") from None
     print(f"objective: {objective.describe()}")
+    if model.scale is not None:
+        print(f"scale: {model.scale[0]:,.0f} params, {model.scale[1]:,.0f} tokens"
+              + (" (each row's own where the CSV gives it)" if args.params is None else ""))
     print(table.round(4).to_string())
     if args.output:
         write_atomic(args.output, table.to_csv())

@@ -4,8 +4,9 @@ By name (`make_regressor`): the published LightGBM, `lightgbm_es` (LightGBM stop
 the training runs, as RegMix's notebook stops it, but never on the runs it is scored on), the linear baseline,
 a Gaussian process on log weights, Ye et al.'s log-linear mixing law (`regmix.regression.mixing_law`),
 `ensemble` (GP + LightGBM averaged, their disagreement as the spread), which wins on cross-validation, the
-hybrids `law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves), and `saturating`, a law of
-diminishing returns in each domain's share. Every regressor fits one model per
+hybrids `law_gp` / `law_lightgbm` (the law plus a GP or LightGBM on what it leaves), `saturating`, a law of
+diminishing returns in each domain's share, and the scale-aware `scaling` / `scaling_lightgbm`, whose inputs are the
+mixture and the run's parameters and tokens (`regmix.regression.scaling_law`). Every regressor fits one model per
 target column. Choosing among them is `regmix.regression.fit`'s job.
 """
 
@@ -27,9 +28,11 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from regmix.regression.mixing_law import LogLinearMixingLaw
+from regmix.regression.scaling_law import ScalingMixingLaw
 
 REGRESSORS = ("lightgbm", "lightgbm_es", "linear", "gp", "loglinear", "ensemble", "law_gp", "law_lightgbm",
-              "saturating")
+              "saturating", "scaling", "scaling_lightgbm")
+SCALE_AWARE = ("scaling", "scaling_lightgbm")  # inputs: the mixture, then the run's params and tokens
 BEST = "ensemble"
 MIN_RUNS = 4
 LAWS = ("loglinear", "law_gp", "law_lightgbm")
@@ -40,6 +43,8 @@ def minimum_runs(name: str, domains: int) -> int:
     the saturating law 2m + 1 (E and a scale and an exponent per domain), the rest MIN_RUNS."""
     if name == "saturating":
         return max(MIN_RUNS, 2 * domains + 1)
+    if name in SCALE_AWARE:  # E, two levels, two exponents and 2 (m - 1) mixture exponents
+        return max(MIN_RUNS, 2 * domains + 3)
     return max(MIN_RUNS, domains + 1) if name in LAWS else MIN_RUNS
 
 
@@ -300,6 +305,9 @@ def select_targets(regressor: Any, columns: Sequence[int]) -> Any:
         out.c_, out.k_, out.t_ = regressor.c_[columns], regressor.k_[columns], regressor.t_[columns]
         if hasattr(regressor, "ceiling_"):
             out.ceiling_ = regressor.ceiling_[columns]
+    elif isinstance(regressor, ScalingMixingLaw):
+        for name in ("E_", "a0_", "a_", "alpha_", "b0_", "b_", "beta_"):
+            setattr(out, name, getattr(regressor, name)[columns])
     elif isinstance(regressor, EnsembleMixtureRegressor):
         out.fitted_ = [(name, select_targets(m, columns)) for name, m in regressor.fitted_]
     elif isinstance(regressor, LawResidualMixtureRegressor):
@@ -320,7 +328,9 @@ def _small_data_lightgbm(num_threads: int) -> LightGBMMixtureRegressor:
 def make_regressor(name: str, num_threads: int = 2) -> Any:
     """A fresh regressor of the zoo by name: lightgbm (published), lightgbm_es (stopped early on an inner split),
     linear, gp, loglinear, ensemble (best by CV),
-    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals), saturating."""
+    law_gp and law_lightgbm (the log-linear law plus a GP or small-data LightGBM on its residuals), saturating,
+    and the scale-aware scaling (regmix.regression.scaling_law) and scaling_lightgbm (it plus LightGBM on its
+    residuals, which sees the scale columns too)."""
     if name == "lightgbm":
         return LightGBMMixtureRegressor(num_threads=num_threads)
     if name == "lightgbm_es":
@@ -339,4 +349,8 @@ def make_regressor(name: str, num_threads: int = 2) -> Any:
         return LawResidualMixtureRegressor(LogLinearMixingLaw(), _small_data_lightgbm(num_threads))
     if name == "saturating":
         return SaturatingMixingLaw()
+    if name == "scaling":
+        return ScalingMixingLaw()
+    if name == "scaling_lightgbm":
+        return LawResidualMixtureRegressor(ScalingMixingLaw(), _small_data_lightgbm(num_threads))
     raise ValueError(f"unknown regressor {name!r}; choose from {REGRESSORS}")
