@@ -11,9 +11,17 @@ scale, or a scale-aware law can never disagree with the proxies. Here it does, t
 limited term (a) shrinks as N grows, the data-limited one (b) as D grows, so a mixture that helps a small model
 (low a . p) can lose to one whose data term is lower once N is large. This is the capacity-aware idea of
 "Explaining Data Mixing Scaling Laws" (2026; per-domain capacity allocation, A_i (D h_i)^-a_i) reduced to one
-model-limited and one data-limited term, so it fits from two proxy scales and a few dozen runs; and the nested
-form of Data Mixing Laws (Ye et al.: the mixing law's coefficients as power laws in model size and steps) with the
-power laws fit jointly instead of scale by scale, which would need 3+ proxy scales before any extrapolation.
+model-limited and one data-limited term, so it fits from two proxy scales and a few dozen runs.
+
+Against the authors' nested pipeline (yegcjs/mixinglaws, pipeline/run.sh: steplaw.py, sizelaw.py, mixlaw.py),
+read for this: they train one fixed set of mixtures at every size (70M-410M), fit per size, mixture and domain a
+power law in steps, then per mixture and domain a power law in size with one exponent shared by all (LBFGS on a
+Huber loss from grid starts), predict each mixture's loss at the target size and steps, and only then fit the
+mixing law on those predictions. Deviations, and why: one joint fit instead of three nested ones (the nesting
+needs the same mixtures at every scale and 3+ sizes; a regmix study has many mixtures at the small scale and a
+few at the larger); the mixture enters the scale terms' coefficients directly (their mixing law is fit after
+the extrapolation, ours is what extrapolates); exponents per target rather than one shared across domains and
+mixtures; scipy's least squares with a soft-L1 loss instead of LBFGS on Huber.
 
 Identifiability: alpha needs runs at two or more N, beta at two or more D (evaluations at intermediate token
 counts give those). An exponent is pulled toward `prior_exponent` (0.3, near Chinchilla's 0.34 / 0.28) by a
