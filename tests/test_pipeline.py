@@ -250,3 +250,13 @@ def test_reuse_searches_the_earlier_optimum_as_one_domain_and_answers_over_every
     with pytest.raises(ConfigError, match="old.yaml: every domain of the corpus is in the earlier optimum"):
         Path("old.yaml").write_text("train: {train_code: 0.5, train_legal: 0.3, train_prose: 0.2}\nvalid: {}\n")
         reuse(["--config", "tiny.yaml", "--previous", "old.yaml", "--runs", "6"])
+
+
+def test_the_proxy_section_may_start_from_a_preset(tmp_path):
+    path = tmp_path / "low.yaml"
+    path.write_text("proxy: {preset: demo_low_lr, max_step: 50}\n")
+    proxy = load_experiment(path).proxy
+    assert (proxy.learning_rate, proxy.max_step, proxy.model_name) == (3e-4, 50, "tinyllama_demo")
+    path.write_text("proxy: {preset: demo_lowlr}\n")
+    with pytest.raises(ConfigError, match=r"low.yaml: unknown 'proxy.preset' 'demo_lowlr' \(did you mean 'demo_low_lr'"):
+        load_experiment(path)

@@ -115,6 +115,15 @@ PRESETS: dict[str, TrainingSettings] = {
         model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=100,
         learning_rate=3e-3, min_lr=3e-4, warmup_steps=10, lr_schedule="cosine", eval_step_interval=100,
         save_step_interval=50, block_size=128, eval_tokens=16_384),
+    # The demo with a tenth of its learning rate, for proxies whose ranking should transfer: "Can Small Training
+    # Runs Reliably Guide Data Curation?" (Wang et al. 2025) finds that proxies trained with a small learning rate
+    # rank data recipes as tuned large runs do (GPT-2 125M proxies at 1e-5 to 1e-6 against Pythia-1B, trained far
+    # longer than our 100 steps). A tenth of the demo's rate; bench/proxy_lr_transfer.py measures it against the
+    # demo's ranking of mixtures by a larger model. `proxy: {preset: demo_low_lr}` in an experiment.
+    "demo_low_lr": TrainingSettings(
+        model_name="tinyllama_demo", global_batch_size=16, micro_batch_size=16, max_step=100,
+        learning_rate=3e-4, min_lr=3e-5, warmup_steps=10, lr_schedule="cosine", eval_step_interval=100,
+        save_step_interval=50, block_size=128, eval_tokens=16_384),
     # The large run: TinyLlama-1.1B recipe at RegMix's 25B-token scale.
     "large_1b": TrainingSettings(
         model_name="tinyllama_1_1b", global_batch_size=512, micro_batch_size=8, max_step=25_000,

@@ -30,6 +30,7 @@ from regmix.regression.fit import SELECTION
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
+from regmix.settings.training import PRESETS as TRAINING_PRESETS
 from regmix.settings.training import TrainingSettings, setting_types, setting_value
 from regmix.train.executor import Executor, executor_from_args
 from regmix.train.runlog import WANDB_MODES
@@ -206,6 +207,20 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
     return dataclasses.replace(base, **values)
 
 
+def proxy_base(section: Any, source: Path) -> TrainingSettings:
+    """The proxies' settings a `proxy:` section starts from: its `preset:` (regmix.settings.training.PRESETS, e.g.
+    demo_low_lr), else the demo's."""
+    name = section.get("preset", "demo") if isinstance(section, dict) else "demo"
+    if name not in TRAINING_PRESETS:
+        raise ConfigError(source, f"unknown 'proxy.preset' {name!r}{did_you_mean(name, TRAINING_PRESETS)}; presets: "
+                                  f"{sorted(TRAINING_PRESETS)}")
+    return TrainingSettings.from_name(name)
+
+
+def without_preset(section: Any) -> Any:
+    return {k: v for k, v in section.items() if k != "preset"} if isinstance(section, dict) else section
+
+
 def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read an experiment YAML; every section is optional and starts from the demo defaults."""
     path = Path(path)
@@ -228,7 +243,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
         if key in data:
-            setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
+            setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
+                                              getattr(experiment, key), without_preset(data[key]), path, key))
     check_search_settings(experiment.search, path)
     check_simulation_settings(experiment.simulation, path)
     check_fit_settings(experiment.fit, path)
