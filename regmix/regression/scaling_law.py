@@ -49,8 +49,6 @@ PARAMETERS = ("E_", "a0_", "a_", "alpha_", "b0_", "b_", "beta_", "scale_ref_")
 class ScalingMixingLaw(RegressorMixin, BaseEstimator):
     """The law of the module docstring, one per target, by robust least squares from a few starts."""
 
-    scale_aware = True
-
     def __init__(self, prior_exponent: float = 0.3, exponent_penalty: float = 0.1, loss: str = "soft_l1"):
         self.prior_exponent = prior_exponent
         self.exponent_penalty = exponent_penalty
