@@ -13,6 +13,8 @@ from test_bad_input import folder_hashes
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
+from regmix.core.results import load_result
+from regmix.regression.fit import main as fit_main
 from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.settings.training import TrainingSettings
 from regmix.study.experiment import load_experiment, prepare_experiment_corpus
@@ -83,6 +85,10 @@ def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     assert any(line.startswith("  verdict (Welch's t-test, one-sided, p < 0.05, 3 seeds") for line in text)
     bottom = Path("runs/tiny/regmix/report.md").read_text().splitlines()[0]
     assert bottom.startswith("**") and summary["bottom_line"] in bottom
+    assert load_result("runs/tiny/proxies/n1").settings["corpus"] == "tiny"  # the prepared corpus, data/tiny
+    assert [Path(p).name for p in summary["files"]["csv"]] == ["train_mixture_proxy.csv", "train_tiny_loss_proxy.csv"]
+    fitted = fit_main(["--study", "runs/tiny/regmix", "--model", "linear", "--folds", "1", "--output", "fit.npz"])
+    assert fitted.domains == ("code", "legal", "prose") and "prose" in fitted.targets  # the stage reads the folder
 
     again: list[str] = []
     rerun = run_study(load_experiment("tiny.yaml"), report=again.append)

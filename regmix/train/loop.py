@@ -152,7 +152,7 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
     settings = configs[0].training
     tokens_per_step = settings.global_batch_size * settings.block_size
     extra = {"non_embedding_parameters": engine.non_embedding_parameters, "tokens_per_step": tokens_per_step,
-             "device": engine.device.type, **(extra or {})}
+             "device": engine.device.type, "corpus": manifest.name, **(extra or {})}
     runs = []
     for config, run_dir, source in zip(configs, run_dirs, sources):
         schedule = make_schedule(config, source, manifest)
