@@ -347,8 +347,10 @@ def test_collect_fit_simulate_chain_with_no_file_flags(tmp_path, monkeypatch, ca
         collect_module.main(["--configs", "untrained"])
 
 
-def test_the_corpus_tag_comes_from_the_runs(tmp_path, capsys):
+def test_the_corpus_tag_comes_from_the_runs(tmp_path, capsys, monkeypatch):
     configs, runs = make_sweep(tmp_path, ["n1", "n2", "n3"])
+    _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "a", {"corpus": "web text"}, _history(2.0))})
+    assert collect(configs, wandb_dir=tmp_path).corpus == "web_text"  # wandb's config holds it as result.json
     assert collect(configs, runs).corpus == DEFAULT_CORPUS  # RegMix's published runs record none: the Pile's
     for name, corpus in (("n1", "web"), ("n2", "web"), ("n3", "web")):
         result = load_result(runs / name)

@@ -46,6 +46,7 @@ COLLECT_SCALE = "1m"  # the scale in collect's file names (RegMix's 1M-parameter
 PIPELINE_SCALE = "proxy"  # the scale in a pipeline method's file names
 DEFAULT_CORPUS = "pile"  # the corpus tag of runs that recorded no corpus: RegMix's published runs are the Pile's
 MODEL_NAME = "model.npz"  # fit's output, simulate's input
+CORPUS_SETTING = "corpus"  # the setting a run records its corpus's name under (result.json, wandb config)
 _FILE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

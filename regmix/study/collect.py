@@ -28,6 +28,7 @@ from regmix.core.observations import Observations
 from regmix.core.results import load_result
 from regmix.core.schema import (
     COLLECT_SCALE,
+    CORPUS_SETTING,
     DEFAULT_CORPUS,
     HISTORY_NAME,
     RESULT_NAME,
@@ -174,7 +175,7 @@ def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunL
             entry = RunLosses(result.name, source, {}, result.step, f"status {result.status}: {result.error}")
         else:  # results written before achieved mixtures were recorded have none: the config's is used
             entry = RunLosses(result.name, source, dict(result.valid_losses), result.step, achieved=result.achieved)
-        entry.requested, entry.corpus = result.requested, result.settings.get("corpus")
+        entry.requested, entry.corpus = result.requested, result.settings.get(CORPUS_SETTING)
         found.append(entry)
     return found
 
@@ -210,7 +211,7 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
         last_path, last = parts[-1]
         if last.damage:
             entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
-        entry.requested, entry.corpus = _recorded_mixture(last.config, source, name), last.config.get("corpus")
+        entry.requested, entry.corpus = _recorded_mixture(last.config, source, name), last.config.get(CORPUS_SETTING)
         found.append(entry)
     return found
 
@@ -227,7 +228,7 @@ def _online_losses(project: str, step: int | None = None) -> list[RunLosses]:
         else:
             found.append(_losses_from_history(run.name, source, list(run.scan_history()), step))
             found[-1].requested = _recorded_mixture(dict(run.config), source, run.name)
-            found[-1].corpus = run.config.get("corpus")
+            found[-1].corpus = run.config.get(CORPUS_SETTING)
     return found
 
 
@@ -349,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> Collection:
     args = _parser().parse_args(argv)
     check_output_folder(args.output)
     runs = args.runs
-    if runs is None and args.wandb_dir is None and args.project is None:
-        runs = runs_folder(args.configs)
+    if runs is None and args.wandb_dir is None and args.project is None and args.configs.is_dir():
+        runs = runs_folder(args.configs)  # (a --configs that is no folder is collect's to report)
         if not runs.is_dir():
             raise ConfigError(runs, "no such runs folder, where `regmix train` puts the runs of --configs; give the "
                                     "loss source: --runs, --wandb-dir or --project")
