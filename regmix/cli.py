@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from regmix.core.files import ConfigError
+from regmix.core.schema import is_file_tag
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
 
@@ -71,6 +72,13 @@ def share(include_one: bool = False) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
         return value
     return parse
+
+
+def file_tag(text: str) -> str:
+    """An argparse type: a part of a file name (letters, digits, `_`, `.`, `-`), so the CSVs land where expected."""
+    if not is_file_tag(text):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be part of a file name: use letters, digits, _ . -")
+    return text
 
 
 def torch_device(text: str) -> str:

@@ -9,7 +9,7 @@ embedded default experiment (the README's `make demo`).
 
 Outputs: mixture_config/<name>/<method>/optimal_mixture.yaml (for model_training/pretrain_1b.sh),
 runs/<name>/proxies/ (every run), runs/<name>/<method>/ (study.json, report.json, report.md, the
-runs as RegMix CSVs, plots).
+runs as RegMix CSVs, which `regmix fit --study runs/<name>/<method>` reads, plots).
 """
 
 from __future__ import annotations

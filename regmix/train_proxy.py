@@ -24,6 +24,7 @@ from typing import Sequence
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
 from regmix.core.files import ConfigError, check_output_folder
+from regmix.core.schema import runs_folder
 from regmix.data.corpus import load_manifest, verify_corpus
 from regmix.settings.run_config import load_run_config, run_config_paths
 from regmix.train.executor import add_executor_arguments, executor_from_args
@@ -61,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from regmix.train.sweep import train_sweep  # torch and litgpt: after the flags, so --help starts fast
 
-    folder = args.config if args.config.is_dir() else args.config.parent
-    output = args.output or Path("runs") / folder.resolve().name
+    output = args.output or runs_folder(args.config)
     if not args.config.exists():
         raise ConfigError(args.config, "no such config file or folder")
     check_output_folder(output)

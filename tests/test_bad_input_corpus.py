@@ -125,7 +125,8 @@ PREPARE_CASES = [
     ("no-train-folder", replace_file("train", None), PREPARE, "{src}: no train/ folder"),
     ("no-valid-folder", replace_file("valid", None), PREPARE, "{src}: no valid/ folder"),
     ("no-jsonl-files", lambda src: [p.rename(p.with_suffix(".txt")) for p in (src / "train").iterdir()], PREPARE,
-     "{src}/train: no <domain>_<k>.<format> files (.jsonl, "),
+     "{src}/train: no <domain>_<k>.<format> files: it holds .txt files (2), which prepare does not read; "
+     "supported: .jsonl, "),
     ("misnamed-train-file", append("", "train/nodigits.jsonl"), PREPARE, "{src}/train/nodigits.jsonl"),
     ("line-not-json", append("{oops\n", "train/prose_0.jsonl"), PREPARE,
      "{src}/train/prose_0.jsonl: line 21 is not valid JSON"),

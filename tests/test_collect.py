@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from regmix.core.mixture import Mixture
 from regmix.core.observations import Observations, read_csvs
 from regmix.core.results import RunResult, evaluation_row, load_result, save_result
 from regmix.core.schema import (
+    DEFAULT_CORPUS,
     HISTORY_NAME,
     achieved_column,
     achieved_domain,
@@ -28,6 +30,8 @@ from regmix.core.schema import (
     train_domain,
     train_key,
 )
+from regmix.regression import fit as fit_module
+from regmix.regression import simulate as simulate_module
 from regmix.settings.run_config import RunConfig, load_run_config, save_run_config
 from regmix.settings.training import TrainingSettings
 from regmix.study import collect as collect_module
@@ -316,3 +320,51 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         collect_module.main(["--help"])
     assert exit_info.value.code == 0 and "--requested" in capsys.readouterr().out
+
+
+def test_collect_fit_simulate_chain_with_no_file_flags(tmp_path, monkeypatch, capsys):
+    """collect writes where fit reads (data/, the loss CSV named by the runs' corpus), fit where simulate reads."""
+    configs, runs = make_sweep(tmp_path, [f"n{i}" for i in range(1, 13)])
+    (tmp_path / "sweep").mkdir()
+    runs.rename(tmp_path / "sweep" / "configs")  # runs/<configs folder>: where `regmix train` puts them
+    (tmp_path / "sweep").rename(tmp_path / "runs")
+    for run in (tmp_path / "runs" / "configs").iterdir():
+        result = load_result(run)
+        result.settings = {"corpus": "my web"}  # the prepared corpus's folder name, as the trainer records it
+        save_result(result, run)
+    (tmp_path / "prior.yaml").write_text("train: {train_web: 5e9, train_code: 3e9, train_books: 2e9}\n")
+    monkeypatch.chdir(tmp_path)
+    collect_module.main(["--configs", "configs"])
+    assert sorted(p.name for p in Path("data").iterdir()) == ["train_mixture_1m.csv", "train_my_web_loss_1m.csv"]
+    model = fit_module.main(["--model", "linear", "--folds", "1", "--threads", "1"])
+    assert "runs: data/train_mixture_1m.csv, data/train_my_web_loss_1m.csv" in capsys.readouterr().out
+    assert model.targets == VALID and Path("model.npz").exists()
+    simulate_module.main(["--prior", "prior.yaml", "--num-candidates", "2000", "--top-k", "8", "--screen", "1",
+                          "--threads", "1", "--quiet"])
+    assert load_run_config("optimal_mixture.yaml").train.domains == DOMAINS
+    shutil.copytree("configs", "untrained")
+    with pytest.raises(ConfigError, match="runs/untrained: no such runs folder, where `regmix train` puts the runs"):
+        collect_module.main(["--configs", "untrained"])
+
+
+def test_the_corpus_tag_comes_from_the_runs(tmp_path, capsys, monkeypatch):
+    configs, runs = make_sweep(tmp_path, ["n1", "n2", "n3"])
+    _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "a", {"corpus": "web text"}, _history(2.0))})
+    assert collect(configs, wandb_dir=tmp_path).corpus == "web_text"  # wandb's config holds it as result.json
+    assert collect(configs, runs).corpus == DEFAULT_CORPUS  # RegMix's published runs record none: the Pile's
+    for name, corpus in (("n1", "web"), ("n2", "web"), ("n3", "web")):
+        result = load_result(runs / name)
+        result.settings = {"corpus": corpus}
+        save_result(result, runs / name)
+    assert collect(configs, runs).corpus == "web"
+    result = load_result(runs / "n3")
+    result.settings = {"corpus": "code"}
+    save_result(result, runs / "n3")
+    collection = collect(configs, runs)
+    assert collection.corpora == ("code", "web") and collection.corpus == DEFAULT_CORPUS
+    collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "out")])
+    assert "the runs trained on several corpora ['code', 'web']" in capsys.readouterr().err
+    assert (tmp_path / "out" / loss_csv_name(DEFAULT_CORPUS, "1m")).exists()
+    collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "named"),
+                         "--corpus", "mine"])
+    assert (tmp_path / "named" / "train_mine_loss_1m.csv").exists()

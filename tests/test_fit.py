@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from regmix.core.files import ConfigError
-from regmix.core.observations import Observations, read_csvs
+from regmix.core.observations import Observations, find_csvs, read_csvs
 from regmix.core.schema import loss_csv_name, mixture_csv_name
 from regmix.regression import fit as fit_module
 from regmix.regression import regressors
@@ -335,3 +335,31 @@ def test_fit_selects_by_regret_or_rmse_when_asked(monkeypatch):
     assert selection_score(tables[GPMixtureRegressor], None, "regret") == pytest.approx(-0.05)
     with pytest.raises(ValueError, match="unknown selection metric 'r2'"):
         fit(observations, ["linear"], folds=3, select="r2")
+
+
+def test_the_study_folder_gives_its_one_csv_pair(tmp_path, capsys):
+    """fit --study reads a folder's pair whatever corpus names the losses (collect's, a pipeline method's)."""
+    study = tmp_path / "runs" / "default" / "regmix"
+    with pytest.raises(ConfigError, match="regmix: no such folder of run CSVs"):
+        find_csvs(study)
+    study.mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"regmix: no train_mixture_<scale>\.csv \(`regmix collect --output"):
+        find_csvs(study)
+    observed(30, 1).save(study / mixture_csv_name("proxy"), study / loss_csv_name("default", "proxy"))
+    assert find_csvs(study) == (study / "train_mixture_proxy.csv", study / "train_default_loss_proxy.csv")
+    model = fit_module.main(["--study", str(study), "--model", "linear", "--folds", "1",
+                             "--output", str(tmp_path / "m.npz")])
+    assert model.targets == ("web", "code")
+    observed(40, 2).save(study / mixture_csv_name("1m"), study / loss_csv_name("pile", "1m"))
+    with pytest.raises(ConfigError, match=r"mixture CSVs of several scales \['1m', 'proxy'\]: choose one"):
+        find_csvs(study)
+    assert find_csvs(study, "1m") == (study / "train_mixture_1m.csv", study / "train_pile_loss_1m.csv")
+    with pytest.raises(ConfigError, match=r"train_mixture_60m\.csv: file not found; the scales here: \['1m', 'proxy'"):
+        find_csvs(study, "60m")
+    (study / loss_csv_name("web", "1m")).write_bytes((study / loss_csv_name("pile", "1m")).read_bytes())
+    with pytest.raises(ConfigError, match=r"one loss CSV train_<corpus>_loss_1m\.csv goes with train_mixture_1m\.csv, "
+                                          r"found 2: train_pile_loss_1m\.csv, train_web_loss_1m\.csv"):
+        fit_module.main(["--study", str(study), "--scale", "1m"])
+    with pytest.raises(SystemExit):
+        fit_module.main(["--mixtures", str(study / mixture_csv_name("1m"))])
+    assert "--mixtures and --losses go together" in capsys.readouterr().err

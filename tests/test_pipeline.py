@@ -13,6 +13,8 @@ from test_bad_input import folder_hashes
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
+from regmix.core.results import load_result
+from regmix.regression.fit import main as fit_main
 from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.settings.training import TrainingSettings
 from regmix.study.experiment import load_experiment, prepare_experiment_corpus
@@ -87,6 +89,10 @@ def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     assert any(line.startswith("  verdict (Welch's t-test, one-sided, p < 0.05, 3 seeds") for line in text)
     bottom = Path("runs/tiny/regmix/report.md").read_text().splitlines()[0]
     assert bottom.startswith("**") and summary["bottom_line"] in bottom
+    assert load_result("runs/tiny/proxies/n1").settings["corpus"] == "tiny"  # the prepared corpus, data/tiny
+    assert [Path(p).name for p in summary["files"]["csv"]] == ["train_mixture_proxy.csv", "train_tiny_loss_proxy.csv"]
+    fitted = fit_main(["--study", "runs/tiny/regmix", "--model", "linear", "--folds", "1", "--output", "fit.npz"])
+    assert fitted.domains == ("code", "legal", "prose") and "prose" in fitted.targets  # the stage reads the folder
 
     again: list[str] = []
     rerun = run_study(load_experiment("tiny.yaml"), report=again.append)
@@ -258,5 +264,5 @@ def test_the_proxy_section_may_start_from_a_preset(tmp_path):
     proxy = load_experiment(path).proxy
     assert (proxy.learning_rate, proxy.max_step, proxy.model_name) == (3e-4, 50, "tinyllama_demo")
     path.write_text("proxy: {preset: demo_lowlr}\n")
-    with pytest.raises(ConfigError, match=r"low.yaml: unknown 'proxy.preset' 'demo_lowlr' \(did you mean 'demo_low_lr'"):
+    with pytest.raises(ConfigError, match=r"low.yaml: unknown 'proxy.preset' 'demo_lowlr' \(did you mean "):
         load_experiment(path)

@@ -33,8 +33,10 @@ def test_resolve_mixture(tmp_path):
     assert resolve_mixture(str(root / "demo" / "regmix.yaml"), root) == root / "demo" / "regmix.yaml"
     with pytest.raises(ConfigError, match="ambiguous"):
         resolve_mixture("dup", root)
-    with pytest.raises(ConfigError, match="no such mixture config"):
+    with pytest.raises(ConfigError, match=r"no such mixture config: not a file, and no nope\.yaml below .*/$"):
         resolve_mixture("nope", root)
+    with pytest.raises(ConfigError, match=r"no regmx\.yaml below .*mixture_config/ \(did you mean 'regmix'\?\)"):
+        resolve_mixture("regmx", root)
     for name in ("../demo/regmix", ".hidden"):  # a name is a file name, never a path
         with pytest.raises(ConfigError, match="mixture name .* cannot name a file"):
             resolve_mixture(name, root)

@@ -11,7 +11,7 @@ from test_pipeline import EXPERIMENT, write_corpus
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
-from regmix.core.observations import read_csvs
+from regmix.core.observations import find_csvs, read_csvs
 from regmix.core.space import SearchSpace
 from regmix.search import OFFLINE, SEQUENTIAL, make_proposer
 from regmix.search.offline import PowerLawObjective, minimize_on_space, regret, replay
@@ -117,7 +117,8 @@ def test_search_end_to_end_from_the_pipeline(workdir):
     assert optimal.valid == ("prose",) and optimal.train.weights.sum() == pytest.approx(1.0)
     assert optimal.extra["method"] == "bo" and optimal.extra["predicted_loss"] == pytest.approx(
         summary["predicted_loss"], abs=1e-6)
-    runs = read_csvs(folder / "train_mixture_proxy.csv", folder / "train_corpus_loss_proxy.csv")
+    runs = read_csvs(*find_csvs(folder))  # the corpus (data/tiny) names the losses
+    assert (folder / "train_mixture_proxy.csv").exists() and (folder / "train_tiny_loss_proxy.csv").exists()
     assert runs.index[-6:] == tuple(f"bo_n{i}" for i in range(1, 7)) and runs.targets == ("code", "legal", "prose")
     assert len(runs) == 6 + 6  # the anchors (told to bo as observations) and its own runs
     assert (folder / "convergence.png").read_bytes()[:4] == b"\x89PNG"
@@ -166,7 +167,7 @@ def test_a_search_starts_from_existing_runs_and_skips_them(workdir):
 
     for name, start in (("from_runs", "runs/tiny/proxies"),
                         ("from_csv", ["runs/tiny/bo/train_mixture_proxy.csv",
-                                      "runs/tiny/bo/train_corpus_loss_proxy.csv"])):
+                                      "runs/tiny/bo/train_tiny_loss_proxy.csv"])):
         Path(f"{name}.yaml").write_text(NO_ANCHORS.replace("name: tiny", f"name: {name}") + SEARCH.replace(
             "budget: 6", f"budget: 8, start_from: {json.dumps(start)}"))
         trained.clear()

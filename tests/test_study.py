@@ -121,7 +121,7 @@ def test_compare_killed_twice_and_resumed_gives_the_uninterrupted_files(workdir)
     command = ["regmix", "compare", "--config", "tiny.yaml", "--methods", "regmix", "bo", "doremi"]
     compared = [workdir / "runs/tiny/proxies", workdir / "mixture_config/tiny"]  # not the files holding timings
     compared += [workdir / "runs/tiny" / m / f for m in ("regmix", "bo", "doremi")
-                 for f in ("train_mixture_proxy.csv", "train_corpus_loss_proxy.csv")]
+                 for f in ("train_mixture_proxy.csv", "train_tiny_loss_proxy.csv")]
     started = time.perf_counter()
     run(command, workdir)
     took, reference = time.perf_counter() - started, timeless(snapshot(compared))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from regmix.cli import run_command
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
 from regmix.core.space import usage_bounds
@@ -107,3 +108,22 @@ def test_cli_bad_prior_is_one_clear_error(tmp_path):
     assert result.returncode == 2
     expected = f"error: {bad}: weight of domain 'a' is -1.0, must be finite and >= 0"
     assert result.stderr.strip().splitlines() == [expected]
+
+
+def test_a_misspelled_preset_is_named_with_the_presets(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"^thepile: no such file or folder, nor a preset \(did you mean "
+                                          r"'the_pile'\?\); presets: the_pile$"):
+        load_prior("thepile")
+    with pytest.raises(ConfigError, match=r"^nothing\.yaml: no such file or folder, nor a preset; presets: the_pile$"):
+        load_prior("nothing.yaml")  # nothing near a preset: no guess
+    assert run_command(main, ["--prior", "thepile", "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: thepile: no such file or folder, nor a preset (did you mean 'the_pile'?); presets: the_pile"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_prior_in_yaml_1_2_floats_is_read_as_numbers(tmp_path):
+    prior = tmp_path / "prior.yaml"
+    prior.write_text("train:\n  train_web: 800e9\n  train_code: 2e11\nvalid:\n  valid_web: 1\n")
+    natural, valid = load_prior(str(prior))  # PyYAML alone reads 800e9 as the text "800e9"
+    assert natural.to_dict() == pytest.approx({"web": 0.8, "code": 0.2}) and valid == ("web",)

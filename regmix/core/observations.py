@@ -3,7 +3,8 @@
 `collect` builds `Observations`, `fit` learns from them and the fitted model keeps their domain and
 target order, so the order of the mixture columns is decided once, here. On disk they are RegMix's
 pair of CSVs, rows matched by index: `train_mixture_<scale>.csv` (index, train_<domain>...) and
-`train_<corpus>_loss_<scale>.csv` (index, metric/<domain>_val_loss...). In memory every name is bare;
+`train_<corpus>_loss_<scale>.csv` (index, metric/<domain>_val_loss...), side by side in one folder
+(`find_csvs`; the layout: `regmix.core.schema`). In memory every name is bare;
 the spellings come from `regmix.core.schema`. Kept apart from it so the training side, which needs the
 names only, does not import pandas. Runs may also know their scale (non-embedding parameters and tokens
 trained: optional `params` and `tokens` columns of the mixture CSV, after the weights), which the scale-aware
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import io
 import os
 from collections import Counter
@@ -29,7 +31,10 @@ from regmix.core.schema import (
     SCALE_COLUMNS,
     as_valid_domain,
     loss_column,
+    loss_csv_name,
     loss_domain,
+    mixture_csv_name,
+    mixture_csv_scale,
     train_domain,
     train_key,
 )
@@ -174,6 +179,29 @@ def _read_table(path: str | os.PathLike) -> pd.DataFrame:
                                 f"{labels.iloc[row]}, column {values.columns[col]!r}: "
                                 f"{table[values.columns[col]].iloc[row]}")
     return values.set_index(pd.Index(labels, name=INDEX_NAME))
+
+
+def find_csvs(folder: str | os.PathLike, scale: str | None = None) -> tuple[Path, Path]:
+    """The CSV pair of a folder of runs (collect's --output, a pipeline method's runs/<experiment>/<method>/): its
+    `train_mixture_<scale>.csv`, the one scale it holds unless `scale` is given, and the one loss CSV of that scale
+    beside it, whatever corpus names it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(folder, "no such folder of run CSVs (`regmix collect --output` writes one; a pipeline's "
+                                  "are runs/<experiment>/<method>/)")
+    scales = sorted(s for p in folder.glob(mixture_csv_name("*")) if (s := mixture_csv_scale(p.name)))
+    if scale is None and len(scales) != 1:
+        raise ConfigError(folder, f"mixture CSVs of several scales {scales}: choose one (fit --scale)" if scales else
+                                  f"no {mixture_csv_name('<scale>')} (`regmix collect --output {folder}` writes it)")
+    scale = scale or scales[0]
+    if scale not in scales:
+        raise ConfigError(folder / mixture_csv_name(scale), f"file not found; the scales here: {scales}")
+    losses = sorted(folder.glob(loss_csv_name("*", glob.escape(scale))))
+    if len(losses) != 1:
+        found = f"{len(losses)}: {', '.join(p.name for p in losses)}" if losses else "none"
+        raise ConfigError(folder, f"one loss CSV {loss_csv_name('<corpus>', scale)} goes with "
+                                  f"{mixture_csv_name(scale)}, found {found}; name the pair (fit --mixtures --losses)")
+    return folder / mixture_csv_name(scale), losses[0]
 
 
 def read_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> Observations:

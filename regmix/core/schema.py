@@ -4,12 +4,22 @@ RegMix's files spell a domain three ways: `train_<domain>` in config YAML and th
 `valid_<domain>` in config YAML, and `metric/<domain>_val_loss` in wandb and the loss CSV. In memory
 a domain is always its bare name; every conversion to and from those spellings is written here.
 Every name that becomes part of a path (configs, experiments, domains, mixtures) passes `safe_name`.
+
+The runs of a study, as regression reads them, are one folder holding RegMix's CSV pair:
+`train_mixture_<scale>.csv` and `train_<corpus>_loss_<scale>.csv`, `<corpus>` the name of the prepared
+corpus the runs trained on (its folder's name, which each run records; `pile` for runs that recorded none, as
+RegMix's published ones). `regmix collect` writes the pair into `data/` (scale `1m`), a pipeline method into
+its folder `runs/<experiment>/<method>/` (scale `proxy`); `regmix fit` reads the pair of a folder (`--study`,
+default `data/`, the one scale it holds) and writes `model.npz`, which `regmix simulate` reads. So
+collect -> fit -> simulate chain with no file flags, and `regmix fit --study runs/<experiment>/<method>`
+fits a pipeline's runs.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from regmix.core.files import ConfigError
@@ -33,6 +43,13 @@ HISTORY_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOCK_NAME = "lock"
 NAME_LENGTH = 128
+STUDY_FOLDER = "data"  # where collect writes the CSV pair and fit reads it
+COLLECT_SCALE = "1m"  # the scale in collect's file names (RegMix's 1M-parameter proxies)
+PIPELINE_SCALE = "proxy"  # the scale in a pipeline method's file names
+DEFAULT_CORPUS = "pile"  # the corpus tag of runs that recorded no corpus: RegMix's published runs are the Pile's
+MODEL_NAME = "model.npz"  # fit's output, simulate's input
+CORPUS_SETTING = "corpus"  # the setting a run records its corpus's name under (result.json, wandb config)
+_FILE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -129,10 +146,35 @@ def run_index(name: str) -> int | str:
     return int(match.group(1)) if match else name
 
 
+def is_file_tag(text: str) -> bool:
+    """Whether `text` may be part of a file name as it is (letters, digits, `_`, `.`, `-`)."""
+    return _FILE_TAG.fullmatch(text) is not None
+
+
+def corpus_tag(name: str) -> str:
+    """A corpus's name as part of the loss CSV's name: any run of other characters becomes `_`."""
+    return "_".join(_FILE_TAG.findall(name)) or DEFAULT_CORPUS
+
+
+def runs_folder(configs: str | os.PathLike) -> Path:
+    """`runs/<name of the configs folder>` (a config file's folder): where `regmix train` puts a sweep's runs by
+    default, and `regmix collect` looks for them."""
+    configs = Path(configs)
+    return Path("runs") / (configs if configs.is_dir() else configs.parent).resolve().name
+
+
 def mixture_csv_name(scale: str, split: str = "train") -> str:
     """`train_mixture_<scale>.csv`; RegMix's published held-out runs use split `test`."""
     return f"{split}_mixture_{scale}.csv"
 
 
+def mixture_csv_scale(name: str, split: str = "train") -> str | None:
+    """The scale of a mixture CSV's file name (mixture_csv_name's inverse), None for any other name."""
+    head, tail = mixture_csv_name("\n", split).split("\n")
+    inside = name[len(head):len(name) - len(tail)]
+    return inside if name.startswith(head) and name.endswith(tail) and inside else None
+
+
 def loss_csv_name(corpus: str, scale: str, split: str = "train") -> str:
+    """`train_<corpus>_loss_<scale>.csv`, the losses of the runs of `mixture_csv_name(scale)`."""
     return f"{split}_{corpus}_loss_{scale}.csv"

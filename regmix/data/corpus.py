@@ -87,6 +87,11 @@ class CorpusManifest:
     shards: dict[str, dict[str, list[Shard]]] = field(default_factory=lambda: {s: {} for s in SPLITS})
 
     @property
+    def name(self) -> str:
+        """The corpus's name, its folder's (`data/pile` -> `pile`): each run records it, and it names the loss CSV."""
+        return Path(self.root).resolve().name
+
+    @property
     def train_domains(self) -> tuple[str, ...]:
         return tuple(self.shards["train"])
 

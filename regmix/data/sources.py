@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ def find_sources(source: Path, routing: Routing | None = None) -> dict[str, dict
         if not folder.is_dir():
             raise ConfigError(source, f"no {split}/ folder: {LAYOUT}")
         name = "<domain>_<k>" if split == "train" else "<domain>"
+        skipped: Counter[str] = Counter()  # what the folder holds instead, by format: said if nothing else is there
         for path in sorted(folder.iterdir()):
             if path.name.startswith("."):
                 continue
@@ -150,6 +152,8 @@ def find_sources(source: Path, routing: Routing | None = None) -> dict[str, dict
                 raise ConfigError(path, f"prepare does not read this format; supported: {', '.join(SUFFIXES)}")
             dataset = path.is_dir() and (path / DATASET_STATE).exists()
             if document_suffix(path) is None and not dataset:
+                suffix = "".join(path.suffixes[-2:])
+                skipped[f"folders without {DATASET_STATE}" if path.is_dir() else f"{suffix or 'suffixless'} files"] += 1
                 continue
             files = dataset_files(path) if dataset else [path]
             if routing.domain_field is not None:
@@ -162,7 +166,10 @@ def find_sources(source: Path, routing: Routing | None = None) -> dict[str, dict
             found[split].setdefault(match["domain"], []).extend(files)
         if not found[split]:
             named = "document" if routing.domain_field else f"{name}.<format>"
-            raise ConfigError(folder, f"no {named} files ({', '.join(SUFFIXES)})")
+            held = ", ".join(f"{kind} ({count})" for kind, count in skipped.most_common())
+            raise ConfigError(folder, f"no {named} files: it holds {held}, which prepare does not read; supported: "
+                                      f"{', '.join(SUFFIXES)} and datasets folders" if held else
+                                      f"no {named} files (supported: {', '.join(SUFFIXES)} and datasets folders)")
         for domain, paths in found[split].items():
             stems = [shard_stem(p) for p in paths]
             if len(set(stems)) < len(stems):

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command, share
+from regmix.cli import ArgumentParser, file_tag, integer_at_least, run_command, share
 from regmix.core.files import ConfigError, check_outputs
-from regmix.core.observations import Observations, read_csvs
-from regmix.core.schema import SCALE_COLUMNS
+from regmix.core.observations import Observations, find_csvs, read_csvs
+from regmix.core.schema import MODEL_NAME, SCALE_COLUMNS, STUDY_FOLDER, loss_csv_name, mixture_csv_name
 from regmix.regression.fitted import FittedModel, OutOfFold
 
 if TYPE_CHECKING:
@@ -297,10 +297,14 @@ def fit_csvs(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike, models
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="regmix fit", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mixtures", type=Path, default=Path("data/train_mixture_1m.csv"),
-                   help="mixture CSV (index, train_<domain>...)")
-    p.add_argument("--losses", type=Path, default=Path("data/train_pile_loss_1m.csv"),
-                   help="loss CSV (index, metric/<domain>_val_loss...)")
+    p.add_argument("--study", type=Path, default=Path(STUDY_FOLDER),
+                   help=f"folder of runs as RegMix's CSV pair, {mixture_csv_name('<scale>')} and "
+                        f"{loss_csv_name('<corpus>', '<scale>')}: `regmix collect`'s --output, or a pipeline "
+                        "method's runs/<experiment>/<method>/ (default: %(default)s)")
+    p.add_argument("--scale", type=file_tag, help="the scale of the --study CSVs to read (default: the one it holds)")
+    p.add_argument("--mixtures", type=Path, help="mixture CSV (index, train_<domain>...), with --losses instead "
+                                                 "of --study's")
+    p.add_argument("--losses", type=Path, help="loss CSV (index, metric/<domain>_val_loss...), with --mixtures")
     p.add_argument("--model", nargs="+", default=[BEST], choices=REGRESSORS,
                    help=f"regressor(s); with several, the best by --select over CV and extrapolation CV is kept "
                         f"(default: {BEST})")
@@ -315,18 +319,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of runs, the farthest from the centre, held out for extrapolation CV, in (0, 1)")
     p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
                    help="LightGBM threads (default: all cores)")
-    p.add_argument("--output", type=Path, default=Path("model.npz"),
-                   help="model file for `regmix simulate`; beside it <name>_cv.png, the kept regressor's out-of-fold "
-                        "predictions against the true losses")
+    p.add_argument("--output", type=Path, default=Path(MODEL_NAME),
+                   help="model file for `regmix simulate` (default: %(default)s, where it looks); beside it "
+                        "<name>_cv.png, the kept regressor's out-of-fold predictions against the true losses")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> FittedModel:
     """The command: fit on the two CSVs and write the model file (the old one stays unless the new one is whole)."""
-    args = _parser().parse_args(argv)
-    check_outputs({"--output": args.output}, {"--mixtures": args.mixtures, "--losses": args.losses})
-    model = fit_csvs(args.mixtures, args.losses, args.model, args.target, args.folds, args.threads,
-                     args.extrapolation, args.select)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.mixtures is None) != (args.losses is None):
+        parser.error("--mixtures and --losses go together (or give neither: the pair in --study)")
+    mixtures, losses = (args.mixtures, args.losses) if args.mixtures else find_csvs(args.study, args.scale)
+    check_outputs({"--output": args.output}, {"--mixtures": mixtures, "--losses": losses})
+    print(f"runs: {mixtures}, {losses}")
+    model = fit_csvs(mixtures, losses, args.model, args.target, args.folds, args.threads, args.extrapolation,
+                     args.select)
     from regmix.regression.cv_plot import plot_out_of_fold
     from regmix.regression.model_file import save_model  # LightGBM's and sklearn's types: after parse_args
 

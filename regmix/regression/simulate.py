@@ -34,6 +34,7 @@ from regmix.cli import ArgumentParser, integer_at_least, number_above, run_comma
 from regmix.core.files import ConfigError, check_outputs, write_files
 from regmix.core.mixture import Mixture, project_onto_simplex
 from regmix.core.objective import Objective
+from regmix.core.schema import MODEL_NAME
 from regmix.core.space import usage_bounds
 from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
 from regmix.regression.surrogate import Surrogate
@@ -261,7 +262,8 @@ def check_prior(natural: Mixture, model: FittedModel, prior: str | os.PathLike, 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="regmix simulate", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=Path("model.npz"), help="model file from regmix.regression.fit")
+    p.add_argument("--model", type=Path, default=Path(MODEL_NAME),
+                   help="model file from `regmix fit` (default: %(default)s, its --output's default)")
     p.add_argument("--prior", default="the_pile",
                    help="natural distribution: prepared corpus folder, YAML/JSON token distribution or preset")
     p.add_argument("--target", nargs="+", help="valid domain(s) to minimise, optionally weighted: the_pile_pile_cc "

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from regmix.cli import ArgumentParser, integer_at_least, run_command
-from regmix.core.files import ConfigError, check_output_folder
+from regmix.core.files import ConfigError, check_output_folder, did_you_mean
 from regmix.core.mixture import Mixture, load_distribution
 from regmix.core.schema import safe_name
 from regmix.core.space import usage_bounds
@@ -189,8 +189,12 @@ def plot_weights(mixtures: Sequence[Mixture], natural: Mixture, path: Path) -> N
 
 
 def load_prior(source: str) -> tuple[Mixture, tuple[str, ...]]:
-    """Natural distribution and validation domains from a manifest, a YAML/JSON file or a preset name."""
+    """Natural distribution and validation domains from a manifest, a YAML/JSON file or a preset name (a missing
+    file whose name is near a preset's is more likely the preset misspelled: the error says which)."""
     path = Path(str(resources.files("regmix") / "presets" / f"{source}.yaml")) if source in PRESETS else Path(source)
+    if not path.exists():
+        raise ConfigError(source, f"no such file or folder, nor a preset{did_you_mean(source, PRESETS)}; presets: "
+                                  f"{', '.join(PRESETS)}")
     if path.is_dir() or path.name == "manifest.json":
         from regmix.data.corpus import load_manifest
         manifest = load_manifest(path)

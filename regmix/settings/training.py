@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from regmix.core.files import ConfigError
+from regmix.core.files import ConfigError, did_you_mean
 
 
 def setting_field(default: Any, help: str) -> Any:
@@ -52,7 +52,8 @@ class TrainingSettings:
     def from_name(cls, name: str, **overrides: Any) -> TrainingSettings:
         """A named preset (see PRESETS) with some fields overridden, as litgpt's Config.from_name."""
         if name not in PRESETS:
-            raise ValueError(f"unknown training preset {name!r}; presets: {sorted(PRESETS)}")
+            raise ValueError(f"unknown training preset {name!r}{did_you_mean(name, PRESETS)}; presets: "
+                             f"{sorted(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
     def problems(self, spell: Callable[[str], str] = str) -> list[str]:
@@ -62,7 +63,8 @@ class TrainingSettings:
                   ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
                    "block_size", "eval_tokens", "grad_clip")]
         models = model_names()
-        checks += [(self.model_name in models, "model_name", f"must be a model preset of {models}"),
+        checks += [(self.model_name in models, "model_name",
+                    f"must be a model preset of {models}{did_you_mean(self.model_name, models)}"),
                    (self.micro_batch_size <= 0 or self.global_batch_size % self.micro_batch_size == 0,
                     "global_batch_size", f"must be a multiple of {spell('micro_batch_size')} {self.micro_batch_size}"),
                    (0 < self.learning_rate < math.inf, "learning_rate", "must be > 0 and finite"),

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +21,27 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command
+from regmix.cli import ArgumentParser, file_tag, integer_at_least, run_command
 from regmix.core.files import ConfigError, check_output_folder
 from regmix.core.mixture import Mixture
 from regmix.core.observations import Observations
 from regmix.core.results import load_result
 from regmix.core.schema import (
+    COLLECT_SCALE,
+    CORPUS_SETTING,
+    DEFAULT_CORPUS,
     HISTORY_NAME,
     RESULT_NAME,
     STEP,
+    STUDY_FOLDER,
     achieved_domain,
+    corpus_tag,
     loss_column,
     loss_csv_name,
     loss_domain,
     mixture_csv_name,
     run_index,
+    runs_folder,
 )
 from regmix.settings.run_config import RunConfig, load_run_config, run_config_from_dict, run_config_paths
 
@@ -54,6 +59,7 @@ class RunLosses:
     problem: str | None = None
     requested: Mixture | None = None  # the mixture the run recorded it was asked for, where it did
     achieved: Mixture | None = None  # the shares of the sequences it drew, where it logged them
+    corpus: str | None = None  # the name of the prepared corpus it trained on, where it recorded one
 
 
 @dataclass
@@ -89,6 +95,12 @@ class Collection:
 
     observations: Observations
     report: CollectReport
+    corpora: tuple[str, ...] = ()  # the prepared corpora the collected runs recorded they trained on
+
+    @property
+    def corpus(self) -> str:
+        """The loss CSV's corpus tag: the runs' one corpus; DEFAULT_CORPUS where they recorded none, or several."""
+        return corpus_tag(self.corpora[0]) if len(self.corpora) == 1 else DEFAULT_CORPUS
 
 
 def _step(row: Mapping[str, Any]) -> int | None:
@@ -163,7 +175,7 @@ def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunL
             entry = RunLosses(result.name, source, {}, result.step, f"status {result.status}: {result.error}")
         else:  # results written before achieved mixtures were recorded have none: the config's is used
             entry = RunLosses(result.name, source, dict(result.valid_losses), result.step, achieved=result.achieved)
-        entry.requested = result.requested
+        entry.requested, entry.corpus = result.requested, result.settings.get(CORPUS_SETTING)
         found.append(entry)
     return found
 
@@ -199,7 +211,7 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
         last_path, last = parts[-1]
         if last.damage:
             entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
-        entry.requested = _recorded_mixture(last.config, source, name)
+        entry.requested, entry.corpus = _recorded_mixture(last.config, source, name), last.config.get(CORPUS_SETTING)
         found.append(entry)
     return found
 
@@ -216,6 +228,7 @@ def _online_losses(project: str, step: int | None = None) -> list[RunLosses]:
         else:
             found.append(_losses_from_history(run.name, source, list(run.scan_history()), step))
             found[-1].requested = _recorded_mixture(dict(run.config), source, run.name)
+            found[-1].corpus = run.config.get(CORPUS_SETTING)
     return found
 
 
@@ -258,7 +271,7 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
     targets = _targets(list(configs_by_name.values()), found)
     domains = list(dict.fromkeys(d for c in configs_by_name.values() for d in c.train.domains))
 
-    mixture_rows, loss_rows, index = [], [], []
+    mixture_rows, loss_rows, index, corpora = [], [], [], []
     for name, config in configs_by_name.items():
         entries = by_name.get(name, [])
         if not entries:
@@ -288,6 +301,7 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
             report.failed[name] = f"achieved mixture: {exc} ({chosen.source})"
             continue
         report.collected.append(name)
+        corpora.append(chosen.corpus)
         index.append(run_index(name))
         loss_rows.append([chosen.losses[d] for d in targets])
 
@@ -303,29 +317,27 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
     observations = Observations(tuple(domains), tuple(targets), tuple(index),
                                 np.array(mixture_rows, dtype=np.float64).reshape(len(index), len(domains)),
                                 np.array(loss_rows, dtype=np.float64).reshape(len(index), len(targets)))
-    return Collection(observations, report)
-
-
-def file_tag(text: str) -> str:
-    """An argparse type: a part of a file name (letters, digits, `_`, `.`, `-`), so the CSVs land where expected."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be part of a file name: use letters, digits, _ . -")
-    return text
+    return Collection(observations, report, tuple(sorted({str(c) for c in corpora if c})))
 
 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="regmix collect", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", type=Path, required=True, help="sweep folder of n<i>.yaml configs")
-    p.add_argument("--runs", type=Path, help="local sweep output: <runs>/<name>/result.json")
+    p.add_argument("--runs", type=Path, help="local sweep output: <runs>/<name>/result.json (default, without "
+                                             "--wandb-dir or --project: runs/<name of the --configs folder>, "
+                                             "where `regmix train` puts them)")
     p.add_argument("--wandb-dir", type=Path, help="folder holding wandb offline runs (offline-run-*/run-*.wandb)")
     p.add_argument("--project", help="wandb project (entity/project) to read online")
     p.add_argument("--step", type=integer_at_least(0),
                    help="take the losses logged at this step instead of the last ones")
-    p.add_argument("--output", type=Path, default=Path("data"), help="folder for the two CSVs (default: data)")
-    p.add_argument("--scale", type=file_tag, default="1m", help="proxy scale in the file names (default: 1m)")
-    p.add_argument("--corpus", type=file_tag, default="pile",
-                   help="corpus tag in the loss file name (default: pile)")
+    p.add_argument("--output", type=Path, default=Path(STUDY_FOLDER),
+                   help="folder for the two CSVs, where `regmix fit` reads them (default: %(default)s)")
+    p.add_argument("--scale", type=file_tag, default=COLLECT_SCALE,
+                   help="proxy scale in the file names (default: %(default)s)")
+    p.add_argument("--corpus", type=file_tag,
+                   help=f"corpus tag in the loss file name (default: the name of the prepared corpus the runs "
+                        f"recorded they trained on; {DEFAULT_CORPUS} for runs that recorded none)")
     p.add_argument("--strict", action="store_true", help="fail if any run is missing, failed, duplicated or orphaned")
     p.add_argument("--requested", action="store_true",
                    help="write the mixture each config asked for instead of the one its run achieved "
@@ -337,12 +349,20 @@ def main(argv: Sequence[str] | None = None) -> Collection:
     """The command: collect, report, write both CSVs (nothing is written unless at least one run is usable)."""
     args = _parser().parse_args(argv)
     check_output_folder(args.output)
-    collection = collect(args.configs, args.runs, args.wandb_dir, args.project, args.step, args.strict,
-                         args.requested)
+    runs = args.runs
+    if runs is None and args.wandb_dir is None and args.project is None and args.configs.is_dir():
+        runs = runs_folder(args.configs)  # (a --configs that is no folder is collect's to report)
+        if not runs.is_dir():
+            raise ConfigError(runs, "no such runs folder, where `regmix train` puts the runs of --configs; give the "
+                                    "loss source: --runs, --wandb-dir or --project")
+    collection = collect(args.configs, runs, args.wandb_dir, args.project, args.step, args.strict, args.requested)
     report = collection.report
     print(report.summary())
+    if len(collection.corpora) > 1 and args.corpus is None:
+        print(f"warning: the runs trained on several corpora {list(collection.corpora)}; the loss CSV is named "
+              f"{DEFAULT_CORPUS!r} (--corpus names it)", file=sys.stderr)
     paths = collection.observations.save(args.output / mixture_csv_name(args.scale),
-                                         args.output / loss_csv_name(args.corpus, args.scale))
+                                         args.output / loss_csv_name(args.corpus or collection.corpus, args.scale))
     for path in paths:
         print(f"wrote {path}")
     if report.problems():

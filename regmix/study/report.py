@@ -19,7 +19,16 @@ from regmix.core.files import write_atomic
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.core.observations import Observations
-from regmix.core.schema import HISTORY_NAME, STEP, loss_column, loss_csv_name, mixture_csv_name, run_index
+from regmix.core.schema import (
+    HISTORY_NAME,
+    PIPELINE_SCALE,
+    STEP,
+    corpus_tag,
+    loss_column,
+    loss_csv_name,
+    mixture_csv_name,
+    run_index,
+)
 from regmix.regression.fit import cv_plot_path
 from regmix.regression.optimal_mixture import large_run_settings, mixture_report, optimal_run_config, plot_mixtures
 from regmix.regression.optimum import epochs, large_run_tokens
@@ -117,8 +126,9 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     recorded = state.recorded()
     own = [t for t in recorded if t.source not in ("anchor", "verify")]
     anchors = [t for t in recorded if anchor_of(t.name)]  # with the seeds the verification added
+    corpus = corpus_tag(study.manifest.name)
     csvs = observations([t for t in recorded if t.source != "verify"], space.domains).save(
-        folder / mixture_csv_name("proxy"), folder / loss_csv_name("corpus", "proxy"))
+        folder / mixture_csv_name(PIPELINE_SCALE), folder / loss_csv_name(corpus, PIPELINE_SCALE))
     plots = [plot_convergence(state, objective, folder / "convergence.png", study.method),
              plot_mixtures(study.natural, mixture, folder / "optimal_vs_natural.png")]
     if recommendation.details.get("regressor") and cv_plot_path(folder / REGRESSOR_FILE).exists():

@@ -23,7 +23,7 @@ import torch
 
 from regmix.core.mixture import Mixture, mixture_of_counts
 from regmix.core.results import RunResult, evaluation_row, save_result
-from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, STEP, loss_column, probe_column
+from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, CORPUS_SETTING, STEP, loss_column, probe_column
 from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler
 from regmix.data.validation import validation_sets
@@ -152,7 +152,7 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
     settings = configs[0].training
     tokens_per_step = settings.global_batch_size * settings.block_size
     extra = {"non_embedding_parameters": engine.non_embedding_parameters, "tokens_per_step": tokens_per_step,
-             "device": engine.device.type, **(extra or {})}
+             "device": engine.device.type, CORPUS_SETTING: manifest.name, **(extra or {})}
     runs = []
     for config, run_dir, source in zip(configs, run_dirs, sources):
         schedule = make_schedule(config, source, manifest)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from regmix.core.files import did_you_mean
+
 if TYPE_CHECKING:  # litgpt takes seconds to import: commands that only read configs never need it
     from litgpt import GPT, Config
 
@@ -42,7 +44,8 @@ def model_config(model_name: str, vocab_size: int, block_size: int) -> Config:
     from litgpt import Config
 
     if model_name not in PRESETS:
-        raise ValueError(f"unknown model_name {model_name!r}; presets: {sorted(PRESETS)}")
+        raise ValueError(f"unknown model_name {model_name!r}{did_you_mean(model_name, PRESETS)}; presets: "
+                         f"{sorted(PRESETS)}")
     return Config(name=model_name, vocab_size=vocab_size, block_size=block_size,
                   **TINYLLAMA, **PRESETS[model_name])
 

@@ -24,7 +24,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command
-from regmix.core.files import ConfigError, check_output_folder
+from regmix.core.files import ConfigError, check_output_folder, did_you_mean
 from regmix.core.results import RunResult
 from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, safe_name
 from regmix.data.corpus import CorpusManifest, load_manifest
@@ -52,7 +52,8 @@ def resolve_mixture(name: str, root: Path = MIXTURE_ROOT) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ConfigError(name, f"no such mixture config: not a file, and no {stem}.yaml below {root}/")
+        hint = did_you_mean(stem, {p.stem for p in root.rglob("*.yaml")})
+        raise ConfigError(name, f"no such mixture config: not a file, and no {stem}.yaml below {root}/{hint}")
     raise ConfigError(name, f"ambiguous mixture name: {[str(p) for p in found]}; give the path")
 
 
