@@ -4,6 +4,8 @@ a non-LLaMA model trains (one at a time where proxies would be stacked) and runs
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -78,7 +80,7 @@ def test_a_misspelled_name_is_one_error_naming_the_file_and_the_closest_name(tmp
                                           r".*\(did you mean 'pythia-14m'\?\).*regmix models.*got 'pythai-14m'"):
         load_run_config(run)
     experiment = tmp_path / "study.yaml"
-    experiment.write_text("simulation: {large_model: SmolLM2-153M}\n")
+    experiment.write_text("simulation: {large_model: smollm2-153m}\n")
     with pytest.raises(ConfigError, match=f"^{experiment}: 'simulation.large_model' must be .*did you mean "
                                           "'SmolLM2-135M'"):
         load_experiment(experiment)
@@ -113,6 +115,10 @@ def test_regmix_models_lists_pythia_with_its_size(capsys):
     capsys.readouterr()
     assert run_command(catalog.main, ["--filter", "no-such-model"]) == 2
     assert "--filter 'no-such-model': no model" in capsys.readouterr().err
+    help_imports = "import sys; from regmix.train.catalog import main\ntry: main(['--help'])\nexcept SystemExit: " \
+                   "print(sorted({'torch', 'litgpt'} & set(sys.modules)))"
+    quick = subprocess.run([sys.executable, "-c", help_imports], capture_output=True, text=True, check=True)
+    assert "--vocab-size" in quick.stdout and quick.stdout.endswith("[]\n"), "--help starts without torch or litgpt"
 
 
 def test_a_non_llama_model_trains_one_at_a_time_where_proxies_would_stack(tiny_corpus, tmp_path, capsys):
