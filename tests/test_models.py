@@ -25,7 +25,7 @@ from regmix.study.experiment import load_experiment
 from regmix.train import catalog
 from regmix.train.models import build_model, model_config, non_embedding_parameters, parameter_counts
 from regmix.train.pretrain import main as pretrain
-from regmix.train.stacked import StackedEngine, stack_problem
+from regmix.train.stacked import StackedEngine, StackedGPT, stack_problem
 from regmix.train.sweep import train_sweep
 
 TINY = dict(global_batch_size=4, micro_batch_size=2, max_step=3, warmup_steps=1, eval_step_interval=3,
@@ -154,3 +154,25 @@ def test_the_large_run_on_a_litgpt_model(tiny_corpus, tmp_path):
     assert result.ok and result.step == 4 and result.settings["model_name"] == "Pythia-14m"
     weights = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["model"]
     assert weights["transformer.h.5.mlp.fc.weight"].shape == (512, 128), "pythia's 6 NeoX blocks"
+
+
+def test_a_llama_style_litgpt_model_stacks_exactly(tmp_path):
+    """SmolLM2's blocks (3 key/value groups, head size 64, rope base 1e5), two of them from a model_config.yaml:
+    the stacked engine's forward and gradients are litgpt's own."""
+    path = tmp_path / "smol2.yaml"
+    path.write_text(yaml.dump(dataclasses.asdict(Config.from_name("SmolLM2-135M", n_layer=2))))
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        models.append(build_model(str(path), vocab_size=96, block_size=16))
+    group = StackedGPT(models, loss_chunk=13)
+    batch = torch.randint(0, 96, (2, 2, 17))
+    losses = group.loss(batch)
+    losses.sum().backward()
+    for k, model in enumerate(models):
+        logits = model(batch[k, :, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[k, :, 1:].reshape(-1))
+        loss.backward()
+        assert losses[k].item() == pytest.approx(loss.item(), rel=1e-5)
+        for i, p in enumerate(model.parameters()):
+            torch.testing.assert_close(group.weights[i].grad[k], p.grad, rtol=1e-4, atol=1e-5)
