@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module with main(argv), what 
     "reuse": ("regmix.study.reuse", "a study over a changed domain set, an earlier optimum frozen as one domain"),
     "transfer": ("regmix.study.transfer", "train the optimum and baselines at a larger scale with seeds"),
     "pretrain": ("regmix.train.pretrain", "the large run on a mixture config"),
+    "models": ("regmix.train.catalog", "the models a run may name (presets, litgpt's) with their parameter counts"),
     "export": ("regmix.export.__main__", "a mixture config as another trainer's files (Megatron, OLMo-core, ...)"),
 }
 

@@ -35,9 +35,11 @@ _Loader.add_implicit_resolver(
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the closest of `choices` to a misspelled `name`, or "" when none is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """" (did you mean 'x'?)" for the closest of `choices` to a misspelled `name`, or "" when none is close.
+    Compared in lower case (`smollm2-153m` is close to `SmolLM2-135M`), suggested as spelled in `choices`."""
+    spelled = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(spelled), n=1, cutoff=0.6)
+    return f" (did you mean {spelled[close[0]]!r}?)" if close else ""
 
 
 class ConfigError(ValueError):

@@ -40,6 +40,7 @@ from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
 from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
 from regmix.settings.run_config import RunConfig, run_config_text
+from regmix.train.models import model_problem
 
 if TYPE_CHECKING:
     from regmix.regression.fit import FittedModel
@@ -287,7 +288,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=integer_at_least(0), default=0, help="seed of the candidates (default: %(default)s)")
     p.add_argument("--threads", type=integer_at_least(1), default=os.cpu_count() or 1,
                    help="LightGBM threads (default: all cores)")
-    p.add_argument("--large-model", default="tinyllama_1_1b", help="model_name written for the large run")
+    p.add_argument("--large-model", default="tinyllama_1_1b",
+                   help="model_name written for the large run: a preset, a litgpt model name or a litgpt "
+                        "model_config.yaml; `regmix models` lists them (default: %(default)s)")
     p.add_argument("--output", type=Path, default=Path("optimal_mixture.yaml"),
                    help="where to write the optimal mixture config (default: %(default)s)")
     p.add_argument("--plot", type=Path, help="PNG comparing natural and optimal weights (default: next to --output)")
@@ -304,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     plot = args.plot or args.output.with_suffix(".png")
     if args.num_candidates < args.top_k:
         parser.error(f"--num-candidates {args.num_candidates} must be at least --top-k {args.top_k}")
+    large_model = model_problem(args.large_model)
+    if large_model:
+        parser.error(f"--large-model {large_model}, got {args.large_model!r}")
     check_outputs({"--output": args.output, "--plot": plot}, {"--model": args.model, "--prior": args.prior})
     settings = SynthesisSettings(maximum_usage=args.maximum_usage, temperature=args.temperature)
     target = Objective.parse(args.target, "--target")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from regmix.core.files import ConfigError, did_you_mean
+from regmix.train.models import model_problem
 
 
 def setting_field(default: Any, help: str) -> Any:
@@ -27,7 +28,10 @@ def setting_field(default: Any, help: str) -> Any:
 class TrainingSettings:
     """Training settings of a run, named as in RegMix's config files (defaults: RegMix's 1M proxies)."""
 
-    model_name: str = setting_field("tinyllama_1M", "model preset (regmix.train.models)")
+    model_name: str = setting_field("tinyllama_1M", "model: a preset (tinyllama_demo, tinyllama_1M, tinyllama_60M, "
+                                                    "tinyllama_1_1b), a litgpt model name (pythia-14m, SmolLM2-135M) "
+                                                    "or a litgpt model_config.yaml; `regmix models` lists them with "
+                                                    "their sizes")
     global_batch_size: int = setting_field(512, "sequences per optimizer step")
     micro_batch_size: int = setting_field(16, "sequences per forward pass (gradient accumulation makes up the rest)")
     max_step: int = setting_field(1000, "optimizer steps")
@@ -62,9 +66,8 @@ class TrainingSettings:
         checks = [(getattr(self, name) > 0, name, "must be > 0") for name in
                   ("global_batch_size", "micro_batch_size", "max_step", "eval_step_interval", "save_step_interval",
                    "block_size", "eval_tokens", "grad_clip")]
-        models = model_names()
-        checks += [(self.model_name in models, "model_name",
-                    f"must be a model preset of {models}{did_you_mean(self.model_name, models)}"),
+        model = model_problem(self.model_name)
+        checks += [(model is None, "model_name", model or ""),
                    (self.micro_batch_size <= 0 or self.global_batch_size % self.micro_batch_size == 0,
                     "global_batch_size", f"must be a multiple of {spell('micro_batch_size')} {self.micro_batch_size}"),
                    (0 < self.learning_rate < math.inf, "learning_rate", "must be > 0 and finite"),
@@ -94,13 +97,6 @@ class TrainingSettings:
 
 MAX_BLOCK_SIZE = 1 << 20
 MAX_BATCH_TOKENS = 1 << 34
-
-
-def model_names() -> list[str]:
-    """The model presets a config may name (imported here: regmix.train.models loads litgpt, seconds of import)."""
-    from regmix.train.models import PRESETS as MODELS
-
-    return sorted(MODELS)
 
 
 def flag_name(field_name: str) -> str:

@@ -33,6 +33,7 @@ from regmix.search.synthesize import SynthesisSettings
 from regmix.settings.training import PRESETS as TRAINING_PRESETS
 from regmix.settings.training import TrainingSettings, setting_types, setting_value
 from regmix.train.executor import Executor, executor_from_args
+from regmix.train.models import model_problem
 from regmix.train.runlog import WANDB_MODES
 
 
@@ -94,14 +95,16 @@ class FitSettings:
 
 @dataclass
 class SimulationSettings:
-    """How the optimum is chosen. `repetitions`: R, the epochs a domain may be repeated in the large run
-    (regmix.regression.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the mean of the `top_k` best
-    candidates) or exact (regmix.regression.optimum.exact_optimum, seeded by them); `kl`: its pull toward the
-    natural mixture; `guard_margin` (exact only): no target's predicted loss above natural's + margin.
-    `uncertainty`: kappa of the pessimistic top-k choice (prediction + kappa x the regressor's own uncertainty;
-    regmix.regression.simulate); `verify`: train the optimum as a proxy with the anchors' seeds and compare
-    (regmix.study.verify, Welch's test at `significance`), adding seeds to the optimum and to each baseline
-    it is not yet decided against until the test decides or each has `max_seeds`."""
+    """How the optimum is chosen, for which large run. `large_model`: its model_name (a preset, a litgpt model
+    name or a litgpt model_config.yaml: regmix.train.models); `repetitions`: R, the epochs a domain may be
+    repeated in the large run (regmix.regression.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the
+    mean of the `top_k` best candidates) or exact (regmix.regression.optimum.exact_optimum, seeded by them);
+    `kl`: its pull toward the natural mixture; `guard_margin` (exact only): no target's predicted loss above
+    natural's + margin. `uncertainty`: kappa of the pessimistic top-k choice (prediction + kappa x the
+    regressor's own uncertainty; regmix.regression.simulate); `verify`: train the optimum as a proxy with the
+    anchors' seeds and compare (regmix.study.verify, Welch's test at `significance`), adding seeds to the
+    optimum and to each baseline it is not yet decided against until the test decides or each has
+    `max_seeds`."""
 
     candidates: int = 1_000_000
     top_k: int = 128
@@ -301,7 +304,9 @@ def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experimen
 
 
 def check_simulation_settings(simulation: SimulationSettings, source: Path) -> None:
-    checks = [(simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
+    large_model = model_problem(simulation.large_model)
+    checks = [(large_model is None, f"'simulation.large_model' {large_model}, got {simulation.large_model!r}"),
+              (simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),

@@ -37,8 +37,10 @@ DEFAULT_LOSS_CHUNK = 1024  # tokens per proxy whose logits exist at once in the 
 
 # ---- the stacked model ------------------------------------------------------------------------------
 
-def _check_config(config: Config) -> None:
-    """The batched forward implements litgpt's TinyLlama family; refuse anything else loudly."""
+def stack_problem(config: Config) -> str | None:
+    """Why the batched forward cannot run `config` (None if it can): it implements LLaMA-style blocks only
+    (RMSNorm, SwiGLU MLP, full rotary, serial residual, no bias), so pythia's GPT-NeoX blocks, say, must
+    train one model at a time through litgpt's own GPT rather than silently as another architecture."""
     expected = dict(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", rotary_percentage=1.0,
                     parallel_residual=False, bias=False, attn_bias=False, lm_head_bias=False,
                     scale_embeddings=False, norm_qk=False, post_attention_norm=False, post_mlp_norm=False,
@@ -46,8 +48,7 @@ def _check_config(config: Config) -> None:
                     final_logit_softcapping=None, attention_scores_scalar=None, rope_adjustments=None,
                     rope_interleave=False, rope_indices=None, latent_attention=None, n_expert=0)
     wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k, v) != v}
-    if wrong:
-        raise ValueError(f"the multi-proxy trainer supports LLaMA-style configs only; {config.name} has {wrong}")
+    return f"the multi-proxy trainer runs LLaMA-style blocks only; {config.name} has {wrong}" if wrong else None
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -125,7 +126,9 @@ class StackedGPT(torch.nn.Module):
     def __init__(self, models: Sequence[GPT], loss_chunk: int = DEFAULT_LOSS_CHUNK, compile: bool = False):
         super().__init__()
         config = models[0].config
-        _check_config(config)
+        problem = stack_problem(config)
+        if problem:
+            raise ValueError(problem)
         if any(m.config != config for m in models):
             raise ValueError("all proxies of a group need the same model config")
         self.config = config

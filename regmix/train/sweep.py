@@ -37,8 +37,9 @@ from regmix.train.engine import SingleEngine, resolve_device
 from regmix.train.executor import LOCAL, Executor, ray_map, task_device
 from regmix.train.locks import acquire_lock, lock_holder, release_lock
 from regmix.train.loop import group_key, train
+from regmix.train.models import model_config
 from regmix.train.runlog import check_wandb
-from regmix.train.stacked import StackedEngine
+from regmix.train.stacked import StackedEngine, stack_problem
 
 CUDA_GROUP_SIZE = 16
 CPU_GROUP_SIZE = 1
@@ -167,6 +168,16 @@ def _entries(configs: Sequence[RunConfig], train_them: Callable[[], list[RunResu
         return [SweepEntry(c.name, "failed", detail) for c in configs]
 
 
+@functools.cache
+def stackable(model_name: str, vocab_size: int, block_size: int) -> bool:
+    """Whether the stacked engine can train this model; one that it cannot (not LLaMA-style) is said once per
+    process and its runs train one at a time, each through litgpt's own GPT."""
+    problem = stack_problem(model_config(model_name, vocab_size, block_size))
+    if problem:
+        print(f"note: {problem}; its runs train one at a time instead", flush=True)
+    return problem is None
+
+
 def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOptions) -> list[SweepEntry]:
     """Claim the chunk's configs and train them, those of one group_key and step together."""
     claims = [claim(Path(p), manifest, options.output, options.locks) for p in paths]
@@ -175,7 +186,9 @@ def run_chunk(paths: Sequence[Path], manifest: CorpusManifest, options: SweepOpt
     groups: dict[tuple, list[Claim]] = {}
     for c in held:
         kept = c.config.name in options.keep
-        key = (group_key(c.config), checkpoint_step(c.run_dir), kept) if options.group_size > 1 else (c.path,)
+        stack = options.group_size > 1 and stackable(c.config.training.model_name, manifest.tokenizer.vocab_size,
+                                                     c.config.training.block_size)
+        key = (group_key(c.config), checkpoint_step(c.run_dir), kept) if stack else (c.path,)
         groups.setdefault(key, []).append(c)
     try:
         for members in groups.values():
