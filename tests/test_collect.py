@@ -368,3 +368,21 @@ def test_the_corpus_tag_comes_from_the_runs(tmp_path, capsys, monkeypatch):
     collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "named"),
                          "--corpus", "mine"])
     assert (tmp_path / "named" / "train_mine_loss_1m.csv").exists()
+
+
+def test_runs_that_recorded_their_scale_give_the_scale_columns(tmp_path, monkeypatch):
+    configs, runs = make_sweep(tmp_path, ["n1", "n2", "n3"])
+    assert collect(configs, runs).observations.scale is None  # RegMix's runs record no scale: RegMix's columns
+    for name, params in (("n1", 1e6), ("n2", 1e6), ("n3", 4e6)):
+        result = load_result(runs / name)
+        result.settings = {"non_embedding_parameters": params, "tokens_per_step": 2048}  # as the trainer records
+        save_result(result, runs / name)
+    observations = collect(configs, runs).observations
+    np.testing.assert_array_equal(observations.scale, [[1e6, 20480], [1e6, 20480], [4e6, 20480]])  # step 10
+    collect_module.main(["--configs", str(configs), "--runs", str(runs), "--output", str(tmp_path / "out")])
+    header = (tmp_path / "out" / "train_mixture_1m.csv").read_text().splitlines()[0]
+    assert header.endswith(",params,tokens")
+    _offline(monkeypatch, {"a.wandb": OfflineRun("n1", "a", {"non_embedding_parameters": 5e5, "tokens_per_step": 100},
+                                                 _history(2.0))})
+    from_wandb = collect(configs, wandb_dir=tmp_path)  # the wandb config holds the scale as result.json does
+    assert from_wandb.report.collected == ["n1"] and from_wandb.observations.scale.tolist() == [[5e5, 1000.0]]

@@ -49,6 +49,8 @@ PIPELINE_SCALE = "proxy"  # the scale in a pipeline method's file names
 DEFAULT_CORPUS = "pile"  # the corpus tag of runs that recorded no corpus: RegMix's published runs are the Pile's
 MODEL_NAME = "model.npz"  # fit's output, simulate's input
 CORPUS_SETTING = "corpus"  # the setting a run records its corpus's name under (result.json, wandb config)
+PARAMS_SETTING = "non_embedding_parameters"  # ... its model's size (the scale columns' `params`)
+TOKENS_PER_STEP_SETTING = "tokens_per_step"  # ... the tokens of one optimizer step: tokens trained = step x this
 _FILE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -31,9 +31,11 @@ from regmix.core.schema import (
     CORPUS_SETTING,
     DEFAULT_CORPUS,
     HISTORY_NAME,
+    PARAMS_SETTING,
     RESULT_NAME,
     STEP,
     STUDY_FOLDER,
+    TOKENS_PER_STEP_SETTING,
     achieved_domain,
     corpus_tag,
     loss_column,
@@ -60,6 +62,14 @@ class RunLosses:
     requested: Mixture | None = None  # the mixture the run recorded it was asked for, where it did
     achieved: Mixture | None = None  # the shares of the sequences it drew, where it logged them
     corpus: str | None = None  # the name of the prepared corpus it trained on, where it recorded one
+    scale: tuple[float, float] | None = None  # (non-embedding parameters, tokens trained), where it recorded them
+
+    def record(self, settings: Mapping[str, Any]) -> None:
+        """What the run's settings (result.json's, or its wandb config) say about its corpus and scale."""
+        self.corpus = settings.get(CORPUS_SETTING)
+        params, per_step = settings.get(PARAMS_SETTING), settings.get(TOKENS_PER_STEP_SETTING)
+        if all(isinstance(v, (int, float)) and v > 0 for v in (params, per_step)) and self.step:
+            self.scale = (float(params), float(per_step) * self.step)
 
 
 @dataclass
@@ -175,7 +185,8 @@ def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunL
             entry = RunLosses(result.name, source, {}, result.step, f"status {result.status}: {result.error}")
         else:  # results written before achieved mixtures were recorded have none: the config's is used
             entry = RunLosses(result.name, source, dict(result.valid_losses), result.step, achieved=result.achieved)
-        entry.requested, entry.corpus = result.requested, result.settings.get(CORPUS_SETTING)
+        entry.requested = result.requested
+        entry.record(result.settings)
         found.append(entry)
     return found
 
@@ -211,7 +222,8 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
         last_path, last = parts[-1]
         if last.damage:
             entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
-        entry.requested, entry.corpus = _recorded_mixture(last.config, source, name), last.config.get(CORPUS_SETTING)
+        entry.requested = _recorded_mixture(last.config, source, name)
+        entry.record(last.config)
         found.append(entry)
     return found
 
@@ -228,7 +240,7 @@ def _online_losses(project: str, step: int | None = None) -> list[RunLosses]:
         else:
             found.append(_losses_from_history(run.name, source, list(run.scan_history()), step))
             found[-1].requested = _recorded_mixture(dict(run.config), source, run.name)
-            found[-1].corpus = run.config.get(CORPUS_SETTING)
+            found[-1].record(dict(run.config))
     return found
 
 
@@ -271,7 +283,7 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
     targets = _targets(list(configs_by_name.values()), found)
     domains = list(dict.fromkeys(d for c in configs_by_name.values() for d in c.train.domains))
 
-    mixture_rows, loss_rows, index, corpora = [], [], [], []
+    mixture_rows, loss_rows, index, corpora, scales = [], [], [], [], []
     for name, config in configs_by_name.items():
         entries = by_name.get(name, [])
         if not entries:
@@ -302,6 +314,7 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
             continue
         report.collected.append(name)
         corpora.append(chosen.corpus)
+        scales.append(chosen.scale)
         index.append(run_index(name))
         loss_rows.append([chosen.losses[d] for d in targets])
 
@@ -316,7 +329,8 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
                                    "or train them first")
     observations = Observations(tuple(domains), tuple(targets), tuple(index),
                                 np.array(mixture_rows, dtype=np.float64).reshape(len(index), len(domains)),
-                                np.array(loss_rows, dtype=np.float64).reshape(len(index), len(targets)))
+                                np.array(loss_rows, dtype=np.float64).reshape(len(index), len(targets)),
+                                np.array(scales) if all(s is not None for s in scales) else None)
     return Collection(observations, report, tuple(sorted({str(c) for c in corpora if c})))
 
 

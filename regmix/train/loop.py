@@ -23,7 +23,16 @@ import torch
 
 from regmix.core.mixture import Mixture, mixture_of_counts
 from regmix.core.results import RunResult, evaluation_row, save_result
-from regmix.core.schema import CHECKPOINT_NAME, CONFIG_NAME, CORPUS_SETTING, STEP, loss_column, probe_column
+from regmix.core.schema import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    CORPUS_SETTING,
+    PARAMS_SETTING,
+    STEP,
+    TOKENS_PER_STEP_SETTING,
+    loss_column,
+    probe_column,
+)
 from regmix.data.corpus import CorpusManifest
 from regmix.data.sampler import MixtureSampler
 from regmix.data.validation import validation_sets
@@ -151,7 +160,7 @@ def train(engine: Engine, configs: Sequence[RunConfig], manifest: CorpusManifest
         config.check_corpus(manifest, source)
     settings = configs[0].training
     tokens_per_step = settings.global_batch_size * settings.block_size
-    extra = {"non_embedding_parameters": engine.non_embedding_parameters, "tokens_per_step": tokens_per_step,
+    extra = {PARAMS_SETTING: engine.non_embedding_parameters, TOKENS_PER_STEP_SETTING: tokens_per_step,
              "device": engine.device.type, CORPUS_SETTING: manifest.name, **(extra or {})}
     runs = []
     for config, run_dir, source in zip(configs, run_dirs, sources):
