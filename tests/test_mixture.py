@@ -109,7 +109,7 @@ def test_bad_weights_name_the_file(tmp_path, weights, problem):
     ("train:\n  train_a: 1.0\nmax_step: 1.5\n", "max_step must be a whole number"),
     ("train:\n  train_a: 1.0\nmax_step: true\n", "max_step must be a whole number"),
     ("train:\n  train_a: 1.0\nmodel_name: gpt5\n", "model_name must be a model preset"),
-    ("train:\n  train_a: 1.0\nmodel_name: tinyllama_1m\n", "(did you mean 'tinyllama_1M'?), got 'tinyllama_1m'"),
+    ("train:\n  train_a: 1.0\nmodel_name: tinylama_1M\n", "(did you mean 'tinyllama_1M'?); `regmix models` lists them, got 'tinylama_1M'"),
     ("train:\n  train_a: 1.0\nlearning_rate: .nan\n", "learning_rate must be > 0 and finite"),
     ("train:\n  train_a: 1.0\nlr_schedule: cosine\nmin_lr: 0.1\n", "min_lr must be at most learning_rate"),
     ("train:\n  train_a: 1.0\nseed: -1\n", "seed must be in [0, 2**63)"),
