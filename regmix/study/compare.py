@@ -41,10 +41,7 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     summaries = {}
     for method in methods:
         report(f"[compare] {method}")
-        own = experiment.search.for_method(method, experiment.method)  # flat settings: the experiment's method's
-        search = dataclasses.replace(experiment.search, settings=own)
-        summaries[method] = run_study(dataclasses.replace(experiment, method=method, search=search), method,
-                                      report=report)
+        summaries[method] = run_study(method_experiment(experiment, method), method, report=report)
     rows = {method: row(summary) for method, summary in summaries.items()}
     folder = experiment.runs / "compare"
     result = {"experiment": experiment.name, "objective": next(iter(summaries.values()))["objective_text"],
@@ -52,6 +49,13 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     write_comparison(folder, result)
     report(format_table(result))
     return result
+
+
+def method_experiment(experiment: Any, method: str) -> Any:
+    """The experiment as `method` runs in a comparison: its own search settings (flat ones are the experiment's
+    method's; the others run with their defaults)."""
+    search = dataclasses.replace(experiment.search, settings=experiment.search.for_method(method, experiment.method))
+    return dataclasses.replace(experiment, method=method, search=search)
 
 
 def row(summary: Mapping[str, Any]) -> dict[str, Any]:

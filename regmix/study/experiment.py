@@ -16,10 +16,10 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from regmix.cli import torch_device
-from regmix.core.files import ConfigError, read_yaml
+from regmix.core.files import ConfigError, did_you_mean, noting, read_yaml
 from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
@@ -30,7 +30,7 @@ from regmix.regression.fit import SELECTION
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
-from regmix.settings.training import TrainingSettings, setting_types, setting_value
+from regmix.settings.training import TrainingSettings, model_names, setting_types, setting_value
 from regmix.train.executor import Executor, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 
@@ -207,32 +207,57 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read an experiment YAML; every section is optional and starts from the demo defaults."""
+    experiment, problems = read_experiment(path)
+    if problems:
+        raise problems[0]
+    return experiment
+
+
+def read_experiment(path: str | os.PathLike | None) -> tuple[Experiment, list[ConfigError]]:
+    """The experiment and every problem of its file (a bad section keeps its defaults, so the other sections are
+    still checked): load_experiment stops at the first, `regmix validate` lists them all. None: the default one."""
+    if path is None:
+        return Experiment(), []
     path = Path(path)
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "expected a mapping of experiment settings")
+    problems: list[ConfigError] = []
     experiment = Experiment(source=str(path))
+    data: Any = {}
+    with noting(problems, path):
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            data = {}
+            raise ConfigError(path, "expected a mapping of experiment settings")
     top = ("name", "method", "target", "source", "origins")
     sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in top]
     unknown = sorted(set(data) - set(sections) - set(top[:3]))
     if unknown:
-        raise ConfigError(path, f"unknown keys {unknown}; known: name, method, target, {', '.join(sections)}")
-    experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
+        problems.append(ConfigError(path, f"unknown keys {unknown}{did_you_mean(unknown[0], sections + list(top[:3]))}"
+                                          f"; known: name, method, target, {', '.join(sections)}"))
+    with noting(problems, path):
+        experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
     experiment.method = str(data.get("method", experiment.method))
     if experiment.method not in PROPOSERS:
-        raise ConfigError(path, f"unknown method {experiment.method!r}; known: {sorted(PROPOSERS)}")
-    experiment.target = Objective.parse(data.get("target"), path)
+        problems.append(ConfigError(path, f"unknown method {experiment.method!r}"
+                                          f"{did_you_mean(experiment.method, PROPOSERS)}; known: {sorted(PROPOSERS)}"))
+        experiment.method = Experiment.method
+    with noting(problems, path):
+        experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
         if key in data:
-            setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
-    check_search_settings(experiment.search, path)
-    check_simulation_settings(experiment.simulation, path)
-    check_fit_settings(experiment.fit, path)
-    check_sweep_settings(experiment.sweep, path)
-    check_corpus_settings(experiment.corpus, path)
-    experiment.proxy.validate(path, section_spelling("proxy"))
-    experiment.synthesis.validate(path, section_spelling("synthesis"))
-    return experiment
+            with noting(problems, path):
+                setattr(experiment, key, _section(getattr(experiment, key), data[key], path, key))
+    checks: list[tuple[Callable[[Any, Path], None], Any]] = [
+        (check_search_settings, experiment.search), (check_simulation_settings, experiment.simulation),
+        (check_fit_settings, experiment.fit), (check_sweep_settings, experiment.sweep),
+        (check_corpus_settings, experiment.corpus)]
+    for check, section in checks:
+        with noting(problems, path):
+            check(section, path)
+    with noting(problems, path):
+        experiment.proxy.validate(path, section_spelling("proxy"))
+    with noting(problems, path):
+        experiment.synthesis.validate(path, section_spelling("synthesis"))
+    return experiment, problems
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:
@@ -281,7 +306,10 @@ def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experimen
 
 
 def check_simulation_settings(simulation: SimulationSettings, source: Path) -> None:
-    checks = [(simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
+    models = model_names()
+    checks = [(simulation.large_model in models, f"'simulation.large_model' must be a model preset of {models}, got "
+               f"{simulation.large_model!r}{did_you_mean(simulation.large_model, models)}"),
+              (simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
@@ -327,9 +355,19 @@ def check_search_settings(search: SearchSettings, source: Path) -> None:
             raise ConfigError(source, problem)
 
 
-def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print
-                              ) -> tuple[CorpusManifest, Objective]:
-    """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
+@dataclass(frozen=True)
+class CorpusLocation:
+    """Where an experiment's corpus comes from, decided in one place for the pipeline and for `regmix validate`:
+    `kind` is `prepared` (a manifest used as it is), `default` (the embedded corpus, built into `source` first) or
+    `source` (text in `source`, tokenized incrementally into `prepared`)."""
+
+    kind: str
+    prepared: Path
+    source: Path
+
+
+def corpus_location(experiment: Experiment) -> CorpusLocation:
+    """The experiment's corpus, without reading or writing any of it."""
     corpus = experiment.corpus
     prepared = Path(corpus.prepared)
     if prepared.exists() and not prepared.is_dir():
@@ -337,25 +375,44 @@ def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], No
     source = Path(corpus.source) if corpus.source else prepared / "raw"
     if corpus.source is None and (prepared / MANIFEST_NAME).exists() and not (source / "train").is_dir():
         # a corpus prepared from other text: use it as it is, never replace it with the embedded one
-        report(f"[prepare] using the prepared corpus in {prepared} (no 'corpus.source': nothing is re-tokenized)")
-        manifest = load_manifest(prepared)
-        source = Path(manifest.source)
-        return manifest, _checked_corpus(experiment, manifest, source, report)
+        return CorpusLocation("prepared", prepared, source)
     if corpus.source is None and not (source / "train").is_dir():
+        return CorpusLocation("default", prepared, source)
+    return CorpusLocation("source", prepared, source)
+
+
+def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print
+                              ) -> tuple[CorpusManifest, Objective]:
+    """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
+    corpus, where = experiment.corpus, corpus_location(experiment)
+    if where.kind == "prepared":
+        report(f"[prepare] using the prepared corpus in {where.prepared} (no 'corpus.source': nothing is "
+               "re-tokenized)")
+        manifest = load_manifest(where.prepared)
+        return manifest, _checked_corpus(experiment, manifest, Path(manifest.source), report)
+    if where.kind == "default":
         report("[corpus] building the embedded default corpus")
-        build_default_corpus(source)
+        build_default_corpus(where.source)
     report("[prepare] tokenizing (incremental)")
-    manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True,
+    manifest = prepare(where.source, where.prepared, corpus.tokenizer, corpus.vocab_size, progress=True,
                        routing=corpus.routing(), min_tokens=corpus.min_tokens)
-    return manifest, _checked_corpus(experiment, manifest, source, report)
+    return manifest, _checked_corpus(experiment, manifest, where.source, report)
+
+
+def corpus_objective(experiment: Experiment, valid: Sequence[str], empty: Sequence[str], train_domains: int
+                     ) -> Objective:
+    """The experiment's objective on a corpus's valid domains (`empty`: those without tokens), its synthesis settings
+    checked against the number of training domains: after preparing, and before it in `regmix validate`."""
+    objective = Objective.for_domains(experiment.target, valid, empty, experiment.origin("target"))
+    experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), train_domains)
+    return objective
 
 
 def _checked_corpus(experiment: Experiment, manifest: CorpusManifest, source: Path,
                     report: Callable[[str], None]) -> Objective:
     """The experiment's objective on this corpus, its synthesis settings checked against it, empty domains said."""
-    objective = Objective.for_domains(experiment.target, list(manifest.shards["valid"]),
-                                      manifest.empty_domains("valid"), experiment.origin("target"))
-    experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), len(manifest.train_domains))
+    objective = corpus_objective(experiment, list(manifest.shards["valid"]), manifest.empty_domains("valid"),
+                                 len(manifest.train_domains))
     for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
         if manifest.empty_domains(split):
             report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "

@@ -84,9 +84,16 @@ def open_study(experiment: Experiment, method: str | None = None, domains: Seque
                report: Callable[[str], None] = print) -> Study:
     """Prepare the corpus and build the study's objective and space; `domains`: a subset of the training domains
     (without a target, the objective is then the mean over those of them that are valid domains)."""
-    method = method or experiment.method
     check_search_settings(experiment.search, experiment.source)
     manifest, objective = prepare_experiment_corpus(experiment, report)
+    return study_on(experiment, manifest, objective, method, domains, report)
+
+
+def study_on(experiment: Experiment, manifest: CorpusManifest, objective: Objective, method: str | None = None,
+             domains: Sequence[str] | None = None, report: Callable[[str], None] = print) -> Study:
+    """The study of a prepared corpus and its objective (open_study's second half; `regmix validate` checks an
+    experiment's space and reuse with it, on the corpus as last prepared, writing nothing)."""
+    method = method or experiment.method
     natural = manifest.token_distribution()
     empty = set(manifest.empty_domains("train"))
     if domains is not None:

@@ -58,3 +58,12 @@ def non_embedding_parameters(model: GPT) -> int:
     """Parameter count without token embedding and output head: the size RegMix names models by."""
     skip = {id(model.transformer.wte.weight), id(model.lm_head.weight)}
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def model_size(model_name: str, vocab_size: int, block_size: int) -> int:
+    """Non-embedding parameters of a preset, counted on the meta device: a plan names the 1.1B large run's size
+    without allocating its 4 GB of weights."""
+    import torch
+
+    with torch.device("meta"):
+        return non_embedding_parameters(build_model(model_name, vocab_size, block_size))
