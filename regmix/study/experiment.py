@@ -205,21 +205,21 @@ def _section(base: Any, data: Any, source: Path, name: str) -> Any:
     return dataclasses.replace(base, **values)
 
 
-def load_experiment(path: str | os.PathLike) -> Experiment:
-    """Read an experiment YAML; every section is optional and starts from the demo defaults."""
-    experiment, problems = read_experiment(path)
-    if problems:
-        raise problems[0]
+def load_experiment(path: str | os.PathLike | None, problems: list[ConfigError] | None = None) -> Experiment:
+    """Read an experiment YAML (None: the embedded default experiment); every section is optional and starts from
+    the demo defaults. Its first problem is raised, or with `problems` every one is kept there (a bad section keeps
+    its defaults, so the others are still checked: `regmix validate` and `--dry-run` list them all)."""
+    found: list[ConfigError] = []
+    experiment = _read_experiment(Path(path), found) if path is not None else Experiment()
+    if problems is None and found:
+        raise found[0]
+    if problems is not None:
+        problems.extend(found)
     return experiment
 
 
-def read_experiment(path: str | os.PathLike | None) -> tuple[Experiment, list[ConfigError]]:
-    """The experiment and every problem of its file (a bad section keeps its defaults, so the other sections are
-    still checked): load_experiment stops at the first, `regmix validate` lists them all. None: the default one."""
-    if path is None:
-        return Experiment(), []
-    path = Path(path)
-    problems: list[ConfigError] = []
+def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
+    """The experiment of one file, each problem kept in `problems` and its setting left at the default."""
     experiment = Experiment(source=str(path))
     data: Any = {}
     with noting(problems, path):
@@ -257,7 +257,7 @@ def read_experiment(path: str | os.PathLike | None) -> tuple[Experiment, list[Co
         experiment.proxy.validate(path, section_spelling("proxy"))
     with noting(problems, path):
         experiment.synthesis.validate(path, section_spelling("synthesis"))
-    return experiment, problems
+    return experiment
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:

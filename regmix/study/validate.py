@@ -1,14 +1,14 @@
 """`regmix validate EXPERIMENT.yaml`: every problem of an experiment before anything trains, or what would train.
 
-The experiment is read as `regmix pipeline` reads it (regmix.study.experiment.read_experiment: every problem
-of the file, not only the first); its corpus is found as the pipeline finds it (corpus_location) but only
+The experiment is read as `regmix pipeline` reads it (regmix.study.experiment.load_experiment, keeping every
+problem of the file, not only the first); its corpus is found as the pipeline finds it (corpus_location) but only
 read: the prepared manifest, and the source files' names for a corpus not yet (or not freshly) prepared. The
 objective is checked against the valid domains, and on the corpus as last prepared the search space, reuse and
 each method's settings (regmix.study.study.study_on, regmix.study.runner.study_proposer). Each problem is one
 line naming its file (exit code 1); with none, the plan: per method the proxy runs it trains (with the anchors
 and the verification the study adds), their tokens, the proxy model, the large run, and the time on this
-machine from two timed optimizer steps (regmix.train.estimate). Nothing is written. `--dry-run` on pipeline and
-compare prints the same.
+machine from two timed optimizer steps (regmix.train.estimate). Nothing is written. `--dry-run` on the commands
+that run studies (pipeline, compare, search, online, reuse) prints the same.
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ class CorpusView:
 
 
 def validate(experiment: Experiment, methods: Sequence[str], problems: Sequence[ConfigError] = (),
-             timed: bool = True, report: Callable[[str], None] = print) -> int:
-    """Check `experiment` for `methods` (with `problems` already found reading it); print every problem and return
-    1, or print what would train and return 0. Reads, never writes."""
+             timed: bool = True, domains: Sequence[str] | None = None, report: Callable[[str], None] = print) -> int:
+    """Check `experiment` for `methods` (with `problems` already found reading it; `domains`: a subset trained, as
+    `regmix online --domains`); print every problem and return 1, or print what would train and return 0. Reads,
+    never writes."""
     from regmix.study.compare import method_experiment
     from regmix.study.experiment import corpus_objective
     from regmix.study.imports import imported_runs
@@ -62,7 +63,7 @@ def validate(experiment: Experiment, methods: Sequence[str], problems: Sequence[
         for method in methods:
             with noting(found, experiment.source):
                 study = study_on(method_experiment(experiment, method), corpus.manifest, objective, method,
-                                 report=lambda line: None)
+                                 domains, report=lambda line: None)
                 study_proposer(study)
                 if experiment.search.start_from:
                     started = len(imported_runs(experiment.search.start_from, study.space.domains, objective,
@@ -200,9 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help=f"methods to plan, of {sorted(PROPOSERS)} (default: the experiment's `method:`)")
     p.add_argument("--no-timing", action="store_true", help="skip the two timed optimizer steps")
     args = p.parse_args(argv)
-    from regmix.study.experiment import read_experiment
+    from regmix.study.experiment import load_experiment
 
-    experiment, problems = read_experiment(args.config)
+    problems: list[ConfigError] = []
+    experiment = load_experiment(args.config, problems)
     return validate(experiment, args.methods or [experiment.method], problems, timed=not args.no_timing)
 
 

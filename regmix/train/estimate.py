@@ -62,7 +62,7 @@ def estimate(settings: TrainingSettings, runs: int, vocab_size: int, device: str
     total = run * runs / min(workers, runs)
     lines.append(f"time here ({where.type}, {threads} thread{'s' * (threads > 1)} a worker): a step {seconds[1]:.3g} s "
                  f"(the second of two timed; the first {seconds[0]:.3g} s), a run {describe_seconds(run)}; "
-                 f"{runs} runs on {min(workers, runs)} workers at once: about {describe_seconds(total)} "
+                 f"{runs} runs, {min(workers, runs)} at once: about {describe_seconds(total)} "
                  "(evaluations and start-up not counted" + (f"; {CUDA_NOTE})" if cuda else ")"))
     return lines
 
