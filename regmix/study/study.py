@@ -18,7 +18,8 @@ from regmix.data.corpus import CorpusManifest
 from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
 from regmix.settings.run_config import load_run_config
-from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
+from regmix.study.corpus import prepare_experiment_corpus
+from regmix.study.experiment import Experiment, check_search_settings
 
 
 @dataclass

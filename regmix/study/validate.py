@@ -1,7 +1,7 @@
 """`regmix validate EXPERIMENT.yaml`: every problem of an experiment before anything trains, or what would train.
 
 The experiment is read as `regmix pipeline` reads it (regmix.study.experiment.load_experiment, keeping every
-problem of the file, not only the first); its corpus is found as the pipeline finds it (corpus_location) but only
+problem of the file, not only the first); its corpus is found as the pipeline finds it (regmix.study.corpus) but only
 read: the prepared manifest, and the source files' names for a corpus not yet (or not freshly) prepared. The
 objective is checked against the valid domains, and on the corpus as last prepared the search space, reuse and
 each method's settings (regmix.study.study.study_on, regmix.study.runner.study_proposer). Each problem is one
@@ -47,7 +47,7 @@ def validate(experiment: Experiment, methods: Sequence[str], problems: Sequence[
     `regmix online --domains`); print every problem and return 1, or print what would train and return 0. Reads,
     never writes."""
     from regmix.study.compare import method_experiment
-    from regmix.study.experiment import corpus_objective
+    from regmix.study.corpus import corpus_objective
     from regmix.study.imports import imported_runs
     from regmix.study.runner import study_proposer
     from regmix.study.study import study_on
@@ -90,7 +90,7 @@ def read_corpus(experiment: Experiment, problems: list[ConfigError]) -> CorpusVi
     from regmix.data.prepare import check_vocab_size
     from regmix.data.sources import find_sources
     from regmix.data.tokenizer import load_tokenizer
-    from regmix.study.experiment import corpus_location
+    from regmix.study.corpus import corpus_location
 
     settings, source = experiment.corpus, experiment.source
     vocab_size = settings.vocab_size
@@ -135,8 +135,9 @@ def read_corpus(experiment: Experiment, problems: list[ConfigError]) -> CorpusVi
                  f"domains {', '.join(manifest.valid_domains)}")
         return CorpusView(said, manifest, manifest.train_domains, list(manifest.shards["valid"]),
                           manifest.empty_domains("valid"), manifest.tokenizer.vocab_size)
-    if names is None:
-        said += f"; its domains come from the field {settings.domain_field!r} when it is prepared (checked then)"
+    if names is None:  # a problem above, or domains only preparing reads (a domain field)
+        if settings.domain_field:
+            said += f"; its domains come from the field {settings.domain_field!r} when it is prepared (checked then)"
         return CorpusView(said, None, None, None, (), vocab_size)
     said += f"; domains {', '.join(names['train'])}, valid {', '.join(names['valid'])}"
     return CorpusView(said + " (the search space is checked once it is prepared)", None, names["train"],
