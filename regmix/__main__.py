@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module with main(argv), what 
     "fit": ("regmix.regression.fit", "fit regressors from mixture to loss, chosen by cross-validation"),
     "simulate": ("regmix.regression.simulate", "score candidate mixtures with a fitted model -> optimal mixture"),
     "predict": ("regmix.regression.predict", "a fitted model's predicted losses for mixtures you have"),
+    "validate": ("regmix.study.validate", "check an experiment and print what it would train, training nothing"),
     "pipeline": ("regmix.pipeline", "a whole study from one experiment YAML (any method), resumable"),
     "search": ("regmix.search.__main__", "a sequential search (bo, turbo, random, regmix) with real proxies"),
     "online": ("regmix.online.__main__", "one online mixing method (aioli, doremi, ...) or a static baseline"),

@@ -96,6 +96,13 @@ def torch_device(text: str) -> str:
     return text
 
 
+def add_dry_run_argument(parser: argparse.ArgumentParser) -> None:
+    """--dry-run, the same on every command that trains: `regmix validate`'s checks and plan, nothing trained."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything and print what would train (runs, tokens, model, the time here from "
+                             "two timed steps), training and writing nothing (as `regmix validate`)")
+
+
 class RunFailed(RuntimeError):
     """The command ran but its work did not finish (e.g. some runs of a sweep failed): exit code 1."""
 

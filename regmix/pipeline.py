@@ -19,24 +19,30 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from regmix.cli import ArgumentParser, run_command
+from regmix.cli import ArgumentParser, add_dry_run_argument, run_command
 from regmix.search import PROPOSERS
 from regmix.train.executor import add_executor_arguments
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     p = ArgumentParser(prog="regmix pipeline", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
     p.add_argument("--method", choices=sorted(PROPOSERS), help="the method (default: the experiment's `method:`)")
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     args = p.parse_args(argv)
-    from regmix.study.experiment import Experiment, load_experiment, with_executor
+    from regmix.core.files import ConfigError
+    from regmix.study.experiment import load_experiment, with_executor
     from regmix.study.runner import run_study
+    from regmix.study.validate import validate
 
-    experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
+    problems: list[ConfigError] = []
+    experiment = with_executor(load_experiment(args.config, problems if args.dry_run else None), args)
     if args.method:
         experiment = dataclasses.replace(experiment, method=args.method)
+    if args.dry_run:
+        return validate(experiment, [experiment.method], problems)
     return run_study(experiment)
 
 

@@ -19,14 +19,15 @@ reused or overwritten. The sweep itself is regmix.train.sweep; the loop regmix.t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
-from regmix.cli import ArgumentParser, RunFailed, integer_at_least, run_command, torch_device
-from regmix.core.files import ConfigError, check_output_folder
+from regmix.cli import ArgumentParser, RunFailed, add_dry_run_argument, integer_at_least, run_command, torch_device
+from regmix.core.files import ConfigError, check_output_folder, noting
 from regmix.core.schema import runs_folder
-from regmix.data.corpus import load_manifest, verify_corpus
-from regmix.settings.run_config import load_run_config, run_config_paths
+from regmix.data.corpus import CorpusManifest, load_manifest, verify_corpus
+from regmix.settings.run_config import RunConfig, load_run_config, run_config_paths
 from regmix.train.executor import add_executor_arguments, executor_from_args
 from regmix.train.runlog import WANDB_MODES
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", default="regmix", help="wandb project name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     return p
 
 
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = run_config_paths(args.config) if args.config.is_dir() else [args.config]
     if not paths:
         raise ConfigError(args.config, "no .yaml configs in this folder")
+    if args.dry_run:
+        return dry_run(paths, manifest, output, args)
     if not args.config.is_dir():  # one config: a bad one is bad input (exit 2), not a failed sweep
         load_run_config(args.config).check_corpus(manifest, args.config)
     entries = train_sweep(paths, manifest, output, workers=args.workers, device=args.device,
@@ -80,6 +84,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         raise RunFailed(f"{output}: {len(failed)} of {len(entries)} runs failed ({', '.join(failed[:5])}"
                         f"{', ...' if len(failed) > 5 else ''}); the summary above says why")
+    return 0
+
+
+def dry_run(paths: Sequence[Path], manifest: CorpusManifest, output: Path, args: argparse.Namespace) -> int:
+    """--dry-run: every bad config (1), or the runs still to train, per training settings, with their tokens and
+    time here (regmix.train.estimate, as `regmix validate` plans); trains and writes nothing."""
+    from regmix.core.schema import RESULT_NAME
+    from regmix.train.estimate import estimate
+    from regmix.train.loop import group_key
+
+    problems: list[ConfigError] = []
+    groups: dict[tuple, list[RunConfig]] = {}
+    for path in paths:
+        with noting(problems, path):
+            config = load_run_config(path)
+            config.check_corpus(manifest, path)
+            if not (output / config.name / RESULT_NAME).exists():  # as the sweep skips it
+                groups.setdefault(group_key(config), []).append(config)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} of {len(paths)} configs are bad; nothing was trained")
+        return 1
+    todo = sum(map(len, groups.values()))
+    print(f"{len(paths) - todo} of {len(paths)} runs already finished in {output} (not trained again)")
+    for configs in groups.values():
+        print("\n".join(estimate(configs[0].training, len(configs), manifest.tokenizer.vocab_size, args.device,
+                                 args.workers)))
+    print("nothing was trained or written")
     return 0
 
 

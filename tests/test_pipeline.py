@@ -17,7 +17,8 @@ from regmix.core.results import load_result
 from regmix.regression.fit import main as fit_main
 from regmix.settings.run_config import RunConfig, load_run_config
 from regmix.settings.training import TrainingSettings
-from regmix.study.experiment import load_experiment, prepare_experiment_corpus
+from regmix.study.corpus import prepare_experiment_corpus
+from regmix.study.experiment import load_experiment
 from regmix.study.runner import run_study
 from regmix.study.transfer import format_table, transfer
 

@@ -13,8 +13,9 @@ import os
 import re
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -53,6 +54,18 @@ class ConfigError(ValueError):
     def __reduce__(self) -> tuple:
         """Pickled as its two parts: an error raised in a worker process (a sweep's, a bench's) reaches the parent."""
         return type(self), (self.source, self.problem)
+
+
+@contextmanager
+def noting(problems: list[ConfigError], source: str | os.PathLike) -> Iterator[None]:
+    """Run a check, keeping its error in `problems` instead of stopping (a bare ValueError as one naming `source`):
+    `regmix validate` lists every problem of an experiment, not only the first one a run would stop at."""
+    try:
+        yield
+    except ConfigError as exc:
+        problems.append(exc)
+    except ValueError as exc:
+        problems.append(ConfigError(source, str(exc)))
 
 
 def read_yaml(path: str | os.PathLike) -> Any:

@@ -20,7 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command, torch_device
+from regmix.cli import ArgumentParser, add_dry_run_argument, integer_at_least, run_command, torch_device
 from regmix.search import ONLINE
 from regmix.settings.training import TrainingSettings, add_settings_arguments, settings_from_args
 from regmix.train.executor import add_executor_arguments
@@ -51,24 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--output", type=Path, help=argparse.SUPPRESS)  # before the study runner; said when given
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     training = p.add_argument_group("proxy training settings (default: the experiment's proxy settings)")
     add_settings_arguments(training, TrainingSettings.from_name("demo"), only_given="the experiment's")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     args = _parser().parse_args(argv)
     from regmix.core.files import ConfigError
     from regmix.core.objective import Objective
     from regmix.core.schema import safe_name
     from regmix.settings.training import parse_settings
-    from regmix.study.experiment import Experiment, load_experiment, with_executor
+    from regmix.study.experiment import load_experiment, with_executor
     from regmix.study.runner import run_study
+    from regmix.study.validate import validate
 
     if args.output is not None:
         raise ConfigError("--output", "is gone: a method's runs go to runs/<name>/proxies/ and its results to "
                                       "runs/<name>/<method>/; name the experiment with --name")
-    experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
+    problems: list[ConfigError] = []
+    experiment = with_executor(load_experiment(args.config, problems if args.dry_run else None), args)
     for flag, names in (("--domains", args.domains or []), ("--valid", args.valid or [])):
         if len(set(names)) != len(names):
             raise ConfigError(flag, f"names a domain twice: {sorted(d for d in set(names) if names.count(d) > 1)}")
@@ -86,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         method=args.method, corpus=corpus, target=target, sweep=sweep, proxy=proxy, origins=origins,
         search=dataclasses.replace(experiment.search, settings={
             **experiment.search.for_method(args.method, experiment.method), **parse_settings(args.setting)}))
+    if args.dry_run:
+        return validate(experiment, [args.method], problems, domains=args.domains)
     return run_study(experiment, args.method, domains=args.domains)
 
 

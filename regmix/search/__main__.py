@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command
+from regmix.cli import ArgumentParser, add_dry_run_argument, integer_at_least, run_command
 from regmix.search import OFFLINE, SEQUENTIAL
 from regmix.train.executor import add_executor_arguments
 
@@ -38,16 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", nargs="+", default=[], metavar="KEY=VALUE",
                    help="method settings, e.g. initial=8 design=sobol num_restarts=4 (JSON values)")
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     args = _parser().parse_args(argv)
+    from regmix.core.files import ConfigError
     from regmix.settings.training import parse_settings
-    from regmix.study.experiment import Experiment, load_experiment, with_executor
+    from regmix.study.experiment import load_experiment, with_executor
     from regmix.study.runner import run_study
+    from regmix.study.validate import validate
 
-    experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
+    problems: list[ConfigError] = []
+    experiment = with_executor(load_experiment(args.config, problems if args.dry_run else None), args)
     method = args.method or (experiment.method if experiment.method in SEQUENTIAL + OFFLINE else "bo")
     start = args.start_from
     overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch), ("seed", args.seed),
@@ -60,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sweep = dataclasses.replace(sweep, num_configs=search.budget)
     origins = {**experiment.origins, "search.settings": "--setting"} if args.setting else experiment.origins
     experiment = dataclasses.replace(experiment, method=method, search=search, sweep=sweep, origins=origins)
+    if args.dry_run:
+        return validate(experiment, [method], problems)
     return run_study(experiment, method)
 
 

@@ -25,7 +25,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command
+from regmix.cli import ArgumentParser, add_dry_run_argument, integer_at_least, run_command
 from regmix.search import PROPOSERS
 from regmix.train.executor import add_executor_arguments
 
@@ -41,10 +41,7 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     summaries = {}
     for method in methods:
         report(f"[compare] {method}")
-        own = experiment.search.for_method(method, experiment.method)  # flat settings: the experiment's method's
-        search = dataclasses.replace(experiment.search, settings=own)
-        summaries[method] = run_study(dataclasses.replace(experiment, method=method, search=search), method,
-                                      report=report)
+        summaries[method] = run_study(method_experiment(experiment, method), method, report=report)
     rows = {method: row(summary) for method, summary in summaries.items()}
     folder = experiment.runs / "compare"
     result = {"experiment": experiment.name, "objective": next(iter(summaries.values()))["objective_text"],
@@ -52,6 +49,13 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     write_comparison(folder, result)
     report(format_table(result))
     return result
+
+
+def method_experiment(experiment: Any, method: str) -> Any:
+    """The experiment as `method` runs in a comparison: its own search settings (flat ones are the experiment's
+    method's; the others run with their defaults)."""
+    search = dataclasses.replace(experiment.search, settings=experiment.search.for_method(method, experiment.method))
+    return dataclasses.replace(experiment, method=method, search=search)
 
 
 def row(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +150,7 @@ def comparison_plot(result: Mapping[str, Any]) -> bytes:
     return png.getvalue()
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     p = ArgumentParser(prog="regmix compare", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="experiment YAML (default: the embedded default experiment)")
@@ -158,10 +162,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--anchor-seeds", type=integer_at_least(0, 100), help="seeds of the anchors and of each "
                    "verification (default: the experiment's)")
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     args = p.parse_args(argv)
-    from regmix.study.experiment import Experiment, load_experiment, with_executor
+    from regmix.core.files import ConfigError
+    from regmix.study.experiment import load_experiment, with_executor
+    from regmix.study.validate import validate
 
-    experiment = with_executor(load_experiment(args.config) if args.config else Experiment(), args)
+    problems: list[ConfigError] = []
+    experiment = with_executor(load_experiment(args.config, problems if args.dry_run else None), args)
     if args.budget:
         experiment = dataclasses.replace(
             experiment, sweep=dataclasses.replace(experiment.sweep, num_configs=args.budget),
@@ -169,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.anchor_seeds is not None:
         experiment = dataclasses.replace(experiment, sweep=dataclasses.replace(experiment.sweep,
                                                                                anchor_seeds=args.anchor_seeds))
+    if args.dry_run:
+        return validate(experiment, args.methods, problems)
     return compare(experiment, args.methods)
 
 

@@ -6,7 +6,7 @@ minimise; default: the mean over every valid domain), `corpus`, `synthesis`, `pr
 settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path; its `repetitions`,
 `large_model` and `verify` hold for every method), `search` (budget, bounds and the method's
 settings) and `reuse` (an earlier optimum frozen as one domain when the domain set changed). The study
-runner (`regmix.study.runner`) starts from `prepare_experiment_corpus`.
+runner (`regmix.study.runner`) starts from its corpus (`regmix.study.corpus`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from regmix.cli import torch_device
-from regmix.core.files import ConfigError, did_you_mean, read_yaml
+from regmix.core.files import ConfigError, did_you_mean, noting, read_yaml
 from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
-from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
-from regmix.data.default_corpus import build_default_corpus
-from regmix.data.prepare import prepare
 from regmix.data.sources import Routing
 from regmix.regression.fit import SELECTION
 from regmix.regression.regressors import REGRESSORS
@@ -224,37 +221,60 @@ def without_preset(section: Any) -> Any:
     return {k: v for k, v in section.items() if k != "preset"} if isinstance(section, dict) else section
 
 
-def load_experiment(path: str | os.PathLike) -> Experiment:
-    """Read an experiment YAML; every section is optional and starts from the demo defaults."""
-    path = Path(path)
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "expected a mapping of experiment settings")
+def load_experiment(path: str | os.PathLike | None, problems: list[ConfigError] | None = None) -> Experiment:
+    """Read an experiment YAML (None: the embedded default experiment); every section is optional and starts from
+    the demo defaults. Its first problem is raised, or with `problems` every one is kept there (a bad section keeps
+    its defaults, so the others are still checked: `regmix validate` and `--dry-run` list them all)."""
+    found: list[ConfigError] = []
+    experiment = _read_experiment(Path(path), found) if path is not None else Experiment()
+    if problems is None and found:
+        raise found[0]
+    if problems is not None:
+        problems.extend(found)
+    return experiment
+
+
+def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
+    """The experiment of one file, each problem kept in `problems` and its setting left at the default."""
     experiment = Experiment(source=str(path))
+    data: Any = {}
+    with noting(problems, path):
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            data = {}
+            raise ConfigError(path, "expected a mapping of experiment settings")
     top = ("name", "method", "target", "source", "origins")
     sections = [f.name for f in dataclasses.fields(Experiment) if f.name not in top]
     unknown = sorted(set(data) - set(sections) - set(top[:3]))
     if unknown:
-        raise ConfigError(path, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"
-                                f"{did_you_mean(unknown[0], [*top[:3], *sections])}; known: name, method, target, "
-                                f"{', '.join(sections)}")
-    experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
+        problems.append(ConfigError(path, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"
+                                          f"{did_you_mean(unknown[0], [*top[:3], *sections])}; known: name, method, "
+                                          f"target, {', '.join(sections)}"))
+    with noting(problems, path):
+        experiment.name = safe_name(data.get("name", experiment.name), "experiment name", path)
     experiment.method = str(data.get("method", experiment.method))
     if experiment.method not in PROPOSERS:
-        raise ConfigError(path, f"unknown method {experiment.method!r}{did_you_mean(experiment.method, PROPOSERS)}; "
-                                f"known: {sorted(PROPOSERS)}")
-    experiment.target = Objective.parse(data.get("target"), path)
+        problems.append(ConfigError(path, f"unknown method {experiment.method!r}"
+                                          f"{did_you_mean(experiment.method, PROPOSERS)}; known: {sorted(PROPOSERS)}"))
+        experiment.method = Experiment.method
+    with noting(problems, path):
+        experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
         if key in data:
-            setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
-                                              getattr(experiment, key), without_preset(data[key]), path, key))
-    check_search_settings(experiment.search, path)
-    check_simulation_settings(experiment.simulation, path)
-    check_fit_settings(experiment.fit, path)
-    check_sweep_settings(experiment.sweep, path)
-    check_corpus_settings(experiment.corpus, path)
-    experiment.proxy.validate(path, section_spelling("proxy"))
-    experiment.synthesis.validate(path, section_spelling("synthesis"))
+            with noting(problems, path):
+                setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
+                                                  getattr(experiment, key), without_preset(data[key]), path, key))
+    checks: list[tuple[Callable[[Any, Path], None], Any]] = [
+        (check_search_settings, experiment.search), (check_simulation_settings, experiment.simulation),
+        (check_fit_settings, experiment.fit), (check_sweep_settings, experiment.sweep),
+        (check_corpus_settings, experiment.corpus)]
+    for check, section in checks:
+        with noting(problems, path):
+            check(section, path)
+    with noting(problems, path):
+        experiment.proxy.validate(path, section_spelling("proxy"))
+    with noting(problems, path):
+        experiment.synthesis.validate(path, section_spelling("synthesis"))
     return experiment
 
 
@@ -350,39 +370,3 @@ def check_search_settings(search: SearchSettings, source: Path) -> None:
     for ok, problem in checks:
         if not ok:
             raise ConfigError(source, problem)
-
-
-def prepare_experiment_corpus(experiment: Experiment, report: Callable[[str], None] = print
-                              ) -> tuple[CorpusManifest, Objective]:
-    """Build the default corpus if needed, tokenize (incrementally); the manifest and the checked objective."""
-    corpus = experiment.corpus
-    prepared = Path(corpus.prepared)
-    if prepared.exists() and not prepared.is_dir():
-        raise ConfigError(experiment.source, f"'corpus.prepared' is {prepared}, a file; it names a folder")
-    source = Path(corpus.source) if corpus.source else prepared / "raw"
-    if corpus.source is None and (prepared / MANIFEST_NAME).exists() and not (source / "train").is_dir():
-        # a corpus prepared from other text: use it as it is, never replace it with the embedded one
-        report(f"[prepare] using the prepared corpus in {prepared} (no 'corpus.source': nothing is re-tokenized)")
-        manifest = load_manifest(prepared)
-        source = Path(manifest.source)
-        return manifest, _checked_corpus(experiment, manifest, source, report)
-    if corpus.source is None and not (source / "train").is_dir():
-        report("[corpus] building the embedded default corpus")
-        build_default_corpus(source)
-    report("[prepare] tokenizing (incremental)")
-    manifest = prepare(source, corpus.prepared, corpus.tokenizer, corpus.vocab_size, progress=True,
-                       routing=corpus.routing(), min_tokens=corpus.min_tokens)
-    return manifest, _checked_corpus(experiment, manifest, source, report)
-
-
-def _checked_corpus(experiment: Experiment, manifest: CorpusManifest, source: Path,
-                    report: Callable[[str], None]) -> Objective:
-    """The experiment's objective on this corpus, its synthesis settings checked against it, empty domains said."""
-    objective = Objective.for_domains(experiment.target, list(manifest.shards["valid"]),
-                                      manifest.empty_domains("valid"), experiment.origin("target"))
-    experiment.synthesis.validate(experiment.source, section_spelling("synthesis"), len(manifest.train_domains))
-    for split, consequence in (("train", "they get weight 0"), ("valid", "they are not validated on")):
-        if manifest.empty_domains(split):
-            report(f"[prepare] warning: no {split} tokens for {list(manifest.empty_domains(split))} in "
-                   f"{source / split} (empty files?): {consequence}")
-    return objective

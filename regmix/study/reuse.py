@@ -17,12 +17,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from regmix.cli import ArgumentParser, integer_at_least, run_command
+from regmix.cli import ArgumentParser, add_dry_run_argument, integer_at_least, run_command
 from regmix.search import PROPOSERS
 from regmix.train.executor import add_executor_arguments
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
     p = ArgumentParser(prog="regmix reuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="experiment YAML of the corpus with its new domains")
     p.add_argument("--previous", type=Path, required=True,
@@ -32,16 +32,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--name", default="existing", help="the frozen domain's name (default: %(default)s)")
     p.add_argument("--method", choices=sorted(PROPOSERS), help="the method (default: the experiment's `method:`)")
     add_executor_arguments(p)
+    add_dry_run_argument(p)
     args = p.parse_args(argv)
+    from regmix.core.files import ConfigError
     from regmix.study.experiment import ReuseSettings, load_experiment, with_executor
     from regmix.study.runner import run_study
+    from regmix.study.validate import validate
 
-    experiment = with_executor(load_experiment(args.config), args)
+    problems: list[ConfigError] = []
+    experiment = with_executor(load_experiment(args.config, problems if args.dry_run else None), args)
     experiment = dataclasses.replace(
         experiment, name=f"{experiment.name}_reuse", method=args.method or experiment.method,
         reuse=ReuseSettings(str(args.previous), args.name),
         sweep=dataclasses.replace(experiment.sweep, num_configs=args.runs),
         search=dataclasses.replace(experiment.search, budget=args.runs))
+    if args.dry_run:
+        return validate(experiment, [experiment.method], problems)
     return run_study(experiment)
 
 

@@ -85,6 +85,16 @@ def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
             "reuse": None if study.frozen is None else study.frozen.members.to_dict()}
 
 
+def study_proposer(study: Study) -> Proposer:
+    """The study's method with its settings; an unknown or bad setting is one error naming the experiment."""
+    experiment = study.experiment
+    steering, recommending = method_settings(experiment, study.method)
+    return make_proposer(study.method, study.space, study.objective, experiment.search.seed,
+                         {**steering, **recommending}, experiment.origin("search.settings"),
+                         synthesis=experiment.synthesis, max_step=experiment.proxy.max_step,
+                         run_folder=str(study.pool.resolve()), output=str(study.folder))
+
+
 def batch_size(experiment: Experiment) -> int:
     """`search.batch`, or what trains at once: a GPU's proxy group, or one proxy per CPU worker (on Ray: per
     task the cluster runs at once)."""
@@ -105,10 +115,7 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
     started = time.perf_counter()
     study = open_study(experiment, method, domains, report)
     steering, recommending = method_settings(experiment, study.method)
-    proposer = make_proposer(study.method, study.space, study.objective, experiment.search.seed,
-                             {**steering, **recommending}, experiment.origin("search.settings"),
-                             synthesis=experiment.synthesis, max_step=experiment.proxy.max_step,
-                             run_folder=str(study.pool.resolve()), output=str(study.folder))
+    proposer = study_proposer(study)
     state = StudyState(study.folder / STATE_NAME, proposer, identity(study, steering))
     report(f"[{study.method}] objective: {study.objective.describe()}")
     if state.path.exists() and state.load():

@@ -18,7 +18,8 @@ from regmix.data.corpus import CorpusManifest
 from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
 from regmix.settings.run_config import load_run_config
-from regmix.study.experiment import Experiment, check_search_settings, prepare_experiment_corpus
+from regmix.study.corpus import prepare_experiment_corpus
+from regmix.study.experiment import Experiment, check_search_settings
 
 
 @dataclass
@@ -84,9 +85,16 @@ def open_study(experiment: Experiment, method: str | None = None, domains: Seque
                report: Callable[[str], None] = print) -> Study:
     """Prepare the corpus and build the study's objective and space; `domains`: a subset of the training domains
     (without a target, the objective is then the mean over those of them that are valid domains)."""
-    method = method or experiment.method
     check_search_settings(experiment.search, experiment.source)
     manifest, objective = prepare_experiment_corpus(experiment, report)
+    return study_on(experiment, manifest, objective, method, domains, report)
+
+
+def study_on(experiment: Experiment, manifest: CorpusManifest, objective: Objective, method: str | None = None,
+             domains: Sequence[str] | None = None, report: Callable[[str], None] = print) -> Study:
+    """The study of a prepared corpus and its objective (open_study's second half; `regmix validate` checks an
+    experiment's space and reuse with it, on the corpus as last prepared, writing nothing)."""
+    method = method or experiment.method
     natural = manifest.token_distribution()
     empty = set(manifest.empty_domains("train"))
     if domains is not None:

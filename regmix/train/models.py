@@ -134,3 +134,9 @@ def parameter_counts(config: Config) -> tuple[int, int]:
     head_bias = config.padded_vocab_size if config.lm_head_bias else 0
     non_embedding = blocks + final_norm + head_bias
     return non_embedding, non_embedding + 2 * config.padded_vocab_size * config.n_embd
+
+
+def model_size(model_name: str, vocab_size: int, block_size: int) -> int:
+    """Non-embedding parameters of a named model, counted without allocating it: a plan names the 1.1B large run's
+    size without its 4 GB of weights."""
+    return parameter_counts(model_config(model_name, vocab_size, block_size))[0]
