@@ -386,3 +386,21 @@ def test_runs_that_recorded_their_scale_give_the_scale_columns(tmp_path, monkeyp
                                                  _history(2.0))})
     from_wandb = collect(configs, wandb_dir=tmp_path)  # the wandb config holds the scale as result.json does
     assert from_wandb.report.collected == ["n1"] and from_wandb.observations.scale.tolist() == [[5e5, 1000.0]]
+
+
+def test_every_evaluation_as_a_row_at_its_tokens(tmp_path):
+    configs, runs = make_sweep(tmp_path, ["n1", "n2"])
+    for name in ("n1", "n2"):
+        result = load_result(runs / name)
+        result.settings = {"non_embedding_parameters": 1e6, "tokens_per_step": 100}
+        save_result(result, runs / name)
+        rows = [evaluation_row(step, step * 100, 9.0, 1.0, {"web": 3.0 - step / 10, "code": 2.0}) for step in (5, 10)]
+        (runs / name / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    collection = collect(configs, runs, evaluations=True)
+    observations = collection.observations
+    assert observations.index == ("n1@5", "n1@10", "n2@5", "n2@10") and collection.report.collected == ["n1", "n2"]
+    assert observations.scale[:, 1].tolist() == [500.0, 1000.0, 500.0, 1000.0]
+    assert observations.losses[:2, observations.targets.index("web")].tolist() == [2.5, 2.0]
+    assert not collection.report.duplicated  # a run's evaluations are one run
+    with pytest.raises(ValueError, match="at no one step"):
+        collect(configs, runs, step=5, evaluations=True)

@@ -163,8 +163,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(path, f"unreadable history: {exc}") from None
 
 
-def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunLosses]:
-    """One entry per run folder under `runs` (a folder without result.json is an unfinished run)."""
+def _each_evaluation(name: str, source: str, history: Sequence[Mapping[str, Any]]) -> list[RunLosses]:
+    """An entry per step the run logged validation losses at (for scale-aware regressors: rows at more token
+    counts than the runs' last)."""
+    steps = sorted({s for row in history if (s := _step(row)) is not None and any(map(loss_domain, row))})
+    return [_losses_from_history(name, source, history, s) for s in steps]
+
+
+def _local_losses(runs: str | os.PathLike, step: int | None = None, every: bool = False) -> list[RunLosses]:
+    """One entry per run folder under `runs` (a folder without result.json is an unfinished run); with `every`,
+    one per evaluation of each finished run."""
     if not Path(runs).is_dir():
         raise ConfigError(runs, "no such runs folder")
     found = []
@@ -177,6 +185,13 @@ def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunL
             result = load_result(run_dir)
         except ConfigError as exc:
             found.append(RunLosses(run_dir.name, source, {}, None, str(exc)))
+            continue
+        if every and result.status == "finished":
+            entries = _each_evaluation(result.name, str(run_dir / HISTORY_NAME), _read_jsonl(run_dir / HISTORY_NAME))
+            for entry in entries:
+                entry.requested = result.requested
+                entry.record(result.settings)
+            found += entries
             continue
         if step is not None:
             entry = _losses_from_history(result.name, str(run_dir / HISTORY_NAME),
@@ -191,8 +206,9 @@ def _local_losses(runs: str | os.PathLike, step: int | None = None) -> list[RunL
     return found
 
 
-def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[RunLosses]:
-    """One entry per wandb run below `root`; the run's display name is the config name.
+def _offline_losses(root: str | os.PathLike, step: int | None = None, every: bool = False) -> list[RunLosses]:
+    """One entry per wandb run below `root` (per evaluation with `every`); the run's display name is the config
+    name.
 
     A resumed run writes one file per session under the same run id: their histories are joined
     (in path order, which is time order for offline-run-<timestamp> folders), not counted twice. A
@@ -218,13 +234,15 @@ def _offline_losses(root: str | os.PathLike, step: int | None = None) -> list[Ru
     for (name, _), parts in sessions.items():
         history = [row for _, run in parts for row in run.history]
         source = ", ".join(str(p) for p, _ in parts)
-        entry = _losses_from_history(name, source, history, step)
         last_path, last = parts[-1]
-        if last.damage:
-            entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
-        entry.requested = _recorded_mixture(last.config, source, name)
-        entry.record(last.config)
-        found.append(entry)
+        entries = _each_evaluation(name, source, history) if every else [
+            _losses_from_history(name, source, history, step)]
+        for entry in entries:
+            if last.damage:
+                entry.problem = f"damaged run file ({last_path.name}, its last session): {last.damage}"
+            entry.requested = _recorded_mixture(last.config, source, name)
+            entry.record(last.config)
+            found.append(entry)
     return found
 
 
@@ -252,12 +270,16 @@ def _targets(configs: Sequence[RunConfig], found: Iterable[RunLosses]) -> list[s
 
 def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
             wandb_dir: str | os.PathLike | None = None, project: str | None = None,
-            step: int | None = None, strict: bool = False, requested: bool = False) -> Collection:
+            step: int | None = None, strict: bool = False, requested: bool = False,
+            evaluations: bool = False) -> Collection:
     """Match every config of the sweep folder `configs` to its run's losses, from any of the sources.
 
     Each row's mixture is the run's achieved one (the config's where the run recorded none), or the
-    config's with `requested`.
+    config's with `requested`. With `evaluations`, every evaluation a finished run logged is a row (index
+    `<run>@<step>`), at the tokens trained by then: what the scale-aware regressors learn the token axis from.
     """
+    if evaluations and (step is not None or project is not None):
+        raise ValueError("every evaluation as a row is read from local runs and wandb offline files, at no one step")
     configs_by_name = {p.stem: load_run_config(p) for p in run_config_paths(configs)}
     if not configs_by_name:
         raise ConfigError(configs, "no config files (*.yaml) in this folder (python -m regmix.synthesize writes them)")
@@ -265,9 +287,9 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
         raise ValueError("give at least one loss source: --runs, --wandb-dir or --project")
     found: list[RunLosses] = []
     if runs is not None:
-        found += _local_losses(runs, step)
+        found += _local_losses(runs, step, evaluations)
     if wandb_dir is not None:
-        found += _offline_losses(wandb_dir, step)
+        found += _offline_losses(wandb_dir, step, evaluations)
     if project is not None:
         found += _online_losses(project, step)
 
@@ -289,34 +311,38 @@ def collect(configs: str | os.PathLike, runs: str | os.PathLike | None = None,
         if not entries:
             report.missing.append(name)
             continue
-        if len(entries) > 1:
-            report.duplicated[name] = [e.source for e in entries]
+        sources = list(dict.fromkeys(e.source for e in entries))  # a run's evaluations share its source
+        if len(sources) > 1:
+            report.duplicated[name] = sources
         for e in entries:  # what the run was asked for, not what it drew, must be what the config holds
             if e.problem is None and e.requested is not None and not e.requested.close_to(config.train):
                 e.problem = "trained on another mixture than its config holds now (configs synthesized again?)"
-        usable = [e for e in entries if e.problem is None and (step is not None or e.step is None
+        usable = [e for e in entries if e.problem is None and (step is not None or evaluations or e.step is None
                                                                 or e.step >= config.training.max_step)]
         if not usable:
             report.failed[name] = "; ".join(
                 f"{e.problem or f'unfinished: last step {e.step} < max_step {config.training.max_step}'} ({e.source})"
                 for e in entries)
             continue
-        chosen = max(usable, key=lambda e: e.step if e.step is not None else -1)
-        absent = [d for d in targets if not math.isfinite(chosen.losses.get(d, math.nan))]
-        if absent:
-            report.failed[name] = f"no finite value for {[loss_column(d) for d in absent]} ({chosen.source})"
+        chosen = (list({e.step: e for e in sorted(usable, key=lambda e: e.step or 0)}.values()) if evaluations
+                  else [max(usable, key=lambda e: e.step if e.step is not None else -1)])
+        complete = [e for e in chosen if all(math.isfinite(e.losses.get(d, math.nan)) for d in targets)]
+        if not complete:
+            absent = [d for d in targets if not math.isfinite(chosen[-1].losses.get(d, math.nan))]
+            report.failed[name] = f"no finite value for {[loss_column(d) for d in absent]} ({chosen[-1].source})"
             continue
-        mixture = (None if requested else chosen.achieved) or config.train
         try:
-            mixture_rows.append(mixture.vector(domains))
+            rows = [((None if requested else e.achieved) or config.train).vector(domains) for e in complete]
         except ValueError as exc:  # a run (of another corpus?) that drew from domains no config has
-            report.failed[name] = f"achieved mixture: {exc} ({chosen.source})"
+            report.failed[name] = f"achieved mixture: {exc} ({complete[-1].source})"
             continue
         report.collected.append(name)
-        corpora.append(chosen.corpus)
-        scales.append(chosen.scale)
-        index.append(run_index(name))
-        loss_rows.append([chosen.losses[d] for d in targets])
+        for entry, row in zip(complete, rows):
+            mixture_rows.append(row)
+            corpora.append(entry.corpus)
+            scales.append(entry.scale)
+            index.append(f"{name}@{entry.step}" if evaluations else run_index(name))
+            loss_rows.append([entry.losses[d] for d in targets])
 
     if strict and report.problems():
         raise ConfigError(configs, "runs are not all usable (--strict):\n" + "\n".join(report.problems()))
@@ -345,6 +371,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="wandb project (entity/project) to read online")
     p.add_argument("--step", type=integer_at_least(0),
                    help="take the losses logged at this step instead of the last ones")
+    p.add_argument("--evaluations", action="store_true",
+                   help="every evaluation of each finished run as a row (index <run>@<step>) at the tokens trained "
+                        "by then, for the scale-aware regressors (fit --model scaling); local runs or --wandb-dir")
     p.add_argument("--output", type=Path, default=Path(STUDY_FOLDER),
                    help="folder for the two CSVs, where `regmix fit` reads them (default: %(default)s)")
     p.add_argument("--scale", type=file_tag, default=COLLECT_SCALE,
@@ -369,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> Collection:
         if not runs.is_dir():
             raise ConfigError(runs, "no such runs folder, where `regmix train` puts the runs of --configs; give the "
                                     "loss source: --runs, --wandb-dir or --project")
-    collection = collect(args.configs, runs, args.wandb_dir, args.project, args.step, args.strict, args.requested)
+    collection = collect(args.configs, runs, args.wandb_dir, args.project, args.step, args.strict, args.requested,
+                         args.evaluations)
     report = collection.report
     print(report.summary())
     if len(collection.corpora) > 1 and args.corpus is None:
