@@ -101,9 +101,14 @@ class Observations:
         """The runs at these (params, tokens) only."""
         keep = np.array([(float(n), float(d)) in set(scales) for n, d in self.scale]) if self.scale is not None \
             else np.zeros(len(self), dtype=bool)
-        return dataclasses.replace(self, index=tuple(np.asarray(self.index, dtype=object)[keep]),
-                                   mixtures=self.mixtures[keep], losses=self.losses[keep],
-                                   scale=self.scale[keep] if self.scale is not None else None)
+        return self.take(np.flatnonzero(keep))
+
+    def take(self, rows: Sequence[int]) -> Observations:
+        """The runs at these positions, in this order."""
+        rows = np.asarray(rows, dtype=int)
+        return dataclasses.replace(self, index=tuple(np.asarray(self.index, dtype=object)[rows]),
+                                   mixtures=self.mixtures[rows], losses=self.losses[rows],
+                                   scale=self.scale[rows] if self.scale is not None else None)
 
     def _frame(self, values: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd  # here, not at the top: commands that only parse their flags start without it
