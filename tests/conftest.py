@@ -85,3 +85,15 @@ def corpus(tmp_path) -> Path:
         write_jsonl(src / "valid" / f"{domain}.jsonl", texts(domain, 5, 10 + i))
     write_jsonl(src / "train" / "code_1.jsonl.gz", texts("code", 30, 99))
     return src
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A working folder with test_pipeline's tiny corpus and experiment (tiny.yaml), wandb off."""
+    from test_pipeline import EXPERIMENT, write_corpus
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    write_corpus(tmp_path / "src")
+    (tmp_path / "tiny.yaml").write_text(EXPERIMENT)
+    return tmp_path

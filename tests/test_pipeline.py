@@ -49,15 +49,6 @@ def write_corpus(root: Path) -> None:
             (root / split / name).write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    write_corpus(tmp_path / "src")
-    (tmp_path / "tiny.yaml").write_text(EXPERIMENT)
-    return tmp_path
-
-
 def test_pipeline_end_to_end_then_nothing_trained_again(workdir):
     lines: list[str] = []
     summary = run_study(load_experiment("tiny.yaml"), report=lines.append)

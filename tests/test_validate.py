@@ -4,21 +4,12 @@ from pathlib import Path
 
 import pytest
 from test_bad_input import folder_hashes
-from test_pipeline import EXPERIMENT, write_corpus
+from test_pipeline import EXPERIMENT
 
 from regmix.__main__ import main as regmix
 from regmix.data.prepare import prepare
 from regmix.settings.run_config import RunConfig, save_run_config
 from regmix.settings.training import TrainingSettings
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    write_corpus(tmp_path / "src")
-    (tmp_path / "tiny.yaml").write_text(EXPERIMENT)
-    return tmp_path
 
 
 def test_validate_plans_a_good_experiment_and_writes_nothing(workdir, capsys):
