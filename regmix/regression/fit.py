@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -42,14 +43,16 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     RMSE; regret@1, the true loss of the run predicted best minus the best true loss (what picking by the model
     costs); and lower-tail optimism, the mean of true minus predicted over the `TAIL` of runs predicted best
     (above 0: the model promises the best mixtures more than they give, Marin's check of a surrogate)."""
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
 
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    with warnings.catch_warnings():  # a constant prediction ranks nothing: its NaN says so (selection: 0)
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        spearman, pearson = spearmanr(y_true, y_pred)[0], pearsonr(y_true, y_pred)[0]
     residual = ((y_true - y_pred) ** 2).sum()
     total = ((y_true - y_true.mean()) ** 2).sum()
     tail = np.argsort(y_pred, kind="stable")[:max(1, int(round(TAIL * len(y_pred))))]
-    return {"spearman": 100 * float(spearmanr(y_true, y_pred)[0]),
-            "pearson": 100 * float(pearsonr(y_true, y_pred)[0]),
+    return {"spearman": 100 * float(spearman), "pearson": 100 * float(pearson),
             "mse": float(residual / len(y_true)), "r2": float(1 - residual / total) if total else float("nan"),
             "rmse": float(np.sqrt(residual / len(y_true))), "regret": float(y_true[tail[0]] - y_true.min()),
             "optimism": float(np.mean(y_true[tail] - y_pred[tail]))}
