@@ -85,3 +85,25 @@ def test_predict_at_the_large_runs_scale_and_at_each_rows_own(tmp_path, capsys):
                           "--params", "1e9", "--tokens", "2e10"])
     assert "scale: 1,000,000,000 params, 20,000,000,000 tokens" in capsys.readouterr().out
     assert (large["objective"] < own["objective"]).all()  # a larger model on more tokens: lower loss
+
+
+def test_simulate_chooses_the_optimum_for_the_large_run_and_shows_the_proxies_beside_it(tmp_path, capsys):
+    from regmix.regression.simulate import main as simulate_main
+    from regmix.settings.run_config import load_run_config
+
+    save_model(fit(runs(4), ["scaling"], folds=1), tmp_path / "model.npz")
+    (tmp_path / "prior.yaml").write_text("train: {train_web: 4, train_code: 3, train_books: 2, train_math: 1}\n")
+    common = ["--model", str(tmp_path / "model.npz"), "--prior", str(tmp_path / "prior.yaml"), "--num-candidates",
+              "3000", "--top-k", "8", "--screen", "1", "--threads", "1", "--quiet"]
+    simulate_main([*common, "--params", "1e9", "--tokens", "2e10", "--output", str(tmp_path / "big.yaml")])
+    said = capsys.readouterr().out
+    assert "scale-aware scaling: the optimum for 1,000,000,000 params and 20,000,000,000 tokens" in said
+    assert "for the largest proxies (1,000,000 params, 100,000,000 tokens) it would be" in said
+    written = load_run_config(tmp_path / "big.yaml").extra["predicted_at"]
+    assert (written["params"], written["tokens"]) == (1e9, 2e10) and set(written["proxies_optimum"]) == set(DOMAINS)
+    big, small = load_run_config(tmp_path / "big.yaml").train, written["proxies_optimum"]
+    # the answer moves with scale: at the proxies' size math costs least in both terms together; at the large
+    # run's the model-limited term has shrunk and the data-limited one, lowest with web, weighs more
+    assert small["math"] > 0.8 and big["web"] > small["web"] + 0.2 and big["math"] < small["math"] - 0.2
+    simulate_main([*common, "--output", str(tmp_path / "default.yaml")])  # --large-model's size and tokens
+    assert load_run_config(tmp_path / "default.yaml").extra["predicted_at"]["params"] > 9e8  # TinyLlama 1.1B

@@ -291,6 +291,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--large-model", default="tinyllama_1_1b",
                    help="model_name written for the large run: a preset, a litgpt model name or a litgpt "
                         "model_config.yaml; `regmix models` lists them (default: %(default)s)")
+    p.add_argument("--params", type=number_above(0.0),
+                   help="a scale-aware model (fit --model scaling ...): the optimum at this many non-embedding "
+                        "parameters (with --tokens; default: --large-model's size and the large run's tokens)")
+    p.add_argument("--tokens", type=number_above(0.0), help="a scale-aware model: the optimum at these training tokens")
     p.add_argument("--output", type=Path, default=Path("optimal_mixture.yaml"),
                    help="where to write the optimal mixture config (default: %(default)s)")
     p.add_argument("--plot", type=Path, help="PNG comparing natural and optimal weights (default: next to --output)")
@@ -322,9 +326,33 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     except ValueError as exc:
         raise ConfigError(args.model, f"{exc} (--target)") from None
     print(f"objective: {objective.describe()}")
-    result = simulate(model, natural, objective, args.num_candidates, args.top_k, settings, args.screen,
-                      args.refine, args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
-    config = optimal_config(result, model, objective, args.large_model, settings)
+    if (args.params is None) != (args.tokens is None):
+        parser.error("give --params and --tokens together (the scale of the optimum)")
+    if model.scale is None and args.params is not None:
+        raise ConfigError(args.model, f"{model.name} was fit on the mixture alone: it has no scale to set "
+                                      "(--params, --tokens); fit a scale-aware regressor on runs of several sizes")
+
+    def run(at: FittedModel) -> Simulation:
+        return simulate(at, natural, objective, args.num_candidates, args.top_k, settings, args.screen, args.refine,
+                        args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
+
+    extra = {}
+    if model.scale is not None:  # the optimum for the large run, and the one for the largest proxies beside it
+        from regmix.regression.optimum import large_run_scale
+
+        proxy_scale = model.scale
+        large = (args.params, args.tokens) if args.params is not None else large_run_scale(args.large_model)
+        proxies = run(model)
+        model = model.at_scale(*large)
+        print(f"scale-aware {model.name}: the optimum for {large[0]:,.0f} params and {large[1]:,.0f} tokens; for the "
+              f"largest proxies ({proxy_scale[0]:,.0f} params, {proxy_scale[1]:,.0f} tokens) it would be "
+              + ", ".join(f"{d} {w:.3f}" for d, w in sorted(proxies.mixture.to_dict().items(), key=lambda kv: -kv[1])
+                          if w >= 0.01))
+        extra = {"predicted_at": {"params": large[0], "tokens": large[1], "proxies_params": proxy_scale[0],
+                                  "proxies_tokens": proxy_scale[1],
+                                  "proxies_optimum": {d: round(w, 6) for d, w in proxies.mixture.to_dict().items()}}}
+    result = run(model)
+    config = optimal_config(result, model, objective, args.large_model, settings, **extra)
     # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot
     write_files({args.output: run_config_text(config).encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
     spread = "" if result.spread is None else f" +- {result.spread:.4f}"

@@ -31,7 +31,7 @@ SAMPLING_KEYS = ("temperature", "min_strength", "max_strength", "minimum",
 REGMIX_KEYS = ("total_devices", "num_of_devices")
 # What regmix records in optimal_mixture.yaml beside the settings (how the mixture was found), read back as written.
 RECORD_KEYS = ("predicted_loss", "predicted_loss_spread", "objective", "regressor", "num_candidates", "top_k",
-               "top_k_loss_range", "method", "recommended_by", "epochs", "repetition_caps", "reuse")
+               "top_k_loss_range", "method", "recommended_by", "epochs", "repetition_caps", "reuse", "predicted_at")
 META = "meta"  # a section for anything else a user keeps with a config
 SECTIONS = ("train", "valid", "schedule")
 
