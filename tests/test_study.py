@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_pipeline
 import torch
 from test_faults import run, snapshot
 from test_pipeline import EXPERIMENT
@@ -28,7 +27,6 @@ from regmix.study.runner import run_study
 from regmix.study.study import open_study
 from regmix.study.transfer import baseline_mixture
 
-workdir = test_pipeline.workdir  # the pipeline tests' folder: a tiny raw corpus and tiny.yaml
 FAST = 'sweep: {num_configs: 4, anchor_seeds: 2, workers: 1, wandb: "off"}'
 
 
