@@ -44,6 +44,9 @@ def test_one_objective_parses_every_spelling_and_defaults_to_the_mean():
             Objective.parse(bad, "exp.yaml")
     with pytest.raises(ConfigError, match=r"exp.yaml: target domains \['z'\] are not valid domains"):
         Objective.for_domains(Objective({"z": 1.0}), ["a"], source="exp.yaml")
+    with pytest.raises(ConfigError, match=r"\['pile_c'\] are not valid domains \['code', 'pile_cc'\] \(did you "
+                                          r"mean 'pile_cc'\?\)"):
+        Objective.for_domains(Objective({"pile_c": 1.0}), ["pile_cc", "code"], source="exp.yaml")
 
 
 def test_uniform_is_over_domains_with_tokens_everywhere(tiny_corpus, tmp_path):

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from regmix.core.files import ConfigError
+from regmix.core.files import ConfigError, did_you_mean
 from regmix.core.schema import as_valid_domain, loss_column
 
 
@@ -74,7 +74,8 @@ class Objective:
             return cls.mean(usable)
         unknown = sorted(set(target.weights) - set(valid))
         if unknown:
-            raise ConfigError(source, f"target domains {unknown} are not valid domains {sorted(valid)}")
+            raise ConfigError(source, f"target domains {unknown} are not valid domains "
+                                      f"{sorted(valid)}{did_you_mean(unknown[0], valid)}")
         hollow = sorted(set(target.weights) & set(empty))
         if hollow:
             raise ConfigError(source, f"target domains {hollow} have no validation tokens (empty files?)")

@@ -311,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     plot = args.plot or args.output.with_suffix(".png")
     if args.num_candidates < args.top_k:
         parser.error(f"--num-candidates {args.num_candidates} must be at least --top-k {args.top_k}")
+    if (args.params is None) != (args.tokens is None):
+        parser.error("give --params and --tokens together (the scale of the optimum)")
     large_model = model_problem(args.large_model)
     if large_model:
         parser.error(f"--large-model {large_model}, got {args.large_model!r}")
@@ -326,8 +328,6 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
     except ValueError as exc:
         raise ConfigError(args.model, f"{exc} (--target)") from None
     print(f"objective: {objective.describe()}")
-    if (args.params is None) != (args.tokens is None):
-        parser.error("give --params and --tokens together (the scale of the optimum)")
     if model.scale is None and args.params is not None:
         raise ConfigError(args.model, f"{model.name} was fit on the mixture alone: it has no scale to set "
                                       "(--params, --tokens); fit a scale-aware regressor on runs of several sizes")
