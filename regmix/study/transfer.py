@@ -5,7 +5,8 @@ token distribution, uniform, and any mixture YAML — with the same settings and
 prints the validation losses side by side (mean +- seed std with several seeds) with the objective
 the optimum was chosen for, and the verification verdict of regmix.study.verify (does the optimum beat
 natural and uniform beyond the seed spread?). Before the sweep it times two steps of the target
-model and prints what the whole check will cost on this machine.
+model (regmix.train.estimate, as `regmix validate` does; nothing written) and prints what the whole check will
+cost on this machine.
 
 Cost of the defaults (tinyllama_60M, 1000 steps of 64 x 1024 tokens = 65.5M tokens per run, 3 mixtures):
 on 2 CPU cores about 160 tokens/s, so about 110 hours per run: a job for a GPU; on one modern GPU
@@ -17,8 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import shutil
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -55,18 +54,11 @@ def baseline_mixture(name: str, manifest: CorpusManifest) -> tuple[str, Mixture]
     return path.stem, mixture
 
 
-def seconds_per_step(config: RunConfig, manifest: CorpusManifest, folder: Path, device: str | None) -> float:
-    """Time two steps of `config`'s model on this machine (a throwaway run with a minimal evaluation)."""
-    from regmix.train.sweep import train_proxies  # torch and litgpt: imported where runs train, so --help is fast
+def seconds_per_step(config: RunConfig, manifest: CorpusManifest, device: str | None) -> float:
+    """A step of `config`'s model on this machine: the second of two timed (regmix.train.estimate)."""
+    from regmix.train.estimate import step_seconds  # torch and litgpt: imported where runs train, so --help is fast
 
-    probe = dataclasses.replace(config, name="estimate", training=dataclasses.replace(
-        config.training, max_step=2, eval_step_interval=2, warmup_steps=1, eval_tokens=config.training.block_size))
-    started = time.perf_counter()
-    try:
-        train_proxies([probe], manifest, [folder], device=device, wandb_mode="off")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return (time.perf_counter() - started) / 2
+    return step_seconds(config.training, manifest.tokenizer.vocab_size, device)[1]
 
 
 def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[str], training: TrainingSettings,
@@ -91,11 +83,11 @@ def transfer(optimal: RunConfig, manifest: CorpusManifest, baselines: Sequence[s
             names[run] = name
     if estimate and not all((output / p.stem / RESULT_NAME).exists() for p in paths):
         if executor.kind == "ray":
-            per_step = ray_call(functools.partial(seconds_per_step, load_run_config(paths[0]), manifest.absolute(),
-                                                  output.resolve() / ".estimate"), executor, device, "regmix_estimate")
+            per_step = ray_call(functools.partial(seconds_per_step, load_run_config(paths[0]), manifest.absolute()),
+                                executor, device, "regmix_estimate")
             parallel = parallel_tasks(executor, executor.task_gpus(device))
         else:
-            per_step = seconds_per_step(load_run_config(paths[0]), manifest, output / ".estimate", device)
+            per_step = seconds_per_step(load_run_config(paths[0]), manifest, device)
             parallel = max(1, workers or 1)
         hours = per_step * training.max_step * len(paths) / parallel / 3600
         print(f"transfer: about {per_step:.2f} s per step here, so {len(paths)} runs x {training.max_step} steps "

@@ -23,7 +23,7 @@ def estimate(settings: TrainingSettings, runs: int, vocab_size: int, device: str
     the wall time here from two timed steps, with `workers` as the sweep counts them (0: one per GPU or core)."""
     import torch
 
-    from regmix.train.engine import SingleEngine, resolve_device
+    from regmix.train.engine import resolve_device
     from regmix.train.models import model_size
 
     tokens = settings.max_step * settings.global_batch_size * settings.block_size
@@ -38,8 +38,27 @@ def estimate(settings: TrainingSettings, runs: int, vocab_size: int, device: str
     cuda = where.type == "cuda"
     workers = workers or (torch.cuda.device_count() if cuda else os.cpu_count() or 1)
     threads = 1 if cuda else max(1, (os.cpu_count() or 1) // workers)  # as regmix.train.sweep gives each worker
+    seconds = step_seconds(settings, vocab_size, device, threads)
+    run = seconds[1] * settings.max_step
+    total = run * runs / min(workers, runs)
+    lines.append(f"time here ({where.type}, {threads} thread{'s' * (threads > 1)} a worker): a step {seconds[1]:.3g} s "
+                 f"(the second of two timed; the first {seconds[0]:.3g} s), a run {describe_seconds(run)}; "
+                 f"{runs} runs, {min(workers, runs)} at once: about {describe_seconds(total)} "
+                 "(evaluations and start-up not counted" + (f"; {CUDA_NOTE})" if cuda else ")"))
+    return lines
+
+
+def step_seconds(settings: TrainingSettings, vocab_size: int, device: str | None = None, threads: int = 0
+                 ) -> tuple[float, float]:
+    """Seconds of two real optimizer steps of the proxy `settings` builds, on `threads` torch threads (0: as they are):
+    the first warms up, the second is the step's time."""
+    import torch
+
+    from regmix.train.engine import SingleEngine, resolve_device
+
+    where = resolve_device(device)
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or previous)
     try:
         engine = SingleEngine(settings, vocab_size, where)
         generator = torch.Generator().manual_seed(0)
@@ -53,18 +72,12 @@ def estimate(settings: TrainingSettings, runs: int, vocab_size: int, device: str
         for _ in range(2):
             started = time.perf_counter()
             engine.step(settings.learning_rate, draw, accumulation)
-            if cuda:
+            if where.type == "cuda":
                 torch.cuda.synchronize(where)
             seconds.append(time.perf_counter() - started)
     finally:
         torch.set_num_threads(previous)
-    run = seconds[1] * settings.max_step
-    total = run * runs / min(workers, runs)
-    lines.append(f"time here ({where.type}, {threads} thread{'s' * (threads > 1)} a worker): a step {seconds[1]:.3g} s "
-                 f"(the second of two timed; the first {seconds[0]:.3g} s), a run {describe_seconds(run)}; "
-                 f"{runs} runs, {min(workers, runs)} at once: about {describe_seconds(total)} "
-                 "(evaluations and start-up not counted" + (f"; {CUDA_NOTE})" if cuda else ")"))
-    return lines
+    return seconds[0], seconds[1]
 
 
 def describe_seconds(seconds: float) -> str:
