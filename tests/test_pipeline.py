@@ -258,3 +258,26 @@ def test_the_proxy_section_may_start_from_a_preset(tmp_path):
     path.write_text("proxy: {preset: demo_lowlr}\n")
     with pytest.raises(ConfigError, match=r"low.yaml: unknown 'proxy.preset' 'demo_lowlr' \(did you mean "):
         load_experiment(path)
+
+
+def test_a_study_with_a_larger_scale_trains_shared_mixtures_twice_and_answers_for_the_large_run(workdir):
+    Path("tiny.yaml").write_text(EXPERIMENT.replace("fit: {regressors: [linear], folds: 4}",
+                                                    "fit: {regressors: [scaling, linear], folds: 2}")
+                                 .replace("num_configs: 8", "num_configs: 14")
+                                 + "larger: {runs: 4, max_step: 12, model_name: tinyllama_demo}\n")
+    lines: list[str] = []
+    summary = run_study(load_experiment("tiny.yaml"), report=lines.append)
+    assert summary["runs"]["method"] == 14 and summary["runs"]["larger"] == 4
+    state = json.loads(Path("runs/tiny/regmix/study.json").read_text())
+    larger = [t for t in state["trials"] if t["scale"] == "larger"]
+    assert [t["name"] for t in larger] == ["n1_larger", "n2_larger", "n3_larger", "n4_larger"]
+    assert load_result(Path("runs/tiny/proxies/n1_larger")).step == 12  # the larger scale's steps
+    scales = state["proposer"]["scales"]
+    assert {tuple(s) for s in scales} == {(scales[0][0], 6 * 4 * 32), (scales[0][0], 12 * 4 * 32)}
+    header = Path("runs/tiny/regmix/train_mixture_proxy.csv").read_text().splitlines()[0]
+    assert header.endswith(",params,tokens")  # the study's CSV keeps each run's scale, for `fit --study`
+    report = json.loads(Path("runs/tiny/regmix/report.json").read_text())
+    if report["details"]["regressor"] == "scaling":  # chosen by extrapolation to the larger scale
+        assert report["details"]["predicted_at"]["tokens"] == 25_000 * 512 * 2048
+        assert any(line.startswith("scale:           scaling is scale-aware") for line in lines)
+    assert any("round 1: training 14 method, 4 larger" in line for line in lines)

@@ -66,7 +66,7 @@ def test_scale_columns_round_trip_and_files_without_them_still_fit(tmp_path):
         fit(plain, ["linear"], folds=1).at_scale(1e9, 1e10)
 
 
-def test_single_scale_regressors_learn_from_the_largest_scale_and_are_scored_one_step_up(capsys):
+def test_single_scale_regressors_learn_from_one_scale_and_are_scored_at_the_largest(capsys):
     model = fit(runs(2), ["linear"], folds=3)
     assert model.scale is None and len(model.out_of_fold.actual) == 30  # the 30 runs at 1M params, 1e8 tokens
     assert "scored at the largest" in capsys.readouterr().out

@@ -19,8 +19,10 @@ from typing import Any, Mapping
 from regmix.core.files import ConfigError, read_json_in, write_atomic
 from regmix.core.mixture import Mixture
 from regmix.core.schema import (
+    PARAMS_SETTING,
     RESULT_NAME,
     STEP,
+    TOKENS_PER_STEP_SETTING,
     TRAIN_LOSS,
     achieved_column,
     loss_column,
@@ -123,3 +125,17 @@ def load_result(path: str | os.PathLike) -> RunResult:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(path, f"unreadable run result: {exc}") from None
+
+
+def recorded_scale(settings: Mapping[str, Any], step: int | None) -> list[float] | None:
+    """(non-embedding parameters, tokens trained by `step`) from the settings a run recorded (result.json's, its
+    wandb config); None where it recorded no size."""
+    params, per_step = settings.get(PARAMS_SETTING), settings.get(TOKENS_PER_STEP_SETTING)
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (params, per_step)) or not step:
+        return None
+    return [float(params), float(per_step) * step]
+
+
+def run_scale(result: RunResult) -> list[float] | None:
+    """A finished run's (non-embedding parameters, tokens trained), as it recorded them."""
+    return recorded_scale(result.settings, result.step)

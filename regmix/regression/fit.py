@@ -230,11 +230,20 @@ def fit(observations: Observations, models: Sequence[str] = (BEST,), targets: Se
 
 
 def runs_for(name: str, observations: Observations) -> Observations:
-    """The runs a candidate learns from: every run for a scale-aware regressor; for the others, whose inputs are
-    the mixture alone, the runs at the largest scale (losses of several scales would read as mixture effects)."""
+    """The runs a candidate learns from: every run for a scale-aware regressor; for the others, whose inputs are the
+    mixture alone, the runs of one scale, `single_scale`'s (losses of several scales would read as mixture effects)."""
     if name in SCALE_AWARE or len(observations.scales()) <= 1:
         return observations
-    return observations.at_scale(observations.scales()[-1:])
+    return observations.at_scale([single_scale(observations)])
+
+
+def single_scale(observations: Observations) -> tuple[float, float]:
+    """The scale a single-scale regressor learns from: the one with the most runs (the swarm, in a study with a few
+    larger runs on shared mixtures), the larger of a tie."""
+    counts = {scale: 0 for scale in observations.scales()}
+    for n, d in observations.scale:
+        counts[(float(n), float(d))] += 1
+    return max(counts, key=lambda scale: (counts[scale], scale))
 
 
 def features(name: str, observations: Observations) -> pd.DataFrame:
@@ -261,13 +270,15 @@ def check_runs(name: str, observations: Observations, folds: int, extrapolation:
 
 def scale_extrapolation_scores(regressor: Any, observations: Observations, scale_aware: bool) -> pd.DataFrame:
     """Scores per target at the largest scale observed, of a fit that never saw it: a scale-aware regressor fit on
-    every smaller scale, one of the mixture alone on the scale just below (does the proxies' ranking hold one
-    step up?). The question the large run asks, one step down."""
+    every smaller scale, one of the mixture alone on the scale it learns from (`single_scale`; the one just below
+    when that is the largest): does the proxies' ranking hold one step up? The large run's question, one step
+    down."""
     from sklearn.base import clone
 
     scales = observations.scales()
     held = observations.at_scale(scales[-1:])
-    train = observations.at_scale(scales[:-1] if scale_aware else scales[-2:-1])
+    own = single_scale(observations)
+    train = observations.at_scale(scales[:-1] if scale_aware else [own] if own != scales[-1] else scales[-2:-1])
     columns = (lambda o: o.feature_frame()) if scale_aware else (lambda o: o.mixture_frame())
     model = clone(regressor).fit(columns(train), train.loss_frame())
     predicted = np.asarray(model.predict(columns(held))).reshape(len(held), -1)

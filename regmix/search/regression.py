@@ -10,17 +10,19 @@ observations. With `output` (given by the study runner) the fitted regressor is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.core.observations import Observations
+from regmix.core.results import RunResult, run_scale
 from regmix.core.space import SearchSpace
 from regmix.regression.cv_plot import plot_out_of_fold
 from regmix.regression.fit import cv_plot_path, fit, smallest_training_set
 from regmix.regression.model_file import save_model
-from regmix.regression.regressors import BEST, REGRESSORS, minimum_runs
+from regmix.regression.regressors import BEST, REGRESSORS, SCALE_AWARE, minimum_runs
 from regmix.regression.simulate import exact_simulation, simulate
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
@@ -38,7 +40,7 @@ class RegMixProposer(RandomProposer):
                  folds: int = 1, select: str = "spearman", candidates: int = 1_000_000, top_k: int = 128,
                  refine: int = 0,
                  optimum: str = "topk", kl: float = 0.0, guard_margin: float | None = None, uncertainty: float = 0.0,
-                 threads: int = 2, output: str | None = None):
+                 threads: int = 2, output: str | None = None, target_scale: Sequence[float] | None = None):
         super().__init__(space, objective, seed, synthesis)
         self.regressors = [regressor] if isinstance(regressor, str) else list(regressor)
         unknown = [r for r in self.regressors if r not in REGRESSORS]
@@ -53,21 +55,46 @@ class RegMixProposer(RandomProposer):
         self.select = select
         self.optimum, self.kl, self.guard_margin, self.uncertainty = optimum, kl, guard_margin, uncertainty
         self.output = None if output is None else Path(output)
+        self.target_scale = None if target_scale is None else tuple(map(float, target_scale))
+        self.scales: list[list[float] | None] = []  # each observation's (params, tokens), where its run recorded it
+
+    def tell(self, mixtures: Sequence[Mixture], losses: Sequence[Mapping[str, float]]) -> None:
+        super().tell(mixtures, losses)
+        self.scales += [None] * (len(self) - len(self.scales))
+
+    def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
+        """As every proposer, plus each run's scale (non-embedding parameters, tokens trained) for the scale-aware
+        regressors: a study with a `larger:` scale has runs of two sizes."""
+        super().tell_results(names, results)
+        self.scales[len(self) - len(results):] = [run_scale(r) for r in results]
 
     def observations(self) -> Observations:
         targets = tuple(self.objective.weights)
         losses = np.array([[record[t] for t in targets] for record in self.losses]).reshape(len(self), len(targets))
-        return Observations(self.space.domains, targets, tuple(range(len(self))), self.mixtures, losses)
+        scale = np.array(self.scales, dtype=np.float64) if all(s is not None for s in self.scales) else None
+        return Observations(self.space.domains, targets, tuple(range(len(self))), self.mixtures, losses, scale)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "scales": self.scales}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.scales = list(state.get("scales") or [None] * len(self))
 
     def recommend(self) -> Recommendation:
         m = len(self.space.domains)
-        usable = [r for r in self.regressors if minimum_runs(r, m) <= len(self)]
+        observations = self.observations()
+        usable = [r for r in self.regressors if minimum_runs(r, m) <= len(self)
+                  and (r not in SCALE_AWARE or observations.scale is not None)]
         if not usable:  # too few to fit (early rounds of a search): what random search would hand over
             return self.best_observed()
         # CV picks among several regressors once each of its fits has the runs they need
         need = max(minimum_runs(r, m) for r in usable)
         folds = self.folds if smallest_training_set(len(self), self.folds) >= need else 1
-        model = fit(self.observations(), usable, folds=folds, num_threads=self.threads, select=self.select)
+        model = fit(observations, usable, folds=folds, num_threads=self.threads, select=self.select)
+        proxy_scale = model.scale
+        if proxy_scale is not None and self.target_scale is not None:  # the optimum for the large run's size
+            model = model.at_scale(*self.target_scale)
         if self.output is not None:
             save_model(model, self.output / REGRESSOR_FILE)
             plot_out_of_fold(model, cv_plot_path(self.output / REGRESSOR_FILE))
@@ -89,4 +116,7 @@ class RegMixProposer(RandomProposer):
         details = {"regressor": model.name, "cv": model.cv, "extrapolation": model.extrapolation,
                    "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
                    "guard_margin": self.guard_margin, "uncertainty": self.uncertainty}
+        if proxy_scale is not None:
+            details["predicted_at"] = {"params": model.scale[0], "tokens": model.scale[1],
+                                       "proxies_params": proxy_scale[0], "proxies_tokens": proxy_scale[1]}
         return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

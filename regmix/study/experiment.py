@@ -154,6 +154,20 @@ class ReuseSettings:
 
 
 @dataclass
+class LargerSettings:
+    """A second, larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained
+    again with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
+    scaling, scaling_lightgbm) see the mixture's effect change with scale. 0 runs: one scale, as RegMix."""
+
+    runs: int = 0
+    model_name: str = "tinyllama_1M"
+    max_step: int = 0  # 0: the proxies' steps
+
+    def training(self, proxy: TrainingSettings) -> TrainingSettings:
+        return dataclasses.replace(proxy, model_name=self.model_name, max_step=self.max_step or proxy.max_step)
+
+
+@dataclass
 class Experiment:
     """Every setting of a pipeline run. `target`: valid domain weights; None = all valid domains equally."""
 
@@ -168,6 +182,7 @@ class Experiment:
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     reuse: ReuseSettings = field(default_factory=ReuseSettings)
+    larger: LargerSettings = field(default_factory=LargerSettings)
     source: str = "<default experiment>"
     origins: dict[str, str] = field(default_factory=dict)  # a setting given by a flag: {"target": "--valid"}
 
@@ -275,7 +290,19 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
         experiment.proxy.validate(path, section_spelling("proxy"))
     with noting(problems, path):
         experiment.synthesis.validate(path, section_spelling("synthesis"))
+    with noting(problems, path):
+        check_larger_settings(experiment, path)
     return experiment
+
+
+def check_larger_settings(experiment: Experiment, source: Path) -> None:
+    """The `larger:` scale: a count of runs the swarm can give, and settings the trainer accepts."""
+    larger = experiment.larger
+    if not 0 <= larger.runs <= experiment.sweep.num_configs or larger.max_step < 0:
+        raise ConfigError(source, f"'larger.runs' must be in [0, sweep.num_configs = {experiment.sweep.num_configs}] "
+                                  f"and 'larger.max_step' >= 0, got {larger.runs} and {larger.max_step}")
+    if larger.runs:
+        larger.training(experiment.proxy).validate(source, section_spelling("larger"))
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:

@@ -19,9 +19,11 @@ from regmix.core.files import write_atomic
 from regmix.core.mixture import Mixture
 from regmix.core.objective import Objective
 from regmix.core.observations import Observations
+from regmix.core.results import load_result, run_scale
 from regmix.core.schema import (
     HISTORY_NAME,
     PIPELINE_SCALE,
+    RESULT_NAME,
     STEP,
     corpus_tag,
     loss_column,
@@ -87,12 +89,16 @@ class StudyLog:
         return run.id, len(values)
 
 
-def observations(trials: Sequence[Trial], domains: Sequence[str]) -> Observations:
-    """Runs in RegMix's layout: achieved mixtures over the corpus' domains, every valid loss."""
+def observations(trials: Sequence[Trial], domains: Sequence[str], pool: Path | None = None) -> Observations:
+    """Runs in RegMix's layout: achieved mixtures over the corpus' domains, every valid loss, and (with `pool`, the
+    runs' folder) each run's scale where every run recorded it: a study with a `larger:` scale has two."""
     targets = tuple(dict.fromkeys(d for t in trials for d in t.losses or {}))
     losses = np.array([[(t.losses or {}).get(d, np.nan) for d in targets] for t in trials])
     mixtures = np.stack([Mixture.from_dict(t.achieved or t.requested, normalize=True).vector(domains) for t in trials])
-    return Observations(tuple(domains), targets, tuple(run_index(t.name) for t in trials), mixtures, losses)
+    scales = [run_scale(load_result(pool / t.name)) if (pool / t.name / RESULT_NAME).exists() else None
+              for t in trials] if pool is not None else [None]
+    return Observations(tuple(domains), targets, tuple(run_index(t.name) for t in trials), mixtures, losses,
+                        np.array(scales) if all(s is not None for s in scales) else None)
 
 
 def write_report(study: Study, state: StudyState, recommendation: Recommendation, projected: bool,
@@ -124,10 +130,11 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     save_run_config(config, optimal_path)
 
     recorded = state.recorded()
-    own = [t for t in recorded if t.source not in ("anchor", "verify")]
+    own = [t for t in recorded if t.source not in ("anchor", "verify", "larger")]
+    larger = [t for t in recorded if t.source == "larger"]
     anchors = [t for t in recorded if anchor_of(t.name)]  # with the seeds the verification added
     corpus = corpus_tag(study.manifest.name)
-    csvs = observations([t for t in recorded if t.source != "verify"], space.domains).save(
+    csvs = observations([t for t in recorded if t.source != "verify"], space.domains, study.pool).save(
         folder / mixture_csv_name(PIPELINE_SCALE), folder / loss_csv_name(corpus, PIPELINE_SCALE))
     plots = [plot_convergence(state, objective, folder / "convergence.png", study.method),
              plot_mixtures(study.natural, mixture, folder / "optimal_vs_natural.png")]
@@ -144,6 +151,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
         "runs": {"method": sum(t.source == "method" for t in own),
                  "started_from": sum(t.source != "method" for t in own),
                  "anchors": len(anchors), "verification": sum(t.status == "recorded" for t in verified),
+                 "larger": len(larger),
                  "failed": sum(t.status == "failed" for t in state.trials)},
         "tokens": {kind: int(sum(t.tokens for t in group)) for kind, group in
                    (("method", own), ("anchors", anchors), ("verification", verified))},
@@ -231,13 +239,21 @@ def format_report(summary: Mapping[str, Any]) -> str:
     spread = summary["predicted_loss_spread"]
     lines = ["", f"== {summary['method']} study report ==", summary["bottom_line"],
              f"objective:       {summary['objective_text']}",
-             f"runs:            {runs['method']} of the method, {runs['started_from']} started from, "
+             f"runs:            {runs['method']} of the method, "
+             + (f"{runs['larger']} of them again at the larger scale, " if runs.get("larger") else "")
+             + f"{runs['started_from']} started from, "
              f"{runs['anchors']} anchors, {runs['verification']} verification, {runs['failed']} failed; "
              f"{sum(summary['tokens'].values()):,} tokens",
              f"recommended:     predicted {summary['predicted_loss']:.4f}"
              + ("" if spread is None else f" ± {spread:.4f}") + f" ({summary['recommended_by']})"]
     if summary["best_observed"] is not None:
         lines.append(f"best observed:   {summary['best_observed']:.4f}")
+    scale = details.get("predicted_at")
+    if scale:
+        lines.append(f"scale:           {details['regressor']} is scale-aware: the optimum is for the large run, "
+                     f"{scale['params']:,.0f} params and {scale['tokens']:,.0f} tokens (the largest proxies: "
+                     f"{scale['proxies_params']:,.0f} params, {scale['proxies_tokens']:,.0f} tokens); verify it at a "
+                     "larger scale (regmix transfer) before trusting it")
     if details.get("cv"):
         cv = details["cv"]
         lines.append(f"regressor:       {details['regressor']}, CV Spearman "
@@ -316,8 +332,6 @@ def plot_trajectory(run_dir: Path, domains: Sequence[str], path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from regmix.core.results import load_result
 
     result = load_result(run_dir)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -14,14 +14,12 @@ from typing import Any, Mapping, Sequence
 
 from regmix.core.files import ConfigError
 from regmix.core.mixture import Mixture
-from regmix.core.results import load_result
+from regmix.core.results import load_result, recorded_scale
 from regmix.core.schema import (
     CORPUS_SETTING,
     HISTORY_NAME,
-    PARAMS_SETTING,
     RESULT_NAME,
     STEP,
-    TOKENS_PER_STEP_SETTING,
     achieved_domain,
     loss_domain,
 )
@@ -47,9 +45,8 @@ class RunLosses:
     def record(self, settings: Mapping[str, Any]) -> None:
         """What the run's settings (result.json's, or its wandb config) say about its corpus and scale."""
         self.corpus = settings.get(CORPUS_SETTING)
-        params, per_step = settings.get(PARAMS_SETTING), settings.get(TOKENS_PER_STEP_SETTING)
-        if all(isinstance(v, (int, float)) and v > 0 for v in (params, per_step)) and self.step:
-            self.scale = (float(params), float(per_step) * self.step)
+        scale = recorded_scale(settings, self.step)
+        self.scale = None if scale is None else (scale[0], scale[1])
 
 
 def _step(row: Mapping[str, Any]) -> int | None:

@@ -45,6 +45,8 @@ from regmix.core.mixture import Mixture
 from regmix.core.results import load_result
 from regmix.core.schema import RESULT_NAME, safe_name
 from regmix.core.space import SearchSpace
+from regmix.regression.optimum import large_run_scale
+from regmix.regression.regressors import SCALE_AWARE
 from regmix.search import ONLINE, SEQUENTIAL, make_proposer
 from regmix.search.proposer import Proposer, Recommendation, RunRequest
 from regmix.settings.run_config import RunConfig, save_run_config
@@ -67,10 +69,12 @@ def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any]
     if method != "regmix":
         return steering, {}
     fit, sim = experiment.fit, experiment.simulation
+    scaled = experiment.larger.runs > 0 or bool(set(fit.regressors) & set(SCALE_AWARE))
     return steering, {
         "regressor": list(fit.regressors), "folds": fit.folds, "select": fit.select, "candidates": sim.candidates,
         "top_k": sim.top_k, "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl,
-        "guard_margin": sim.guard_margin, "uncertainty": sim.uncertainty}
+        "guard_margin": sim.guard_margin, "uncertainty": sim.uncertainty,
+        "target_scale": list(large_run_scale(sim.large_model)) if scaled else None}
 
 
 def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +86,8 @@ def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
             "proxy": dataclasses.asdict(experiment.proxy), "synthesis": dataclasses.asdict(experiment.synthesis),
             "corpus": study.manifest.fingerprint(), "anchor_seeds": experiment.sweep.anchor_seeds,
             "batch": experiment.search.batch, "start_from": experiment.search.start_from,
-            "reuse": None if study.frozen is None else study.frozen.members.to_dict()}
+            "reuse": None if study.frozen is None else study.frozen.members.to_dict(),
+            "larger": dataclasses.asdict(experiment.larger) if experiment.larger.runs else None}
 
 
 def study_proposer(study: Study) -> Proposer:
@@ -130,10 +135,11 @@ def run_study(experiment: Experiment, method: str | None = None, domains: Sequen
     for _ in range(MAX_ROUNDS):
         if not any(t.pending and t.source == "method" for t in state.trials):
             ask(study, state, proposer)  # the next round, trained together with any anchors still to train
+            add_larger(study, state)
         pending = [t for t in state.trials if t.pending]
         if not pending:
             break
-        what = ", ".join(f"{sum(t.source == s for t in pending)} {s}" for s in ("method", "anchor", "verify")
+        what = ", ".join(f"{sum(t.source == s for t in pending)} {s}" for s in ("method", "larger", "anchor", "verify")
                          if any(t.source == s for t in pending))
         report(f"[{study.method}] round {pending[-1].round}: training {what} runs "
                f"({len(own_runs(state))} of the method's runs asked)")
@@ -220,6 +226,17 @@ def ask(study: Study, state: StudyState, proposer: Proposer) -> list[Trial]:
     return trials
 
 
+def add_larger(study: Study, state: StudyState) -> None:
+    """The `larger:` scale's runs: the first mixtures the method asked for, trained again at the larger size."""
+    larger = study.experiment.larger
+    if study.method != "regmix" or not larger.runs or any(t.scale == "larger" for t in state.trials):
+        return
+    shared = [t for t in state.trials if t.source == "method"][:larger.runs]
+    state.trials += [Trial(f"{t.name}_larger", dict(t.requested), t.round, source="larger", scale="larger")
+                     for t in shared]
+    state.save()
+
+
 def trial_of(request: RunRequest, name: str, round_id: int) -> Trial:
     return Trial(safe_name(name, "run name", "<method>"), request.mixture.to_dict(), round_id,
                  policy=None if request.policy is None else dict(request.policy),
@@ -234,8 +251,8 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
     for trial in trials:
         path = experiment.configs / f"{trial.name}.yaml"
         if trial.status == "proposed":
-            training = experiment.proxy if trial.seed is None else \
-                dataclasses.replace(experiment.proxy, seed=trial.seed)
+            training = experiment.larger.training(experiment.proxy) if trial.scale == "larger" else experiment.proxy
+            training = training if trial.seed is None else dataclasses.replace(training, seed=trial.seed)
             config = RunConfig(trial.name, study.expand(Mixture.from_dict(trial.requested, normalize=True)),
                                tuple(trial.valid or manifest.valid_domains), training,
                                experiment.synthesis.as_config(), policy=trial.policy)
@@ -281,7 +298,7 @@ def record(study: Study, state: StudyState, trials: Sequence[Trial]) -> None:
     """Tell the proposer the trained runs it learns from; trial states and proposer state land in one write."""
     proposer = state.proposer
     trained = [t for t in trials if t.status == "trained"]
-    told = [t for t in trained if t.source == "method" or (t.source == "anchor" and proposer.uses_anchors)]
+    told = [t for t in trained if t.source in ("method", "larger") or (t.source == "anchor" and proposer.uses_anchors)]
     if told:
         proposer.tell_results([t.name for t in told], [study.reduce_result(load_result(study.pool / t.name))
                                                        for t in told])
