@@ -262,7 +262,7 @@ def test_the_proxy_section_may_start_from_a_preset(tmp_path):
 
 def test_a_study_with_a_larger_scale_trains_shared_mixtures_twice_and_answers_for_the_large_run(workdir):
     Path("tiny.yaml").write_text(EXPERIMENT.replace("fit: {regressors: [linear], folds: 4}",
-                                                    "fit: {regressors: [scaling, linear], folds: 2}")
+                                                    "fit: {regressors: [scaling], folds: 2}")
                                  .replace("num_configs: 8", "num_configs: 14")
                                  + "larger: {runs: 4, max_step: 12, model_name: tinyllama_demo}\n")
     lines: list[str] = []
@@ -277,7 +277,9 @@ def test_a_study_with_a_larger_scale_trains_shared_mixtures_twice_and_answers_fo
     header = Path("runs/tiny/regmix/train_mixture_proxy.csv").read_text().splitlines()[0]
     assert header.endswith(",params,tokens")  # the study's CSV keeps each run's scale, for `fit --study`
     report = json.loads(Path("runs/tiny/regmix/report.json").read_text())
-    if report["details"]["regressor"] == "scaling":  # chosen by extrapolation to the larger scale
-        assert report["details"]["predicted_at"]["tokens"] == 25_000 * 512 * 2048
-        assert any(line.startswith("scale:           scaling is scale-aware") for line in lines)
+    scale = report["details"]["predicted_at"]  # the optimum for the large run, the proxies' beside it
+    assert scale["tokens"] == 25_000 * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32
+    assert set(scale["proxies_optimum"]) == {"code", "legal", "prose"}
+    text = "\n".join(lines)
+    assert "scale:           scaling is scale-aware" in text and "natural   optimal   proxies" in text
     assert any("round 1: training 14 method, 4 larger" in line for line in lines)

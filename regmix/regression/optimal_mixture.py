@@ -43,10 +43,13 @@ def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
     return TrainingSettings.from_name("large_1b", model_name=large_model)
 
 
-def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str) -> list[str]:
-    """Report lines: natural and optimal weight per domain, and how to train the optimum at scale."""
-    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}"]
-    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" for d, w in natural.items()]
+def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str,
+                   proxies: Mapping[str, float] | None = None) -> list[str]:
+    """Report lines: natural and optimal weight per domain (and, from a scale-aware model, the largest proxies'
+    optimum beside it), and how to train the optimum at scale."""
+    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}" + (f"{'proxies':>10}" if proxies else "")]
+    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" + (f"{proxies.get(d, 0.0):>10.3f}" if proxies else "")
+              for d, w in natural.items()]
     return lines + [f"optimal mixture: {optimal_path}  (train it: model_training/pretrain_1b.sh {optimal_path})"]
 
 

@@ -21,9 +21,10 @@ from regmix.core.results import RunResult, run_scale
 from regmix.core.space import SearchSpace
 from regmix.regression.cv_plot import plot_out_of_fold
 from regmix.regression.fit import cv_plot_path, fit, smallest_training_set
+from regmix.regression.fitted import FittedModel
 from regmix.regression.model_file import save_model
 from regmix.regression.regressors import BEST, REGRESSORS, SCALE_AWARE, minimum_runs
-from regmix.regression.simulate import exact_simulation, simulate
+from regmix.regression.simulate import Simulation, exact_simulation, simulate
 from regmix.search.proposer import Recommendation
 from regmix.search.random import RandomProposer
 from regmix.search.synthesize import SynthesisSettings
@@ -92,17 +93,22 @@ class RegMixProposer(RandomProposer):
         need = max(minimum_runs(r, m) for r in usable)
         folds = self.folds if smallest_training_set(len(self), self.folds) >= need else 1
         model = fit(observations, usable, folds=folds, num_threads=self.threads, select=self.select)
-        proxy_scale = model.scale
-        if proxy_scale is not None and self.target_scale is not None:  # the optimum for the large run's size
+        natural = self.space.mixture(self.space.prior)
+        caps = self.space.recommendable().upper
+
+        def optimum(at: FittedModel) -> Simulation:
+            return simulate(at, natural, self.objective, self.candidates, min(self.top_k, self.candidates),
+                            self.synthesis, refine=self.refine, seed=self.seed, threads=self.threads, progress=False,
+                            caps=caps, uncertainty=self.uncertainty)
+
+        proxy_scale, proxies = model.scale, None
+        if proxy_scale is not None and self.target_scale is not None:  # the optimum for the large run's size,
+            proxies = optimum(model)  # and the one for the largest proxies' beside it
             model = model.at_scale(*self.target_scale)
         if self.output is not None:
             save_model(model, self.output / REGRESSOR_FILE)
             plot_out_of_fold(model, cv_plot_path(self.output / REGRESSOR_FILE))
-        natural = self.space.mixture(self.space.prior)
-        caps = self.space.recommendable().upper
-        result = simulate(model, natural, self.objective, self.candidates, min(self.top_k, self.candidates),
-                          self.synthesis, refine=self.refine, seed=self.seed, threads=self.threads, progress=False,
-                          caps=caps, uncertainty=self.uncertainty)
+        result = optimum(model)
         if self.optimum == "exact":
             result = exact_simulation(result, model, self.objective, natural, self.synthesis, caps, self.kl,
                                       self.guard_margin)
@@ -116,7 +122,9 @@ class RegMixProposer(RandomProposer):
         details = {"regressor": model.name, "cv": model.cv, "extrapolation": model.extrapolation,
                    "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
                    "guard_margin": self.guard_margin, "uncertainty": self.uncertainty}
-        if proxy_scale is not None:
-            details["predicted_at"] = {"params": model.scale[0], "tokens": model.scale[1],
-                                       "proxies_params": proxy_scale[0], "proxies_tokens": proxy_scale[1]}
+        if proxies is not None:
+            details["predicted_at"] = {
+                "params": model.scale[0], "tokens": model.scale[1], "proxies_params": proxy_scale[0],
+                "proxies_tokens": proxy_scale[1],
+                "proxies_optimum": {d: round(w, 6) for d, w in proxies.mixture.to_dict().items()}}
         return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

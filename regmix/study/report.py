@@ -251,9 +251,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
     scale = details.get("predicted_at")
     if scale:
         lines.append(f"scale:           {details['regressor']} is scale-aware: the optimum is for the large run, "
-                     f"{scale['params']:,.0f} params and {scale['tokens']:,.0f} tokens (the largest proxies: "
-                     f"{scale['proxies_params']:,.0f} params, {scale['proxies_tokens']:,.0f} tokens); verify it at a "
-                     "larger scale (regmix transfer) before trusting it")
+                     f"{scale['params']:,.0f} params and {scale['tokens']:,.0f} tokens; for the largest proxies "
+                     f"({scale['proxies_params']:,.0f} params, {scale['proxies_tokens']:,.0f} tokens) it would be the "
+                     "'proxies' column below; verify the difference at a larger scale (regmix transfer) before "
+                     "trusting it")
     if details.get("cv"):
         cv = details["cv"]
         lines.append(f"regressor:       {details['regressor']}, CV Spearman "
@@ -266,7 +267,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
                      f"{reuse['frozen_share']:.3f}; optimal_mixture.yaml spreads it over its domains"
                      + (f" (no longer in the corpus: {', '.join(reuse['removed'])})" if reuse["removed"] else ""))
     files = summary["files"]
-    lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"])
+    lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"],
+                            scale["proxies_optimum"] if scale else None)
     caps = summary.get("repetition_caps")
     if caps and caps["epoch_limit"] > caps["repetitions"]:
         lines.append(too_small(caps))
