@@ -21,7 +21,8 @@ import yaml
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's floats: `800e9` and `1e-3` are numbers, not strings (YAML 1.1
+    """PyYAML's safe loader (plain data only: no Python objects, so an untrusted file runs nothing) with YAML 1.2's
+    floats: `800e9` and `1e-3` are numbers, not strings (YAML 1.1
     wants a dot and a signed exponent, so `800e9` silently became the text "800e9")."""
 
 

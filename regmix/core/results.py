@@ -127,15 +127,15 @@ def load_result(path: str | os.PathLike) -> RunResult:
         raise ConfigError(path, f"unreadable run result: {exc}") from None
 
 
-def recorded_scale(settings: Mapping[str, Any], step: int | None) -> list[float] | None:
+def recorded_scale(settings: Mapping[str, Any], step: int | None) -> tuple[float, float] | None:
     """(non-embedding parameters, tokens trained by `step`) from the settings a run recorded (result.json's, its
     wandb config); None where it recorded no size."""
     params, per_step = settings.get(PARAMS_SETTING), settings.get(TOKENS_PER_STEP_SETTING)
     if not all(isinstance(v, (int, float)) and v > 0 for v in (params, per_step)) or not step:
         return None
-    return [float(params), float(per_step) * step]
+    return float(params), float(per_step) * step
 
 
-def run_scale(result: RunResult) -> list[float] | None:
+def run_scale(result: RunResult) -> tuple[float, float] | None:
     """A finished run's (non-embedding parameters, tokens trained), as it recorded them."""
     return recorded_scale(result.settings, result.step)

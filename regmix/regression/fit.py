@@ -255,10 +255,10 @@ def check_runs(name: str, observations: Observations, folds: int, extrapolation:
     """Raise unless every fit of the candidate's CV sees the runs it needs."""
     from regmix.regression.regressors import minimum_runs
 
-    m = len(observations.domains)
-    smallest = len(observations) if by_scale else smallest_training_set(len(observations), folds, extrapolation)
-    if by_scale and folds > 1:
-        smallest = len(observations) - -(-len(observations) // folds)
+    m, n = len(observations.domains), len(observations)
+    # by scale, extrapolation fits on other runs (the smaller scales): only K-fold's training rows count here
+    kfold = n - -(-n // folds) if folds > 1 else n
+    smallest = kfold if by_scale else smallest_training_set(n, folds, extrapolation)
     if minimum_runs(name, m) > smallest:
         raise ValueError(f"too few runs: {name} needs {minimum_runs(name, m)} runs for {m} domains, and the smallest "
                          f"fit here ({len(observations)} runs, {folds} folds) sees {smallest}; train more runs, use "

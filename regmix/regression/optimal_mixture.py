@@ -38,6 +38,14 @@ def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float,
     return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
 
 
+def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float], proxies: Mixture) -> dict[str, Any]:
+    """What optimal_mixture.yaml and report.json record of a scale-aware model's optimum (`predicted_at`): the scale
+    it is chosen for, and the largest proxies' scale and optimum beside it."""
+    return {"params": large[0], "tokens": large[1], "proxies_params": proxies_scale[0],
+            "proxies_tokens": proxies_scale[1],
+            "proxies_optimum": {d: round(w, 6) for d, w in proxies.to_dict().items()}}
+
+
 def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
     """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps)."""
     return TrainingSettings.from_name("large_1b", model_name=large_model)

@@ -36,7 +36,7 @@ from regmix.core.mixture import Mixture, project_onto_simplex
 from regmix.core.objective import Objective
 from regmix.core.schema import MODEL_NAME
 from regmix.core.space import usage_bounds
-from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config
+from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config, scale_record
 from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
 from regmix.settings.run_config import RunConfig, run_config_text
@@ -348,9 +348,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
               f"largest proxies ({proxy_scale[0]:,.0f} params, {proxy_scale[1]:,.0f} tokens) it would be "
               + ", ".join(f"{d} {w:.3f}" for d, w in sorted(proxies.mixture.to_dict().items(), key=lambda kv: -kv[1])
                           if w >= 0.01))
-        extra = {"predicted_at": {"params": large[0], "tokens": large[1], "proxies_params": proxy_scale[0],
-                                  "proxies_tokens": proxy_scale[1],
-                                  "proxies_optimum": {d: round(w, 6) for d, w in proxies.mixture.to_dict().items()}}}
+        extra = {"predicted_at": scale_record(large, proxy_scale, proxies.mixture)}
     result = run(model)
     config = optimal_config(result, model, objective, args.large_model, settings, **extra)
     # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot

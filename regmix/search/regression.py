@@ -23,6 +23,7 @@ from regmix.regression.cv_plot import plot_out_of_fold
 from regmix.regression.fit import cv_plot_path, fit, smallest_training_set
 from regmix.regression.fitted import FittedModel
 from regmix.regression.model_file import save_model
+from regmix.regression.optimal_mixture import scale_record
 from regmix.regression.regressors import BEST, REGRESSORS, SCALE_AWARE, minimum_runs
 from regmix.regression.simulate import Simulation, exact_simulation, simulate
 from regmix.search.proposer import Recommendation
@@ -57,7 +58,7 @@ class RegMixProposer(RandomProposer):
         self.optimum, self.kl, self.guard_margin, self.uncertainty = optimum, kl, guard_margin, uncertainty
         self.output = None if output is None else Path(output)
         self.target_scale = None if target_scale is None else tuple(map(float, target_scale))
-        self.scales: list[list[float] | None] = []  # each observation's (params, tokens), where its run recorded it
+        self.scales: list[Sequence[float] | None] = []  # each observation's (params, tokens), where its run recorded it
 
     def tell(self, mixtures: Sequence[Mixture], losses: Sequence[Mapping[str, float]]) -> None:
         super().tell(mixtures, losses)
@@ -123,8 +124,5 @@ class RegMixProposer(RandomProposer):
                    "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
                    "guard_margin": self.guard_margin, "uncertainty": self.uncertainty}
         if proxies is not None:
-            details["predicted_at"] = {
-                "params": model.scale[0], "tokens": model.scale[1], "proxies_params": proxy_scale[0],
-                "proxies_tokens": proxy_scale[1],
-                "proxies_optimum": {d: round(w, 6) for d, w in proxies.mixture.to_dict().items()}}
+            details["predicted_at"] = scale_record(model.scale, proxy_scale, proxies.mixture)
         return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

@@ -41,7 +41,7 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     summaries = {}
     for method in methods:
         report(f"[compare] {method}")
-        summaries[method] = run_study(method_experiment(experiment, method), method, report=report)
+        summaries[method] = run_study(experiment.as_method(method), method, report=report)
     rows = {method: row(summary) for method, summary in summaries.items()}
     folder = experiment.runs / "compare"
     result = {"experiment": experiment.name, "objective": next(iter(summaries.values()))["objective_text"],
@@ -49,13 +49,6 @@ def compare(experiment: Any, methods: Sequence[str], report: Any = print) -> dic
     write_comparison(folder, result)
     report(format_table(result))
     return result
-
-
-def method_experiment(experiment: Any, method: str) -> Any:
-    """The experiment as `method` runs in a comparison: its own search settings (flat ones are the experiment's
-    method's; the others run with their defaults)."""
-    search = dataclasses.replace(experiment.search, settings=experiment.search.for_method(method, experiment.method))
-    return dataclasses.replace(experiment, method=method, search=search)
 
 
 def row(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -200,6 +200,12 @@ class Experiment:
         """The config of every run of the experiment (`<run>.yaml`, the run's name)."""
         return Path("mixture_config") / self.name / "config_proxy"
 
+    def as_method(self, method: str) -> Experiment:
+        """The experiment as `method` runs in a comparison: its own search settings (flat ones are the experiment's
+        method's; the others run with their defaults)."""
+        search = dataclasses.replace(self.search, settings=self.search.for_method(method, self.method))
+        return dataclasses.replace(self, method=method, search=search)
+
     def optimal(self, method: str | None = None) -> Path:
         """Where a method's answer goes: `mixture_config/<name>/<method>/optimal_mixture.yaml`."""
         return Path("mixture_config") / self.name / (method or self.method) / "optimal_mixture.yaml"

@@ -45,8 +45,7 @@ class RunLosses:
     def record(self, settings: Mapping[str, Any]) -> None:
         """What the run's settings (result.json's, or its wandb config) say about its corpus and scale."""
         self.corpus = settings.get(CORPUS_SETTING)
-        scale = recorded_scale(settings, self.step)
-        self.scale = None if scale is None else (scale[0], scale[1])
+        self.scale = recorded_scale(settings, self.step)
 
 
 def _step(row: Mapping[str, Any]) -> int | None:

@@ -46,7 +46,6 @@ def validate(experiment: Experiment, methods: Sequence[str], problems: Sequence[
     """Check `experiment` for `methods` (with `problems` already found reading it; `domains`: a subset trained, as
     `regmix online --domains`); print every problem and return 1, or print what would train and return 0. Reads,
     never writes."""
-    from regmix.study.compare import method_experiment
     from regmix.study.corpus import corpus_objective
     from regmix.study.imports import imported_runs
     from regmix.study.runner import study_proposer
@@ -62,7 +61,7 @@ def validate(experiment: Experiment, methods: Sequence[str], problems: Sequence[
     if objective is not None and corpus.manifest is not None:
         for method in methods:
             with noting(found, experiment.source):
-                study = study_on(method_experiment(experiment, method), corpus.manifest, objective, method,
+                study = study_on(experiment.as_method(method), corpus.manifest, objective, method,
                                  domains, report=lambda line: None)
                 study_proposer(study)
                 if experiment.search.start_from:
