@@ -260,26 +260,50 @@ def test_the_proxy_section_may_start_from_a_preset(tmp_path):
         load_experiment(path)
 
 
-def test_a_study_with_a_larger_scale_trains_shared_mixtures_twice_and_answers_for_the_large_run(workdir):
+def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
+    path = tmp_path / "scales.yaml"
+    path.write_text("larger: {runs: 4, max_step: 300}\n")
+    assert list(load_experiment(path).scales) == ["larger"]
+    path.write_text("larger: {runs: 0}\n")
+    assert load_experiment(path).scales == {}  # 0 runs: one scale, as RegMix
+    path.write_text("larger: [{runs: 8, model_name: tinyllama_1M},\n"
+                    "         {runs: 4, model_name: tinyllama_1M, max_step: 300}]\n")
+    experiment = load_experiment(path)
+    assert list(experiment.scales) == ["larger", "larger2"]
+    trained = [experiment.training(scale) for scale in (None, "larger", "larger2")]
+    assert [(t.model_name, t.max_step) for t in trained] == [("tinyllama_demo", 100), ("tinyllama_1M", 100),
+                                                             ("tinyllama_1M", 300)]
+    problems = {"larger: [{runs: 4, max_step: 300}, {runs: 2, max_step: 300}]": "'larger2' .* is the scale of 'larger'",
+                "larger: [{runs: 4, model_name: tinyllama_demo}]": ".*is the scale of the proxies already",
+                "larger: [{runs: 0, max_step: 300}]": r"'larger': 'runs' must be in \[1, sweep.num_configs",
+                "larger: [{runs: 2, max_stp: 300}]": r"unknown key 'max_stp' in 'larger\[0\]:' \(did you mean"}
+    for text, error in problems.items():
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match="scales.yaml: " + error):
+            load_experiment(path)
+
+
+def test_a_study_with_larger_scales_trains_shared_mixtures_again_and_answers_for_the_large_run(workdir):
     Path("tiny.yaml").write_text(EXPERIMENT.replace("fit: {regressors: [linear], folds: 4}",
                                                     "fit: {regressors: [scaling], folds: 2}")
                                  .replace("num_configs: 8", "num_configs: 14")
-                                 + "larger: {runs: 4, max_step: 12, model_name: tinyllama_demo}\n")
+                                 + "larger: [{runs: 4, max_step: 9, model_name: tinyllama_demo},\n"
+                                   "         {runs: 3, max_step: 12, model_name: tinyllama_demo}]\n")
     lines: list[str] = []
     summary = run_study(load_experiment("tiny.yaml"), report=lines.append)
-    assert summary["runs"]["method"] == 14 and summary["runs"]["larger"] == 4
+    assert summary["runs"]["method"] == 14 and summary["runs"]["larger"] == 7
     state = json.loads(Path("runs/tiny/regmix/study.json").read_text())
-    larger = [t for t in state["trials"] if t["scale"] == "larger"]
-    assert [t["name"] for t in larger] == ["n1_larger", "n2_larger", "n3_larger", "n4_larger"]
-    assert load_result(Path("runs/tiny/proxies/n1_larger")).step == 12  # the larger scale's steps
+    larger = [t["name"] for t in state["trials"] if t["source"] == "larger"]
+    assert larger == ["n1_larger", "n2_larger", "n3_larger", "n4_larger", "n1_larger2", "n2_larger2", "n3_larger2"]
+    assert load_result(Path("runs/tiny/proxies/n1_larger2")).step == 12  # each larger scale's steps
     scales = state["proposer"]["scales"]
-    assert {tuple(s) for s in scales} == {(scales[0][0], 6 * 4 * 32), (scales[0][0], 12 * 4 * 32)}
+    assert {tuple(s) for s in scales} == {(scales[0][0], steps * 4 * 32) for steps in (6, 9, 12)}
     header = Path("runs/tiny/regmix/train_mixture_proxy.csv").read_text().splitlines()[0]
     assert header.endswith(",params,tokens")  # the study's CSV keeps each run's scale, for `fit --study`
     report = json.loads(Path("runs/tiny/regmix/report.json").read_text())
     scale = report["details"]["predicted_at"]  # the optimum for the large run, the proxies' beside it
-    assert scale["tokens"] == 25_000 * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32
+    assert scale["tokens"] == 25_000 * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32  # the largest proxies
     assert set(scale["proxies_optimum"]) == {"code", "legal", "prose"}
     text = "\n".join(lines)
     assert "scale:           scaling is scale-aware" in text and "natural   optimal   proxies" in text
-    assert any("round 1: training 14 method, 4 larger" in line for line in lines)
+    assert any("round 1: training 14 method, 7 larger" in line for line in lines)

@@ -155,9 +155,10 @@ class ReuseSettings:
 
 @dataclass
 class LargerSettings:
-    """A second, larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained
-    again with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
-    scaling, scaling_lightgbm) see the mixture's effect change with scale. 0 runs: one scale, as RegMix."""
+    """A larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained again
+    with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
+    scaling, scaling_lightgbm) see the mixture's effect change with scale. `larger:` is one such mapping or a list
+    of them (several scales on shared mixtures); 0 runs or an empty list: one scale, as RegMix."""
 
     runs: int = 0
     model_name: str = "tinyllama_1M"
@@ -182,7 +183,7 @@ class Experiment:
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     reuse: ReuseSettings = field(default_factory=ReuseSettings)
-    larger: LargerSettings = field(default_factory=LargerSettings)
+    larger: list[LargerSettings] = field(default_factory=list)
     source: str = "<default experiment>"
     origins: dict[str, str] = field(default_factory=dict)  # a setting given by a flag: {"target": "--valid"}
 
@@ -199,6 +200,15 @@ class Experiment:
     def configs(self) -> Path:
         """The config of every run of the experiment (`<run>.yaml`, the run's name)."""
         return Path("mixture_config") / self.name / "config_proxy"
+
+    @property
+    def scales(self) -> dict[str, LargerSettings]:
+        """The larger scales by the name their trials keep (`larger`, `larger2`, ...; a run's name ends with it)."""
+        return {"larger" if k == 0 else f"larger{k + 1}": larger for k, larger in enumerate(self.larger)}
+
+    def training(self, scale: str | None) -> TrainingSettings:
+        """The training settings of a trial's scale (None: the proxies')."""
+        return self.proxy if scale is None else self.scales[scale].training(self.proxy)
 
     def as_method(self, method: str) -> Experiment:
         """The experiment as `method` runs in a comparison: its own search settings (flat ones are the experiment's
@@ -281,7 +291,10 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     with noting(problems, path):
         experiment.target = Objective.parse(data.get("target"), path)
     for key in sections:
-        if key in data:
+        if key == "larger" and key in data:
+            with noting(problems, path):
+                experiment.larger = larger_scales(data[key], path)
+        elif key in data:
             with noting(problems, path):
                 setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
                                                   getattr(experiment, key), without_preset(data[key]), path, key))
@@ -301,14 +314,29 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     return experiment
 
 
+def larger_scales(data: Any, source: Path) -> list[LargerSettings]:
+    """`larger:` as one mapping or a list of them; a mapping of 0 runs is no larger scale."""
+    entries = data if isinstance(data, list) else [data]
+    scales = [_section(LargerSettings(), entry, source, f"larger[{k}]" if isinstance(data, list) else "larger")
+              for k, entry in enumerate(entries)]
+    return [s for s in scales if s.runs or isinstance(data, list)]
+
+
 def check_larger_settings(experiment: Experiment, source: Path) -> None:
-    """The `larger:` scale: a count of runs the swarm can give, and settings the trainer accepts."""
-    larger = experiment.larger
-    if not 0 <= larger.runs <= experiment.sweep.num_configs or larger.max_step < 0:
-        raise ConfigError(source, f"'larger.runs' must be in [0, sweep.num_configs = {experiment.sweep.num_configs}] "
-                                  f"and 'larger.max_step' >= 0, got {larger.runs} and {larger.max_step}")
-    if larger.runs:
-        larger.training(experiment.proxy).validate(source, section_spelling("larger"))
+    """The `larger:` scales: each a count of runs the swarm can give, settings the trainer accepts, and a size
+    no other scale has (the same size twice would be seeds, not scales)."""
+    seen = {(experiment.proxy.model_name, experiment.proxy.max_step): "the proxies"}
+    for name, larger in experiment.scales.items():
+        if not 1 <= larger.runs <= experiment.sweep.num_configs or larger.max_step < 0:
+            raise ConfigError(source, f"'{name}': 'runs' must be in [1, sweep.num_configs = "
+                                      f"{experiment.sweep.num_configs}] and 'max_step' >= 0, got {larger.runs} and "
+                                      f"{larger.max_step}")
+        training = larger.training(experiment.proxy)
+        training.validate(source, section_spelling("larger"))
+        size = (training.model_name, training.max_step)
+        if size in seen:
+            raise ConfigError(source, f"'{name}' ({size[0]}, {size[1]} steps) is the scale of {seen[size]} already")
+        seen[size] = f"'{name}'"
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:

@@ -69,7 +69,7 @@ def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any]
     if method != "regmix":
         return steering, {}
     fit, sim = experiment.fit, experiment.simulation
-    scaled = experiment.larger.runs > 0 or bool(set(fit.regressors) & set(SCALE_AWARE))
+    scaled = bool(experiment.larger) or bool(set(fit.regressors) & set(SCALE_AWARE))
     return steering, {
         "regressor": list(fit.regressors), "folds": fit.folds, "select": fit.select, "candidates": sim.candidates,
         "top_k": sim.top_k, "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl,
@@ -87,7 +87,7 @@ def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:
             "corpus": study.manifest.fingerprint(), "anchor_seeds": experiment.sweep.anchor_seeds,
             "batch": experiment.search.batch, "start_from": experiment.search.start_from,
             "reuse": None if study.frozen is None else study.frozen.members.to_dict(),
-            "larger": dataclasses.asdict(experiment.larger) if experiment.larger.runs else None}
+            "larger": [dataclasses.asdict(larger) for larger in experiment.larger] or None}
 
 
 def study_proposer(study: Study) -> Proposer:
@@ -227,13 +227,14 @@ def ask(study: Study, state: StudyState, proposer: Proposer) -> list[Trial]:
 
 
 def add_larger(study: Study, state: StudyState) -> None:
-    """The `larger:` scale's runs: the first mixtures the method asked for, trained again at the larger size."""
-    larger = study.experiment.larger
-    if study.method != "regmix" or not larger.runs or any(t.scale == "larger" for t in state.trials):
+    """The `larger:` scales' runs: at each, the first mixtures the method asked for, trained again at its size."""
+    if study.method != "regmix":
         return
-    shared = [t for t in state.trials if t.source == "method"][:larger.runs]
-    state.trials += [Trial(f"{t.name}_larger", dict(t.requested), t.round, source="larger", scale="larger")
-                     for t in shared]
+    method = [t for t in state.trials if t.source == "method"]
+    for scale, larger in study.experiment.scales.items():
+        if not any(t.scale == scale for t in state.trials):
+            state.trials += [Trial(f"{t.name}_{scale}", dict(t.requested), t.round, source="larger", scale=scale)
+                             for t in method[:larger.runs]]
     state.save()
 
 
@@ -251,7 +252,7 @@ def train_trials(study: Study, state: StudyState, trials: Sequence[Trial], train
     for trial in trials:
         path = experiment.configs / f"{trial.name}.yaml"
         if trial.status == "proposed":
-            training = experiment.larger.training(experiment.proxy) if trial.scale == "larger" else experiment.proxy
+            training = experiment.training(trial.scale)
             training = training if trial.seed is None else dataclasses.replace(training, seed=trial.seed)
             config = RunConfig(trial.name, study.expand(Mixture.from_dict(trial.requested, normalize=True)),
                                tuple(trial.valid or manifest.valid_domains), training,

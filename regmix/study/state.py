@@ -64,7 +64,7 @@ class Trial:
     seconds: float = 0.0
     history: list[list] = field(default_factory=list)  # [[status, unix time], ...]
     probe_losses: dict[str, float] | None = None
-    scale: str | None = None  # "larger": trained with the experiment's `larger:` settings, not the proxies'
+    scale: str | None = None  # "larger", "larger2", ...: trained at that `larger:` scale (Experiment.scales)
 
     def __post_init__(self) -> None:
         if self.status not in EDGES:

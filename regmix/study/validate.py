@@ -165,10 +165,10 @@ def plan(experiment: Experiment, methods: Sequence[str], vocab_size: int, starte
             continue
         budget = sweep.num_configs if method == "regmix" else experiment.search.budget
         runs = max(0, budget - started)
-        if method == "regmix" and experiment.larger.runs:
-            larger = experiment.larger.training(experiment.proxy)
-            lines.append(f"method regmix: {experiment.larger.runs} of its mixtures again at the larger scale "
-                         f"({larger.model_name}, {larger.max_step} steps; `larger:`), not timed below")
+        for scale, larger in experiment.scales.items() if method == "regmix" else ():
+            training = experiment.training(scale)
+            lines.append(f"method regmix: {larger.runs} of its mixtures again at a larger scale "
+                         f"({training.model_name}, {training.max_step} steps; `{scale}`), not timed below")
         counted.append(method)
         lines.append(f"method {method}: {runs} proxy runs" + (f" (+{started} it starts from)" if started else "")
                      + (f", then {verified} verification runs of its answer (up to {verified + extra} with the seeds "
