@@ -287,6 +287,7 @@ def test_a_study_with_larger_scales_trains_shared_mixtures_again_and_answers_for
     Path("tiny.yaml").write_text(EXPERIMENT.replace("fit: {regressors: [linear], folds: 4}",
                                                     "fit: {regressors: [scaling], folds: 2}")
                                  .replace("num_configs: 8", "num_configs: 14")
+                                 .replace("top_k: 16}", "top_k: 16, large_tokens: 3e9}")
                                  + "larger: [{runs: 4, max_step: 9, model_name: tinyllama_demo},\n"
                                    "         {runs: 3, max_step: 12, model_name: tinyllama_demo}]\n")
     lines: list[str] = []
@@ -302,7 +303,9 @@ def test_a_study_with_larger_scales_trains_shared_mixtures_again_and_answers_for
     assert header.endswith(",params,tokens")  # the study's CSV keeps each run's scale, for `fit --study`
     report = json.loads(Path("runs/tiny/regmix/report.json").read_text())
     scale = report["details"]["predicted_at"]  # the optimum for the large run, the proxies' beside it
-    assert scale["tokens"] == 25_000 * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32  # the largest proxies
+    steps = round(3e9 / (512 * 2048))  # the large run's tokens as stated, in whole steps of its batch
+    assert scale["tokens"] == steps * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32  # the largest proxies
+    assert load_run_config(Path("mixture_config/tiny/regmix/optimal_mixture.yaml")).training.max_step == steps
     assert set(scale["proxies_optimum"]) == {"code", "legal", "prose"}
     text = "\n".join(lines)
     assert "scale:           scaling is scale-aware" in text and "natural   optimal   proxies" in text

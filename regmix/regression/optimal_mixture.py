@@ -5,6 +5,7 @@ the large run's training settings, and the natural-vs-optimal table and plot loo
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -21,9 +22,10 @@ from regmix.settings.training import TrainingSettings
 
 
 def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float, spread: float | None,
-                       large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
+                       large: TrainingSettings | None = None, settings: SynthesisSettings = SynthesisSettings(),
                        **extra: Any) -> RunConfig:
-    """RegMix config for the large run (`optimal_mixture.yaml`), whatever method found the mixture.
+    """RegMix config for the large run (`optimal_mixture.yaml`, trained with `large`: default large_run_settings()),
+    whatever method found the mixture.
 
     The prediction and how it was made go in extra keys; the objective is written by loss column,
     the name the runs log it under.
@@ -35,7 +37,8 @@ def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float,
     extra = {"predicted_loss": round(predicted, 6),
              "predicted_loss_spread": None if spread is None else round(spread, 6),
              "objective": objective.to_file(), **extra}
-    return RunConfig("optimal_mixture", mixture, valid, large_run_settings(large_model), settings.as_config(), extra)
+    return RunConfig("optimal_mixture", mixture, valid, large or large_run_settings(), settings.as_config(),
+                     extra)
 
 
 def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float], proxies: Mixture) -> dict[str, Any]:
@@ -46,9 +49,14 @@ def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float],
             "proxies_optimum": {d: round(w, 6) for d, w in proxies.to_dict().items()}}
 
 
-def large_run_settings(large_model: str = "tinyllama_1_1b") -> TrainingSettings:
-    """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps)."""
-    return TrainingSettings.from_name("large_1b", model_name=large_model)
+def large_run_settings(large_model: str = "tinyllama_1_1b", tokens: float = 0) -> TrainingSettings:
+    """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps): the
+    large_1b recipe on `large_model`, for `tokens` (0: the recipe's 25,000 steps) in whole steps of its batch."""
+    settings = TrainingSettings.from_name("large_1b", model_name=large_model)
+    if tokens:
+        per_step = settings.global_batch_size * settings.block_size
+        settings = dataclasses.replace(settings, max_step=max(1, round(tokens / per_step)))
+    return settings
 
 
 def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str,

@@ -42,14 +42,12 @@ def large_run_tokens(settings: TrainingSettings) -> int:
     return settings.max_step * settings.global_batch_size * settings.block_size
 
 
-def large_run_scale(large_model: str) -> tuple[float, float]:
-    """(non-embedding parameters, tokens) of the large run on `large_model`: where a scale-aware model's optimum is
-    chosen. The vocabulary does not enter the non-embedding count, so any one serves."""
-    from regmix.regression.optimal_mixture import large_run_settings
+def large_run_scale(large: TrainingSettings) -> tuple[float, float]:
+    """(non-embedding parameters, tokens) of the large run: where a scale-aware model's optimum is chosen. The
+    vocabulary does not enter the non-embedding count, so any one serves."""
     from regmix.train.models import model_size
 
-    settings = large_run_settings(large_model)
-    return float(model_size(large_model, 50304, settings.block_size)), float(large_run_tokens(settings))
+    return float(model_size(large.model_name, 50304, large.block_size)), float(large_run_tokens(large))
 
 
 @dataclass(frozen=True)

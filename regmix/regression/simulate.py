@@ -36,10 +36,11 @@ from regmix.core.mixture import Mixture, project_onto_simplex
 from regmix.core.objective import Objective
 from regmix.core.schema import MODEL_NAME
 from regmix.core.space import usage_bounds
-from regmix.regression.optimal_mixture import mixture_plot, optimal_run_config, scale_record
+from regmix.regression.optimal_mixture import large_run_settings, mixture_plot, optimal_run_config, scale_record
 from regmix.regression.surrogate import Surrogate
 from regmix.search.synthesize import SynthesisSettings, draw_dirichlet, draw_mixtures, load_prior, sparsify
 from regmix.settings.run_config import RunConfig, run_config_text
+from regmix.settings.training import TrainingSettings
 from regmix.train.models import model_problem
 
 if TYPE_CHECKING:
@@ -236,13 +237,14 @@ def exact_simulation(result: Simulation, model: FittedModel, objective: Objectiv
 
 
 def optimal_config(result: Simulation, model: FittedModel, objective: Objective | Mapping[str, float] | None,
-                   large_model: str = "tinyllama_1_1b", settings: SynthesisSettings = SynthesisSettings(),
+                   large: TrainingSettings | None = None, settings: SynthesisSettings = SynthesisSettings(),
                    **extra: Any) -> RunConfig:
-    """The large run's config of a simulation (`extra`: more keys to record, e.g. the caps)."""
+    """The large run's config of a simulation (`large`: its training, default large_run_settings(); `extra`: more
+    keys to record, e.g. the caps)."""
     target = objective_weights(model, objective)
     return optimal_run_config(
         result.mixture, Objective({d: float(w) for d, w in zip(model.targets, target) if w > 0}), result.predicted_loss,
-        result.spread, large_model, settings, regressor=model.name, num_candidates=result.candidates,
+        result.spread, large, settings, regressor=model.name, num_candidates=result.candidates,
         top_k=len(result.top_scores),
         top_k_loss_range=[round(float(result.top_scores.min()), 6), round(float(result.top_scores.max()), 6)],
         **extra)
@@ -336,12 +338,13 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
         return simulate(at, natural, objective, args.num_candidates, args.top_k, settings, args.screen, args.refine,
                         args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
 
+    large_run = large_run_settings(args.large_model, args.tokens or 0)
     extra = {}
     if model.scale is not None:  # the optimum for the large run, and the one for the largest proxies beside it
         from regmix.regression.optimum import large_run_scale
 
         proxy_scale = model.scale
-        large = (args.params, args.tokens) if args.params is not None else large_run_scale(args.large_model)
+        large = (args.params, args.tokens) if args.params is not None else large_run_scale(large_run)
         proxies = run(model)
         model = model.at_scale(*large)
         print(f"scale-aware {model.name}: the optimum for {large[0]:,.0f} params and {large[1]:,.0f} tokens; for the "
@@ -350,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
                           if w >= 0.01))
         extra = {"predicted_at": scale_record(large, proxy_scale, proxies.mixture)}
     result = run(model)
-    config = optimal_config(result, model, objective, args.large_model, settings, **extra)
+    config = optimal_config(result, model, objective, large_run, settings, **extra)
     # written as regmix.settings.run_config.save_run_config writes a config, but together with its plot
     write_files({args.output: run_config_text(config).encode("utf-8"), plot: mixture_plot(natural, result.mixture)})
     spread = "" if result.spread is None else f" +- {result.spread:.4f}"

@@ -24,6 +24,7 @@ from regmix.core.objective import Objective
 from regmix.core.schema import safe_name
 from regmix.data.sources import Routing
 from regmix.regression.fit import SELECTION
+from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
@@ -93,7 +94,9 @@ class FitSettings:
 @dataclass
 class SimulationSettings:
     """How the optimum is chosen, for which large run. `large_model`: its model_name (a preset, a litgpt model
-    name or a litgpt model_config.yaml: regmix.train.models); `repetitions`: R, the epochs a domain may be
+    name or a litgpt model_config.yaml: regmix.train.models); `large_tokens`: the tokens it trains (0: the
+    large_1b recipe's 25,000 steps of 512 x 2048; others in whole steps of that batch), where a scale-aware
+    regressor's optimum is chosen and what sets the repetition caps; `repetitions`: R, the epochs a domain may be
     repeated in the large run (regmix.regression.optimum; 0 turns the caps off); `optimum`: topk (RegMix: the
     mean of the `top_k` best candidates) or exact (regmix.regression.optimum.exact_optimum, seeded by them);
     `kl`: its pull toward the natural mixture; `guard_margin` (exact only): no target's predicted loss above
@@ -107,6 +110,7 @@ class SimulationSettings:
     top_k: int = 128
     refine: int = 0
     large_model: str = "tinyllama_1_1b"
+    large_tokens: float = 0
     repetitions: float = 4.0
     optimum: str = "topk"
     kl: float = 0.0
@@ -115,6 +119,10 @@ class SimulationSettings:
     verify: bool = True
     max_seeds: int = 6
     significance: float = 0.05
+
+    def large_run(self) -> TrainingSettings:
+        """The large run's training settings: what optimal_mixture.yaml says to train, for its scale and caps."""
+        return large_run_settings(self.large_model, self.large_tokens)
 
 
 @dataclass
@@ -389,6 +397,7 @@ def check_simulation_settings(simulation: SimulationSettings, source: Path) -> N
     checks = [(large_model is None, f"'simulation.large_model' {large_model}, got {simulation.large_model!r}"),
               (simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
+              (simulation.large_tokens >= 0, "'simulation.large_tokens' must be >= 0 (0: the large_1b recipe's)"),
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
               (simulation.kl >= 0, "'simulation.kl' must be >= 0"),

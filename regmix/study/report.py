@@ -32,7 +32,7 @@ from regmix.core.schema import (
     run_index,
 )
 from regmix.regression.fit import cv_plot_path
-from regmix.regression.optimal_mixture import large_run_settings, mixture_report, optimal_run_config, plot_mixtures
+from regmix.regression.optimal_mixture import mixture_report, optimal_run_config, plot_mixtures
 from regmix.regression.optimum import epochs, large_run_tokens
 from regmix.search.proposer import Recommendation
 from regmix.search.regression import REGRESSOR_FILE
@@ -109,7 +109,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
     folder, optimal_path = study.folder, experiment.optimal(study.method)
     mixture = recommendation.mixture
     full = study.expand(mixture)  # what the large run trains on: the corpus's own domains
-    large = large_run_settings(experiment.simulation.large_model)
+    large = experiment.simulation.large_run()
     target_tokens = large_run_tokens(large)
     tokens = {d: study.manifest.tokens("train", d) for d in full.domains}
     caps = study.caps
@@ -124,7 +124,7 @@ def write_report(study: Study, state: StudyState, recommendation: Recommendation
         "frozen_share": round(mixture[study.frozen.name], 6), "removed": list(study.frozen.removed),
         "searched": {d: round(w, 6) for d, w in mixture.to_dict().items()}}
     config = optimal_run_config(full, objective, recommendation.predicted, recommendation.uncertainty,
-                                experiment.simulation.large_model, experiment.synthesis, method=study.method,
+                                large, experiment.synthesis, method=study.method,
                                 recommended_by=recommendation.basis, epochs=epoch_counts,
                                 repetition_caps=caps_report, **({"reuse": reuse} if reuse else {}))
     save_run_config(config, optimal_path)

@@ -74,7 +74,7 @@ def method_settings(experiment: Experiment, method: str) -> tuple[dict[str, Any]
         "regressor": list(fit.regressors), "folds": fit.folds, "select": fit.select, "candidates": sim.candidates,
         "top_k": sim.top_k, "refine": sim.refine, "optimum": sim.optimum, "kl": sim.kl,
         "guard_margin": sim.guard_margin, "uncertainty": sim.uncertainty,
-        "target_scale": list(large_run_scale(sim.large_model)) if scaled else None}
+        "target_scale": list(large_run_scale(sim.large_run())) if scaled else None}
 
 
 def identity(study: Study, steering: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from regmix.core.results import RunResult
 from regmix.core.reuse import FrozenMixture, frozen_mixture
 from regmix.core.space import SearchSpace
 from regmix.data.corpus import CorpusManifest
-from regmix.regression.optimal_mixture import large_run_settings
 from regmix.regression.optimum import RepetitionCaps, large_run_tokens, repetition_caps
 from regmix.settings.run_config import load_run_config
 from regmix.study.corpus import prepare_experiment_corpus
@@ -109,7 +108,7 @@ def study_on(experiment: Experiment, manifest: CorpusManifest, objective: Object
             objective = Objective.mean(subset)
     simulation = experiment.simulation
     tokens = {d: manifest.tokens("train", d) for d in natural.domains}
-    caps = repetition_caps(tokens, natural.domains, large_run_tokens(large_run_settings(simulation.large_model)),
+    caps = repetition_caps(tokens, natural.domains, large_run_tokens(simulation.large_run()),
                            simulation.repetitions) if simulation.repetitions else None
     frozen = None
     if experiment.reuse.previous:

@@ -146,7 +146,6 @@ def read_corpus(experiment: Experiment, problems: list[ConfigError]) -> CorpusVi
 def plan(experiment: Experiment, methods: Sequence[str], vocab_size: int, started: int, timed: bool) -> list[str]:
     """What would train: per method its runs, the anchors they share, the verification, the proxies' size, tokens
     and time here (regmix.train.estimate), and the large run."""
-    from regmix.regression.optimal_mixture import large_run_settings
     from regmix.regression.optimum import large_run_tokens
     from regmix.search import ONLINE
     from regmix.train.estimate import estimate
@@ -188,7 +187,7 @@ def plan(experiment: Experiment, methods: Sequence[str], vocab_size: int, starte
     if executor.kind == "ray":
         lines.append(f"executor {executor}: the runs train as Ray tasks over the cluster, not on this machine's "
                      "workers; the time above is this machine's")
-    large = large_run_settings(simulation.large_model)
+    large = simulation.large_run()
     size = model_size(large.model_name, vocab_size, large.block_size)
     lines.append(f"large run: {large.model_name} ({size / 1e6:,.0f}M non-embedding parameters), "
                  f"{large.max_step:,} steps x {large.global_batch_size} x {large.block_size} = "
