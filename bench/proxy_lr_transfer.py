@@ -8,7 +8,7 @@ objective of "Can Small Training Runs Reliably Guide Data Curation?"). Reported:
 against the target's, and whether the proxies' best mixture is the target's best (and the target's loss lost by
 taking the proxies' pick: regret@1). Runs are kept under `--output`, so a rerun trains nothing new.
 
-    python bench/proxy_lr_transfer.py [--mixtures 16] [--workers 2]
+    python bench/proxy_lr_transfer.py [--mixtures 16] [--workers 2] [--proxy-steps 300]   # 300: writes *_300.md
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--mixtures", type=int, default=16)
     p.add_argument("--target-steps", type=int, default=300)
     p.add_argument("--target-lrs", type=float, nargs="+", default=[1e-3, 3e-3])
+    p.add_argument("--proxy-steps", type=int, default=100, help="the proxies' steps (default: the demo's %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     if not (args.corpus / "manifest.json").exists():
@@ -54,7 +55,11 @@ def main() -> None:
     mixtures = synthesize(manifest.token_distribution(), args.mixtures, SynthesisSettings(seed=7))
     names = [f"m{i}" for i in range(len(mixtures))]
     demo = TrainingSettings.from_name("demo")
-    arms = {"proxy_demo": demo, "proxy_demo_low_lr": TrainingSettings.from_name("demo_low_lr")}
+    steps = {"max_step": args.proxy_steps, "eval_step_interval": args.proxy_steps}
+    suffix = "" if args.proxy_steps == demo.max_step else f"_{args.proxy_steps}"
+    proxies = {f"proxy_{preset}{suffix}": TrainingSettings.from_name(preset, **steps)
+               for preset in ("demo", "demo_low_lr")}
+    arms = dict(proxies)
     for lr in args.target_lrs:
         arms[f"target_1M_lr{lr:g}"] = dataclasses.replace(
             demo, model_name="tinyllama_1M", max_step=args.target_steps, learning_rate=lr, min_lr=lr / 10,
@@ -71,11 +76,12 @@ def main() -> None:
         train_sweep(paths, manifest, args.output / arm / "runs", workers=args.workers, wandb_mode="off")
         values[arm] = objective_values(args.output / arm / "runs", names, objective)
     target = np.min([v for arm, v in values.items() if arm.startswith("target")], axis=0)
-    lines = [f"# Proxy learning rate against a larger model's ranking ({len(names)} mixtures, default corpus)", "",
+    lines = [f"# Proxy learning rate against a larger model's ranking ({len(names)} mixtures, default corpus, "
+             f"proxies of {args.proxy_steps} steps)", "",
              f"target: tinyllama_1M, {args.target_steps} steps of 16 x 128 tokens, best of learning rates "
              f"{', '.join(f'{lr:g}' for lr in args.target_lrs)} per mixture; objective: {objective.describe()}", "",
              "| proxies | Spearman with the target | same best mixture | regret@1 (target loss) |", "|---|---|---|---|"]
-    for arm in ("proxy_demo", "proxy_demo_low_lr"):
+    for arm in proxies:
         pick = int(np.argmin(values[arm]))
         lines.append(f"| {arm.removeprefix('proxy_')} | {spearmanr(values[arm], target)[0]:.3f} | "
                      f"{'yes' if pick == int(np.argmin(target)) else 'no'} | {target[pick] - target.min():.4f} |")
@@ -83,7 +89,7 @@ def main() -> None:
         if arm.startswith("target"):
             lines.append(f"\n{arm}: Spearman with the per-mixture best {spearmanr(values[arm], target)[0]:.3f}")
     text = "\n".join(lines) + "\n"
-    RESULTS.write_text(text)
+    RESULTS.with_stem(RESULTS.stem + suffix).write_text(text)
     print(text)
 
 

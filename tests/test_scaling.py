@@ -107,3 +107,17 @@ def test_simulate_chooses_the_optimum_for_the_large_run_and_shows_the_proxies_be
     assert small["math"] > 0.8 and big["web"] > small["web"] + 0.2 and big["math"] < small["math"] - 0.2
     simulate_main([*common, "--output", str(tmp_path / "default.yaml")])  # --large-model's size and tokens
     assert load_run_config(tmp_path / "default.yaml").extra["predicted_at"]["params"] > 9e8  # TinyLlama 1.1B
+
+
+def test_a_laws_loss_stays_above_zero_at_any_scale():
+    from regmix.regression.scaling_law import ScalingMixingLaw
+
+    rng = np.random.default_rng(3)
+    P = rng.dirichlet(np.ones(len(DOMAINS)), 24)
+    scale = np.r_[np.c_[np.full(24, 1e5), np.full(24, 2e5)], np.c_[np.full(24, 1e6), np.full(24, 2e5)]]
+    weights = np.r_[P, P]
+    # losses that fall steeply with size: a fit free to choose E puts it far below 0
+    losses = 0.3 + np.exp(1.0 + weights @ A) * (scale[:, 0] / 1e5) ** -1.5 + rng.normal(0, 0.01, len(weights))
+    law = ScalingMixingLaw().fit(np.c_[weights, scale], losses)
+    assert law.E_[0] >= 0
+    assert (law.predict(np.c_[P, np.full(24, 1e12), np.full(24, 1e12)]) >= 0).all()

@@ -23,6 +23,9 @@ few at the larger); the mixture enters the scale terms' coefficients directly (t
 the extrapolation, ours is what extrapolates); exponents per target rather than one shared across domains and
 mixtures; scipy's least squares with a soft-L1 loss instead of LBFGS on Huber.
 
+E is kept >= 0 when every observed value is (a loss: its irreducible part cannot be negative), so no scale drives
+the law's loss below 0.
+
 Identifiability: alpha needs runs at two or more N, beta at two or more D (evaluations at intermediate token
 counts give those). An exponent is pulled toward `prior_exponent` (0.3, near Chinchilla's 0.34 / 0.28) by a
 small penalty that only decides it where the runs cannot; its term then acts as a mixture-dependent offset.
@@ -117,7 +120,10 @@ class ScalingMixingLaw(RegressorMixin, BaseEstimator):
             pull[0, 2 + r], pull[1, -1] = penalty, penalty
             return np.vstack([rows, pull])
 
-        floor = z.min() - 0.5 * np.ptp(z) - 0.1
+        # a loss (every y >= 0) has an irreducible part E >= 0: unbounded, E can sink far below every run where the
+        # runs barely fix it, and the law then predicts negative losses for a large run
+        least_E = -loc / unit if (y >= 0).all() else -np.inf
+        floor = max(z.min() - 0.5 * np.ptp(z) - 0.1, least_E)
         level = np.log(max(float(np.mean(z - floor)) / 2, 1e-3))
         s = np.linalg.lstsq(D, np.log(np.maximum(z - floor, 1e-6)) - np.log(np.maximum(z - floor, 1e-6)).mean(),
                             rcond=None)[0]
@@ -126,7 +132,7 @@ class ScalingMixingLaw(RegressorMixin, BaseEstimator):
                   np.r_[floor, level, s, p0, level, s, p0],
                   np.r_[floor, level, s, p0, level, np.zeros(r), p0],
                   np.r_[floor, level, np.zeros(r), p0, level, s, p0]]
-        lower = np.r_[-np.inf, -np.inf, np.full(r, -np.inf), 0.0, -np.inf, np.full(r, -np.inf), 0.0]
+        lower = np.r_[least_E, -np.inf, np.full(r, -np.inf), 0.0, -np.inf, np.full(r, -np.inf), 0.0]
         upper = np.r_[np.inf, np.inf, np.full(r, np.inf), 2.0, np.inf, np.full(r, np.inf), 2.0]
         best = min((least_squares(residuals, theta, jac=jacobian, bounds=(lower, upper), loss=self.loss,
                                   f_scale=0.5, x_scale="jac") for theta in starts), key=lambda fit: fit.cost)
