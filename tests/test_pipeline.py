@@ -264,6 +264,8 @@ def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
     path = tmp_path / "scales.yaml"
     path.write_text("larger: {runs: 4, max_step: 300}\n")
     assert list(load_experiment(path).scales) == ["larger"]
+    path.write_text("sweep: {num_configs: 40}\nlarger: {model_name: tinyllama_1M}\n")
+    assert load_experiment(path).larger[0].runs == 10  # unset: a quarter of the swarm, not nothing
     path.write_text("larger: {runs: 0}\n")
     assert load_experiment(path).scales == {}  # 0 runs: one scale, as RegMix
     path.write_text("larger: [{runs: 8, model_name: tinyllama_1M},\n"

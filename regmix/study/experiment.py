@@ -161,14 +161,18 @@ class ReuseSettings:
     name: str = "existing"
 
 
+LARGER_SHARE = 0.25  # of the swarm's runs, trained again at a larger scale when `larger:` does not say
+
+
 @dataclass
 class LargerSettings:
     """A larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained again
     with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
     scaling, scaling_lightgbm) see the mixture's effect change with scale. `larger:` is one such mapping or a list
-    of them (several scales on shared mixtures); 0 runs or an empty list: one scale, as RegMix."""
+    of them (several scales on shared mixtures); 0 runs or an empty list: one scale, as RegMix. `runs` unset: a
+    quarter of the swarm (LARGER_SHARE; bench/larger_runs.py measured what more runs buy)."""
 
-    runs: int = 0
+    runs: int | None = None
     model_name: str = "tinyllama_1M"
     max_step: int = 0  # 0: the proxies' steps
 
@@ -301,7 +305,7 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     for key in sections:
         if key == "larger" and key in data:
             with noting(problems, path):
-                experiment.larger = larger_scales(data[key], path)
+                experiment.larger = larger_scales(data[key], path, experiment.sweep.num_configs)
         elif key in data:
             with noting(problems, path):
                 setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
@@ -322,11 +326,14 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     return experiment
 
 
-def larger_scales(data: Any, source: Path) -> list[LargerSettings]:
-    """`larger:` as one mapping or a list of them; a mapping of 0 runs is no larger scale."""
+def larger_scales(data: Any, source: Path, swarm: int) -> list[LargerSettings]:
+    """`larger:` as one mapping or a list of them, each without `runs` given LARGER_SHARE of the `swarm`; a mapping
+    of 0 runs is no larger scale."""
     entries = data if isinstance(data, list) else [data]
     scales = [_section(LargerSettings(), entry, source, f"larger[{k}]" if isinstance(data, list) else "larger")
               for k, entry in enumerate(entries)]
+    scales = [s if s.runs is not None else dataclasses.replace(s, runs=max(1, round(LARGER_SHARE * swarm)))
+              for s in scales]
     return [s for s in scales if s.runs or isinstance(data, list)]
 
 
