@@ -70,15 +70,19 @@ def regressor_table(observations, objective: Objective) -> list[str]:
 
 
 def verdict_table(results, objective: Objective) -> list[str]:
-    stats = {name: seed_runs(name, [r.valid_losses for r in runs if r.ok], objective) for name, runs in results.items()}
+    stats = {name: seed_runs(name, [r.valid_losses for r in runs if r.ok], objective) for name, runs in results.items()
+             if any(r.ok for r in runs)}
     names = {"optimal": "scale-aware optimum", "single_scale": "single-scale optimum"}
     lines = ["| mixture | objective at the target (mean ± std) | vs natural | vs uniform | vs the other optimum |",
              "|---|---|---|---|---|"]
     for name, label in [*names.items(), ("natural", "natural"), ("uniform", "uniform")]:
+        if name not in stats:
+            lines.append(f"| {label} | no finished run | | | |")
+            continue
         s = stats[name]
         cells = []
         for other in ("natural", "uniform", "single_scale" if name == "optimal" else "optimal"):
-            if name in names and other != name:
+            if name in names and other != name and other in stats:
                 cells.append(f"{verdict(s, stats[other])} (p={welch_p(s, stats[other]):.3f})")
             else:
                 cells.append("")
@@ -114,7 +118,8 @@ def main() -> None:
                            "--quiet"])
     fit_command.main(["--study", str(study), "--model", "scaling", "scaling_lightgbm", "--output", "scale_aware.npz"])
     simulate_command.main(["--model", "scale_aware.npz", "--prior", prepared, "--output", "scale_aware.yaml",
-                           "--params", str(params), "--tokens", str(tokens), "--quiet"])
+                           "--large-model", "tinyllama_1M", "--params", str(params), "--tokens", str(tokens),
+                           "--quiet"])
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(target).items()]
     results = transfer_command.main(["--optimal", "scale_aware.yaml", "--corpus", prepared, "--baselines", "natural",
                                      "uniform", "single_scale.yaml", "--output", "transfer", "--seeds",

@@ -141,3 +141,10 @@ def test_simulation_candidates_and_the_exact_answer_respect_the_caps():
     assert exact.predicted_loss <= result.predicted_loss + 1e-9
     guarded = exact_simulation(result, model, {"web": 1.0}, natural, settings, caps.caps, guard_margin=0.0)
     assert (model.predict(guarded.mixture.weights[None]) <= model.predict(natural.weights[None]) + 1e-9).all()
+
+
+def test_the_large_runs_tokens_set_its_steps_and_scale_its_warmup():
+    large = large_run_settings("tinyllama_1M", 1e9)
+    assert large.max_step == round(1e9 / (512 * 2048)) == 954
+    assert large.warmup_steps == round(2000 * 954 / 25_000) and large.eval_step_interval <= 954
+    assert large.model_name == "tinyllama_1M" and large_run_tokens(large) == 954 * 512 * 2048

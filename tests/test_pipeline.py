@@ -265,7 +265,9 @@ def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
     path.write_text("larger: {runs: 4, max_step: 300}\n")
     assert list(load_experiment(path).scales) == ["larger"]
     path.write_text("sweep: {num_configs: 40}\nlarger: {model_name: tinyllama_1M}\n")
-    assert load_experiment(path).larger[0].runs == 10  # unset: a quarter of the swarm, not nothing
+    experiment = load_experiment(path)
+    assert experiment.scales["larger"].count(experiment.sweep.num_configs) == 10  # unset: a quarter, not nothing
+    assert experiment.scales["larger"].count(8) == 2  # of the swarm a command gives it
     path.write_text("larger: {runs: 0}\n")
     assert load_experiment(path).scales == {}  # 0 runs: one scale, as RegMix
     path.write_text("larger: [{runs: 8, model_name: tinyllama_1M},\n"
@@ -275,10 +277,13 @@ def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
     trained = [experiment.training(scale) for scale in (None, "larger", "larger2")]
     assert [(t.model_name, t.max_step) for t in trained] == [("tinyllama_demo", 100), ("tinyllama_1M", 100),
                                                              ("tinyllama_1M", 300)]
-    problems = {"larger: [{runs: 4, max_step: 300}, {runs: 2, max_step: 300}]": "'larger2' .* is the scale of 'larger'",
+    problems = {"larger: [{runs: 4, max_step: 300}, {runs: 2, max_step: 300}]":
+                r"'larger\[1\]' .* is the scale of 'larger\[0\]'",
+                "larger: [{runs: 4}, {runs: 2, model_name: tinyllama_9M}]": r"'larger\[1\]\.model_name'",
+                "larger: 8": "'larger:' must be a mapping",
                 "larger: [{runs: 4, model_name: tinyllama_demo}]": ".*is the scale of the proxies already",
                 "larger: [{runs: 0, max_step: 300}]": r"'larger': 'runs' must be in \[1, sweep.num_configs",
-                "larger: [{runs: 2, max_stp: 300}]": r"unknown key 'max_stp' in 'larger\[0\]:' \(did you mean"}
+                "larger: [{runs: 2}, {runs: 2, max_stp: 300}]": r"unknown key 'max_stp' in 'larger\[1\]:' \(did you mean"}
     for text, error in problems.items():
         path.write_text(text + "\n")
         with pytest.raises(ConfigError, match="scales.yaml: " + error):

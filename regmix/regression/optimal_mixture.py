@@ -51,11 +51,15 @@ def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float],
 
 def large_run_settings(large_model: str = "tinyllama_1_1b", tokens: float = 0) -> TrainingSettings:
     """The large run's training settings written into optimal_mixture.yaml (its token budget sets the caps): the
-    large_1b recipe on `large_model`, for `tokens` (0: the recipe's 25,000 steps) in whole steps of its batch."""
+    large_1b recipe on `large_model`, for `tokens` (0: the recipe's 25,000 steps) in whole steps of its batch, its
+    warm-up the recipe's share of the steps and no interval longer than the run."""
     settings = TrainingSettings.from_name("large_1b", model_name=large_model)
     if tokens:
-        per_step = settings.global_batch_size * settings.block_size
-        settings = dataclasses.replace(settings, max_step=max(1, round(tokens / per_step)))
+        steps = max(1, round(tokens / (settings.global_batch_size * settings.block_size)))
+        settings = dataclasses.replace(
+            settings, max_step=steps, warmup_steps=max(1, round(settings.warmup_steps * steps / settings.max_step)),
+            eval_step_interval=min(settings.eval_step_interval, steps),
+            save_step_interval=min(settings.save_step_interval, steps))
     return settings
 
 

@@ -138,7 +138,8 @@ class ScalingMixingLaw(RegressorMixin, BaseEstimator):
                                   f_scale=0.5, x_scale="jac") for theta in starts), key=lambda fit: fit.cost)
         E, a0, a, alpha, b0, b, beta = unpack(best.x)
         log_unit = np.log(unit)  # unit x exp(u) = exp(u + log unit): the coefficients in the target's own units
-        return {"E": loc + unit * E, "a0": a0 + log_unit, "a": a, "alpha": alpha, "b0": b0 + log_unit, "b": b,
+        E = max(loc + unit * E, 0.0) if np.isfinite(least_E) else loc + unit * E  # the bound, not a rounding below it
+        return {"E": E, "a0": a0 + log_unit, "a": a, "alpha": alpha, "b0": b0 + log_unit, "b": b,
                 "beta": beta}
 
     def predict(self, X: Any) -> np.ndarray:

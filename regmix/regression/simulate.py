@@ -338,11 +338,15 @@ def main(argv: Sequence[str] | None = None) -> Simulation:
         return simulate(at, natural, objective, args.num_candidates, args.top_k, settings, args.screen, args.refine,
                         args.seed, args.threads, not args.quiet, uncertainty=args.uncertainty)
 
+    from regmix.regression.optimum import large_run_scale, large_run_tokens
+
     large_run = large_run_settings(args.large_model, args.tokens or 0)
+    if args.tokens and abs(large_run_tokens(large_run) - args.tokens) > 0.01 * args.tokens:
+        print(f"note: optimal_mixture.yaml trains {large_run.max_step} steps of {large_run.global_batch_size} x "
+              f"{large_run.block_size} = {large_run_tokens(large_run):,} tokens, --tokens in whole steps of the "
+              "large_1b recipe's batch; the optimum is for --tokens")
     extra = {}
     if model.scale is not None:  # the optimum for the large run, and the one for the largest proxies beside it
-        from regmix.regression.optimum import large_run_scale
-
         proxy_scale = model.scale
         large = (args.params, args.tokens) if args.params is not None else large_run_scale(large_run)
         proxies = run(model)

@@ -66,7 +66,7 @@ class RegMixProposer(RandomProposer):
 
     def tell_results(self, names: Sequence[str], results: Sequence[RunResult]) -> None:
         """As every proposer, plus each run's scale (non-embedding parameters, tokens trained) for the scale-aware
-        regressors: a study with a `larger:` scale has runs of two sizes."""
+        regressors: a study with `larger:` scales has runs of several sizes."""
         super().tell_results(names, results)
         self.scales[len(self) - len(results):] = [run_scale(r) for r in results]
 

@@ -4,8 +4,9 @@ Sections (all optional, the defaults are the embedded demo): `name`, `method` (a
 `regmix.search`: regmix, random, bo, turbo, or an online method), `target` (valid domains to
 minimise; default: the mean over every valid domain), `corpus`, `synthesis`, `proxy` (training
 settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path; its `repetitions`,
-`large_model` and `verify` hold for every method), `search` (budget, bounds and the method's
-settings) and `reuse` (an earlier optimum frozen as one domain when the domain set changed). The study
+`large_model`, `large_tokens` and `verify` hold for every method), `search` (budget, bounds and the method's
+settings), `reuse` (an earlier optimum frozen as one domain when the domain set changed) and `larger` (larger
+proxy scales on the swarm's first mixtures, for the scale-aware regressors). The study
 runner (`regmix.study.runner`) starts from its corpus (`regmix.study.corpus`).
 """
 
@@ -169,8 +170,9 @@ class LargerSettings:
     """A larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained again
     with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
     scaling, scaling_lightgbm) see the mixture's effect change with scale. `larger:` is one such mapping or a list
-    of them (several scales on shared mixtures); 0 runs or an empty list: one scale, as RegMix. `runs` unset: a
-    quarter of the swarm (LARGER_SHARE; bench/larger_runs.py measured what more runs buy)."""
+    of them (several scales on shared mixtures); a mapping of 0 runs, or an empty list: one scale, as RegMix.
+    `runs` unset: a quarter of the swarm, whatever size a command gives it (LARGER_SHARE; bench/larger_runs.py
+    measured what more runs buy)."""
 
     runs: int | None = None
     model_name: str = "tinyllama_1M"
@@ -178,6 +180,10 @@ class LargerSettings:
 
     def training(self, proxy: TrainingSettings) -> TrainingSettings:
         return dataclasses.replace(proxy, model_name=self.model_name, max_step=self.max_step or proxy.max_step)
+
+    def count(self, swarm: int) -> int:
+        """The runs trained again, of a swarm of `swarm` (no more than it has)."""
+        return min(swarm, self.runs if self.runs is not None else max(1, round(LARGER_SHARE * swarm)))
 
 
 @dataclass
@@ -305,7 +311,7 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     for key in sections:
         if key == "larger" and key in data:
             with noting(problems, path):
-                experiment.larger = larger_scales(data[key], path, experiment.sweep.num_configs)
+                experiment.larger = larger_scales(data[key], path)
         elif key in data:
             with noting(problems, path):
                 setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
@@ -326,32 +332,36 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     return experiment
 
 
-def larger_scales(data: Any, source: Path, swarm: int) -> list[LargerSettings]:
-    """`larger:` as one mapping or a list of them, each without `runs` given LARGER_SHARE of the `swarm`; a mapping
-    of 0 runs is no larger scale."""
+def larger_scales(data: Any, source: Path) -> list[LargerSettings]:
+    """`larger:` as one mapping or a list of them; a mapping of 0 runs is no larger scale."""
+    if not isinstance(data, (dict, list)):
+        raise ConfigError(source, "'larger:' must be a mapping (runs, model_name, max_step) or a list of them")
     entries = data if isinstance(data, list) else [data]
-    scales = [_section(LargerSettings(), entry, source, f"larger[{k}]" if isinstance(data, list) else "larger")
+    scales = [_section(LargerSettings(), entry, source, scale_label(k, len(entries)))
               for k, entry in enumerate(entries)]
-    scales = [s if s.runs is not None else dataclasses.replace(s, runs=max(1, round(LARGER_SHARE * swarm)))
-              for s in scales]
-    return [s for s in scales if s.runs or isinstance(data, list)]
+    return [s for s in scales if s.runs != 0 or isinstance(data, list)]
+
+
+def scale_label(k: int, scales: int) -> str:
+    """How an error names the k-th larger scale: as the file spells it."""
+    return "larger" if scales == 1 else f"larger[{k}]"
 
 
 def check_larger_settings(experiment: Experiment, source: Path) -> None:
     """The `larger:` scales: each a count of runs the swarm can give, settings the trainer accepts, and a size
     no other scale has (the same size twice would be seeds, not scales)."""
     seen = {(experiment.proxy.model_name, experiment.proxy.max_step): "the proxies"}
-    for name, larger in experiment.scales.items():
-        if not 1 <= larger.runs <= experiment.sweep.num_configs or larger.max_step < 0:
-            raise ConfigError(source, f"'{name}': 'runs' must be in [1, sweep.num_configs = "
-                                      f"{experiment.sweep.num_configs}] and 'max_step' >= 0, got {larger.runs} and "
-                                      f"{larger.max_step}")
+    for k, larger in enumerate(experiment.larger):
+        label, swarm = scale_label(k, len(experiment.larger)), experiment.sweep.num_configs
+        if not (larger.runs is None or 1 <= larger.runs <= swarm) or larger.max_step < 0:
+            raise ConfigError(source, f"'{label}': 'runs' must be in [1, sweep.num_configs = {swarm}] and 'max_step' "
+                                      f">= 0, got {larger.runs} and {larger.max_step}")
         training = larger.training(experiment.proxy)
-        training.validate(source, section_spelling("larger"))
+        training.validate(source, section_spelling(label))
         size = (training.model_name, training.max_step)
         if size in seen:
-            raise ConfigError(source, f"'{name}' ({size[0]}, {size[1]} steps) is the scale of {seen[size]} already")
-        seen[size] = f"'{name}'"
+            raise ConfigError(source, f"'{label}' ({size[0]}, {size[1]} steps) is the scale of {seen[size]} already")
+        seen[size] = f"'{label}'"
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:
@@ -404,7 +414,8 @@ def check_simulation_settings(simulation: SimulationSettings, source: Path) -> N
     checks = [(large_model is None, f"'simulation.large_model' {large_model}, got {simulation.large_model!r}"),
               (simulation.top_k >= 1 and simulation.candidates >= simulation.top_k,
                "'simulation.candidates' must be >= 'simulation.top_k' >= 1"),
-              (simulation.large_tokens >= 0, "'simulation.large_tokens' must be >= 0 (0: the large_1b recipe's)"),
+              (0 <= simulation.large_tokens < float("inf"),
+               "'simulation.large_tokens' must be a finite number >= 0 (0: the large_1b recipe's)"),
               (simulation.repetitions >= 0, "'simulation.repetitions' must be >= 0 (0: no repetition caps)"),
               (simulation.optimum in ("topk", "exact"), "'simulation.optimum' must be topk or exact"),
               (simulation.kl >= 0, "'simulation.kl' must be >= 0"),

@@ -91,7 +91,7 @@ class StudyLog:
 
 def observations(trials: Sequence[Trial], domains: Sequence[str], pool: Path | None = None) -> Observations:
     """Runs in RegMix's layout: achieved mixtures over the corpus' domains, every valid loss, and (with `pool`, the
-    runs' folder) each run's scale where every run recorded it: a study with a `larger:` scale has two."""
+    runs' folder) each run's scale where every run recorded it: a study with `larger:` scales has several."""
     targets = tuple(dict.fromkeys(d for t in trials for d in t.losses or {}))
     losses = np.array([[(t.losses or {}).get(d, np.nan) for d in targets] for t in trials])
     mixtures = np.stack([Mixture.from_dict(t.achieved or t.requested, normalize=True).vector(domains) for t in trials])
@@ -240,7 +240,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
     lines = ["", f"== {summary['method']} study report ==", summary["bottom_line"],
              f"objective:       {summary['objective_text']}",
              f"runs:            {runs['method']} of the method, "
-             + (f"{runs['larger']} of them again at the larger scale, " if runs.get("larger") else "")
+             + (f"{runs['larger']} of them again at larger scales, " if runs.get("larger") else "")
              + f"{runs['started_from']} started from, "
              f"{runs['anchors']} anchors, {runs['verification']} verification, {runs['failed']} failed; "
              f"{sum(summary['tokens'].values()):,} tokens",

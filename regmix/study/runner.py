@@ -227,14 +227,15 @@ def ask(study: Study, state: StudyState, proposer: Proposer) -> list[Trial]:
 
 
 def add_larger(study: Study, state: StudyState) -> None:
-    """The `larger:` scales' runs: at each, the first mixtures the method asked for, trained again at its size."""
+    """The `larger:` scales' runs: at each, the first mixtures the method asked for, trained again at its size (topped
+    up as rounds bring more of them)."""
     if study.method != "regmix":
         return
-    method = [t for t in state.trials if t.source == "method"]
+    method, known = [t for t in state.trials if t.source == "method"], {t.name for t in state.trials}
     for scale, larger in study.experiment.scales.items():
-        if not any(t.scale == scale for t in state.trials):
-            state.trials += [Trial(f"{t.name}_{scale}", dict(t.requested), t.round, source="larger", scale=scale)
-                             for t in method[:larger.runs]]
+        state.trials += [Trial(f"{t.name}_{scale}", dict(t.requested), t.round, source="larger", scale=scale)
+                         for t in method[:larger.count(study.experiment.sweep.num_configs)]
+                         if f"{t.name}_{scale}" not in known]
     state.save()
 
 
