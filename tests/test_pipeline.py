@@ -283,7 +283,7 @@ def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
                 "larger: 8": "'larger:' must be a mapping",
                 "larger: [{runs: 4, model_name: tinyllama_demo}]": ".*is the scale of the proxies already",
                 "larger: [{runs: 0, max_step: 300}]": r"'larger': 'runs' must be in \[1, sweep.num_configs",
-                "larger: [{runs: 2}, {runs: 2, max_stp: 300}]": r"unknown key 'max_stp' in 'larger\[1\]:' \(did you mean"}
+                "larger: [{runs: 2}, {runs: 2, max_stp: 300}]": r"unknown key 'max_stp' in 'larger\[1\]:' \(did you"}
     for text, error in problems.items():
         path.write_text(text + "\n")
         with pytest.raises(ConfigError, match="scales.yaml: " + error):
@@ -292,7 +292,7 @@ def test_larger_is_one_scale_or_a_list_and_each_is_checked(tmp_path):
 
 def test_a_study_with_larger_scales_trains_shared_mixtures_again_and_answers_for_the_large_run(workdir):
     Path("tiny.yaml").write_text(EXPERIMENT.replace("fit: {regressors: [linear], folds: 4}",
-                                                    "fit: {regressors: [scaling], folds: 2}")
+                                                    "fit: {regressors: [scaling, linear], folds: 2}")
                                  .replace("num_configs: 8", "num_configs: 14")
                                  .replace("top_k: 16}", "top_k: 16, large_tokens: 3e9}")
                                  + "larger: [{runs: 4, max_step: 9, model_name: tinyllama_demo},\n"
@@ -314,6 +314,8 @@ def test_a_study_with_larger_scales_trains_shared_mixtures_again_and_answers_for
     assert scale["tokens"] == steps * 512 * 2048 and scale["proxies_tokens"] == 12 * 4 * 32  # the largest proxies
     assert load_run_config(Path("mixture_config/tiny/regmix/optimal_mixture.yaml")).training.max_step == steps
     assert set(scale["proxies_optimum"]) == {"code", "legal", "prose"}
+    assert scale["single_scale_regressor"] == "linear"  # the single-scale regressors' best, beside it
+    assert set(scale["single_scale_optimum"]) == {"code", "legal", "prose"}
     text = "\n".join(lines)
-    assert "scale:           scaling is scale-aware" in text and "natural   optimal   proxies" in text
+    assert "scale:           scaling is scale-aware" in text and "natural   optimal   proxies    single" in text
     assert any("round 1: training 14 method, 7 larger" in line for line in lines)

@@ -41,12 +41,21 @@ def optimal_run_config(mixture: Mixture, objective: Objective, predicted: float,
                      extra)
 
 
-def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float], proxies: Mixture) -> dict[str, Any]:
+def scale_record(large: tuple[float, float], proxies_scale: tuple[float, float], proxies: Mixture,
+                 single: tuple[str, Mixture] | None = None) -> dict[str, Any]:
     """What optimal_mixture.yaml and report.json record of a scale-aware model's optimum (`predicted_at`): the scale
-    it is chosen for, and the largest proxies' scale and optimum beside it."""
-    return {"params": large[0], "tokens": large[1], "proxies_params": proxies_scale[0],
-            "proxies_tokens": proxies_scale[1],
-            "proxies_optimum": {d: round(w, 6) for d, w in proxies.to_dict().items()}}
+    it is chosen for, the largest proxies' scale and optimum beside it, and where a study fit one, the optimum of
+    the best single-scale regressor (its name and mixture: RegMix's answer, which bench/scale_transfer.py found to
+    win at a larger scale where the scale-aware one lost)."""
+    record = {"params": large[0], "tokens": large[1], "proxies_params": proxies_scale[0],
+              "proxies_tokens": proxies_scale[1], "proxies_optimum": rounded(proxies)}
+    if single is not None:
+        record |= {"single_scale_regressor": single[0], "single_scale_optimum": rounded(single[1])}
+    return record
+
+
+def rounded(mixture: Mixture) -> dict[str, float]:
+    return {d: round(w, 6) for d, w in mixture.to_dict().items()}
 
 
 def large_run_settings(large_model: str = "tinyllama_1_1b", tokens: float = 0) -> TrainingSettings:
@@ -64,11 +73,13 @@ def large_run_settings(large_model: str = "tinyllama_1_1b", tokens: float = 0) -
 
 
 def mixture_report(natural: Mapping[str, float], optimal: Mapping[str, float], optimal_path: str,
-                   proxies: Mapping[str, float] | None = None) -> list[str]:
-    """Report lines: natural and optimal weight per domain (and, from a scale-aware model, the largest proxies'
-    optimum beside it), and how to train the optimum at scale."""
-    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}" + (f"{'proxies':>10}" if proxies else "")]
-    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" + (f"{proxies.get(d, 0.0):>10.3f}" if proxies else "")
+                   beside: Mapping[str, Mapping[str, float]] | None = None) -> list[str]:
+    """Report lines: natural and optimal weight per domain (and other optima beside it by column name, e.g. a
+    scale-aware model's for the largest proxies and a single-scale regressor's), and how to train the optimum."""
+    beside = beside or {}
+    lines = [f"{'domain':<24}{'natural':>10}{'optimal':>10}" + "".join(f"{name:>10}" for name in beside)]
+    lines += [f"{d:<24}{w:>10.3f}{optimal.get(d, 0.0):>10.3f}" + "".join(f"{m.get(d, 0.0):>10.3f}"
+                                                                        for m in beside.values())
               for d, w in natural.items()]
     return lines + [f"optimal mixture: {optimal_path}  (train it: model_training/pretrain_1b.sh {optimal_path})"]
 

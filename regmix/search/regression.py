@@ -102,10 +102,14 @@ class RegMixProposer(RandomProposer):
                             self.synthesis, refine=self.refine, seed=self.seed, threads=self.threads, progress=False,
                             caps=caps, uncertainty=self.uncertainty)
 
-        proxy_scale, proxies = model.scale, None
+        proxy_scale, proxies, single = model.scale, None, None
         if proxy_scale is not None and self.target_scale is not None:  # the optimum for the large run's size,
             proxies = optimum(model)  # and the one for the largest proxies' beside it
             model = model.at_scale(*self.target_scale)
+            others = [r for r in usable if r not in SCALE_AWARE]
+            if others:  # and the single-scale regressors' best: RegMix's answer, to verify against it
+                chosen = fit(observations, others, folds=folds, num_threads=self.threads, select=self.select)
+                single = (chosen.name, optimum(chosen).mixture)
         if self.output is not None:
             save_model(model, self.output / REGRESSOR_FILE)
             plot_out_of_fold(model, cv_plot_path(self.output / REGRESSOR_FILE))
@@ -124,5 +128,5 @@ class RegMixProposer(RandomProposer):
                    "candidates": result.candidates, "optimum": self.optimum, "kl": self.kl,
                    "guard_margin": self.guard_margin, "uncertainty": self.uncertainty}
         if proxies is not None:
-            details["predicted_at"] = scale_record(model.scale, proxy_scale, proxies.mixture)
+            details["predicted_at"] = scale_record(model.scale, proxy_scale, proxies.mixture, single)
         return Recommendation(self.space.mixture(weights), predicted, result.spread, basis, details)

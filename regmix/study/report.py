@@ -253,8 +253,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
         lines.append(f"scale:           {details['regressor']} is scale-aware: the optimum is for the large run, "
                      f"{scale['params']:,.0f} params and {scale['tokens']:,.0f} tokens; for the largest proxies "
                      f"({scale['proxies_params']:,.0f} params, {scale['proxies_tokens']:,.0f} tokens) it would be the "
-                     "'proxies' column below; verify the difference at a larger scale (regmix transfer) before "
-                     "trusting it")
+                     "'proxies' column below"
+                     + (f"; the best single-scale regressor ({scale['single_scale_regressor']}) chose the 'single' "
+                        "column" if scale.get("single_scale_optimum") else "")
+                     + "; verify them at a larger scale (regmix transfer) before trusting either")
     if details.get("cv"):
         cv = details["cv"]
         lines.append(f"regressor:       {details['regressor']}, CV Spearman "
@@ -267,8 +269,9 @@ def format_report(summary: Mapping[str, Any]) -> str:
                      f"{reuse['frozen_share']:.3f}; optimal_mixture.yaml spreads it over its domains"
                      + (f" (no longer in the corpus: {', '.join(reuse['removed'])})" if reuse["removed"] else ""))
     files = summary["files"]
+    beside = {} if not scale else {"proxies": scale["proxies_optimum"], "single": scale.get("single_scale_optimum")}
     lines += mixture_report(summary["natural"], summary["optimal"], files["optimal_mixture"],
-                            scale["proxies_optimum"] if scale else None)
+                            {name: m for name, m in beside.items() if m})
     caps = summary.get("repetition_caps")
     if caps and caps["epoch_limit"] > caps["repetitions"]:
         lines.append(too_small(caps))

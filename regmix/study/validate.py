@@ -167,7 +167,8 @@ def plan(experiment: Experiment, methods: Sequence[str], vocab_size: int, starte
         for scale, larger in experiment.scales.items() if method == "regmix" else ():
             training = experiment.training(scale)
             lines.append(f"method regmix: {larger.count(sweep.num_configs)} of its mixtures again at a larger scale "
-                         f"({training.model_name}, {training.max_step} steps; runs named <run>_{scale}), not timed below")
+                         f"({training.model_name}, {training.max_step} steps; runs named <run>_{scale}), not timed "
+                         "below")
         counted.append(method)
         lines.append(f"method {method}: {runs} proxy runs" + (f" (+{started} it starts from)" if started else "")
                      + (f", then {verified} verification runs of its answer (up to {verified + extra} with the seeds "
