@@ -4,7 +4,8 @@ Reads the runs of bench/scale_transfer.py's studies (three scales on shared mixt
 at 100 steps, tinyllama_1M at 300 steps). For k runs of the middle scale (its first k: the swarm's first mixtures,
 as a study trains them), each scale-aware regressor is fit on the swarm and those k runs and scored at the largest
 scale by the project's own `fit.scale_extrapolation_scores` on the objective (the mean validation loss as one
-target): Spearman (%) and regret@1 at the largest scale. Beside them, single-scale lightgbm fit on the swarm alone.
+target): Spearman (%) and regret@1 at the largest scale. Beside them, single-scale saturating (the best
+single-scale ranker at the largest scale in bench/scale_transfer.py) fit on the swarm alone.
 Appends the table to bench/results/larger_runs.md.
 
     python bench/larger_runs.py /tmp/st/default/runs/scale_default/regmix /tmp/st/system/runs/scale_system/regmix
@@ -63,9 +64,9 @@ def main() -> None:
                   f"{scales[1][0]:,.0f} params and {scales[1][1]:,.0f} tokens; {len(largest)} scored at "
                   f"{scales[2][1]:,.0f} tokens)", "",
                   "Spearman (%) / regret@1 at the largest scale, fit without it:", "",
-                  "| middle-scale runs | " + " | ".join(AWARE) + " | lightgbm (swarm only) |",
+                  "| middle-scale runs | " + " | ".join(AWARE) + " | saturating (swarm only) |",
                   "|---|" + "---|" * (len(AWARE) + 1)]
-        baseline = scored("lightgbm", runs.take(np.r_[swarm, largest]), False)
+        baseline = scored("saturating", runs.take(np.r_[swarm, largest]), False)
         for k in args.ks:
             subset = runs.take(np.r_[swarm, middle[:k], largest])
             lines.append(f"| {k} | " + " | ".join(scored(name, subset, True) for name in AWARE) + f" | {baseline} |")
