@@ -16,7 +16,8 @@ from regmix.core.objective import Objective
 from regmix.data.corpus import MANIFEST_NAME, CorpusManifest, load_manifest
 from regmix.data.default_corpus import build_default_corpus
 from regmix.data.prepare import prepare
-from regmix.study.experiment import Experiment, section_spelling
+from regmix.study.experiment import Experiment
+from regmix.study.sections import section_spelling
 
 
 @dataclass(frozen=True)

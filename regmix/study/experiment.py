@@ -6,7 +6,7 @@ minimise; default: the mean over every valid domain), `corpus`, `synthesis`, `pr
 settings of every proxy), `sweep`, `fit`, `simulation` (the RegMix path; its `repetitions`,
 `large_model`, `large_tokens` and `verify` hold for every method), `search` (budget, bounds and the method's
 settings), `reuse` (an earlier optimum frozen as one domain when the domain set changed) and `larger` (larger
-proxy scales on the swarm's first mixtures, for the scale-aware regressors). The study
+proxy scales on the swarm's first mixtures, for the scale-aware regressors: regmix.study.scales). The study
 runner (`regmix.study.runner`) starts from its corpus (`regmix.study.corpus`).
 """
 
@@ -30,7 +30,9 @@ from regmix.regression.regressors import REGRESSORS
 from regmix.search import PROPOSERS
 from regmix.search.synthesize import SynthesisSettings
 from regmix.settings.training import PRESETS as TRAINING_PRESETS
-from regmix.settings.training import TrainingSettings, setting_types, setting_value
+from regmix.settings.training import TrainingSettings
+from regmix.study.scales import LargerSettings, check_scales, larger_scales
+from regmix.study.sections import apply_section, section_spelling
 from regmix.train.executor import Executor, executor_from_args
 from regmix.train.models import model_problem
 from regmix.train.runlog import WANDB_MODES
@@ -162,30 +164,6 @@ class ReuseSettings:
     name: str = "existing"
 
 
-LARGER_SHARE = 0.25  # of the swarm's runs, trained again at a larger scale when `larger:` does not say
-
-
-@dataclass
-class LargerSettings:
-    """A larger proxy scale for the regmix method (issue 29): the first `runs` mixtures of its swarm trained again
-    with `model_name` for `max_step` steps (the proxies' other settings), so the scale-aware regressors (fit:
-    scaling, scaling_lightgbm) see the mixture's effect change with scale. `larger:` is one such mapping or a list
-    of them (several scales on shared mixtures); a mapping of 0 runs, or an empty list: one scale, as RegMix.
-    `runs` unset: a quarter of the swarm, whatever size a command gives it (LARGER_SHARE; bench/larger_runs.py
-    measured what more runs buy)."""
-
-    runs: int | None = None
-    model_name: str = "tinyllama_1M"
-    max_step: int = 0  # 0: the proxies' steps
-
-    def training(self, proxy: TrainingSettings) -> TrainingSettings:
-        return dataclasses.replace(proxy, model_name=self.model_name, max_step=self.max_step or proxy.max_step)
-
-    def count(self, swarm: int) -> int:
-        """The runs trained again, of a swarm of `swarm` (no more than it has)."""
-        return min(swarm, self.runs if self.runs is not None else max(1, round(LARGER_SHARE * swarm)))
-
-
 @dataclass
 class Experiment:
     """Every setting of a pipeline run. `target`: valid domain weights; None = all valid domains equally."""
@@ -237,23 +215,6 @@ class Experiment:
     def optimal(self, method: str | None = None) -> Path:
         """Where a method's answer goes: `mixture_config/<name>/<method>/optimal_mixture.yaml`."""
         return Path("mixture_config") / self.name / (method or self.method) / "optimal_mixture.yaml"
-
-
-def _section(base: Any, data: Any, source: Path, name: str) -> Any:
-    """`base` with the keys of one YAML section applied; unknown keys and bad types name the file."""
-    if not isinstance(data, dict):
-        raise ConfigError(source, f"'{name}:' must be a mapping")
-    known = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(source, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in '{name}:'"
-                                  f"{did_you_mean(unknown[0], known)}; known: {sorted(known)}")
-    values, kinds = {}, setting_types(type(base))
-    for key, value in data.items():
-        if isinstance(getattr(base, key), list) and isinstance(value, str):
-            value = [value]
-        values[key] = setting_value(f"'{name}.{key}'", value, kinds[key], source)
-    return dataclasses.replace(base, **values)
 
 
 def proxy_base(section: Any, source: Path) -> TrainingSettings:
@@ -314,7 +275,7 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
                 experiment.larger = larger_scales(data[key], path)
         elif key in data:
             with noting(problems, path):
-                setattr(experiment, key, _section(proxy_base(data[key], path) if key == "proxy" else
+                setattr(experiment, key, apply_section(proxy_base(data[key], path) if key == "proxy" else
                                                   getattr(experiment, key), without_preset(data[key]), path, key))
     checks: list[tuple[Callable[[Any, Path], None], Any]] = [
         (check_search_settings, experiment.search), (check_simulation_settings, experiment.simulation),
@@ -328,40 +289,8 @@ def _read_experiment(path: Path, problems: list[ConfigError]) -> Experiment:
     with noting(problems, path):
         experiment.synthesis.validate(path, section_spelling("synthesis"))
     with noting(problems, path):
-        check_larger_settings(experiment, path)
+        check_scales(experiment.larger, experiment.proxy, experiment.sweep.num_configs, path)
     return experiment
-
-
-def larger_scales(data: Any, source: Path) -> list[LargerSettings]:
-    """`larger:` as one mapping or a list of them; a mapping of 0 runs is no larger scale."""
-    if not isinstance(data, (dict, list)):
-        raise ConfigError(source, "'larger:' must be a mapping (runs, model_name, max_step) or a list of them")
-    entries = data if isinstance(data, list) else [data]
-    scales = [_section(LargerSettings(), entry, source, scale_label(k, len(entries)))
-              for k, entry in enumerate(entries)]
-    return [s for s in scales if s.runs != 0 or isinstance(data, list)]
-
-
-def scale_label(k: int, scales: int) -> str:
-    """How an error names the k-th larger scale: as the file spells it."""
-    return "larger" if scales == 1 else f"larger[{k}]"
-
-
-def check_larger_settings(experiment: Experiment, source: Path) -> None:
-    """The `larger:` scales: each a count of runs the swarm can give, settings the trainer accepts, and a size
-    no other scale has (the same size twice would be seeds, not scales)."""
-    seen = {(experiment.proxy.model_name, experiment.proxy.max_step): "the proxies"}
-    for k, larger in enumerate(experiment.larger):
-        label, swarm = scale_label(k, len(experiment.larger)), experiment.sweep.num_configs
-        if not (larger.runs is None or 1 <= larger.runs <= swarm) or larger.max_step < 0:
-            raise ConfigError(source, f"'{label}': 'runs' must be in [1, sweep.num_configs = {swarm}] and 'max_step' "
-                                      f">= 0, got {larger.runs} and {larger.max_step}")
-        training = larger.training(experiment.proxy)
-        training.validate(source, section_spelling(label))
-        size = (training.model_name, training.max_step)
-        if size in seen:
-            raise ConfigError(source, f"'{label}' ({size[0]}, {size[1]} steps) is the scale of {seen[size]} already")
-        seen[size] = f"'{label}'"
 
 
 def check_corpus_settings(corpus: CorpusSettings, source: Path) -> None:
@@ -392,11 +321,6 @@ def check_sweep_settings(sweep: SweepSettings, source: Path) -> None:
         raise ConfigError(source, f"'sweep.device': {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(source, f"'sweep.executor': {exc}") from None
-
-
-def section_spelling(section: str) -> Callable[[str], str]:
-    """How an experiment file names a setting of one of its sections: `'proxy.max_step'`."""
-    return lambda name: f"'{section}.{name}'"
 
 
 def with_executor(experiment: Experiment, args: argparse.Namespace) -> Experiment:
