@@ -30,12 +30,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "larger_runs.md"
 AWARE = ("scaling", "scaling_lightgbm")
 
 
+def objective_target(observations: Observations, objective: Objective) -> Observations:
+    """The runs with the objective as their one target (bench/scale_transfer.py scores regressors on it too)."""
+    values = [objective.value(dict(zip(observations.targets, row))) for row in observations.losses]
+    return dataclasses.replace(observations, targets=("objective",), losses=np.array(values)[:, None])
+
+
 def objective_runs(study: Path) -> Observations:
     """The study's runs with the mean validation loss as their one target."""
     observations = read_csvs(*find_csvs(study))
-    objective = Objective.mean(observations.targets)
-    values = [objective.value(dict(zip(observations.targets, row))) for row in observations.losses]
-    return dataclasses.replace(observations, targets=("objective",), losses=np.array(values)[:, None])
+    return objective_target(observations, Objective.mean(observations.targets))
 
 
 def scored(name: str, observations: Observations, aware: bool) -> str:

@@ -32,7 +32,7 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
+from larger_runs import objective_target
 
 from regmix import pipeline
 from regmix.core.objective import Objective
@@ -60,8 +60,7 @@ def experiment_text(name: str, corpus: str, larger_runs: int) -> str:
 
 def regressor_table(observations, objective: Objective) -> list[str]:
     """Spearman and regret@1 at the largest scale, per regressor, on the objective as one target."""
-    values = np.array([objective.value(dict(zip(observations.targets, row))) for row in observations.losses])
-    one = dataclasses.replace(observations, targets=("objective",), losses=values[:, None])
+    one = objective_target(observations, objective)
     lines = ["| regressor | fit on | Spearman at the largest scale | regret@1 |", "|---|---|---|---|"]
     for name in REGRESSORS:
         aware = name.startswith("scaling")
